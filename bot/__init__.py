@@ -1,0 +1,1 @@
+"""Tessera's Discord side: the client, buttons, rendering, configuration and entry points."""

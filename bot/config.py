@@ -1,0 +1,173 @@
+"""Tessera's configuration, read from the environment and `.env`.
+
+One `Settings` object is built at start and passed down; nothing else reads the environment.
+A bad value stops the start with one line naming the setting, the value and what is allowed,
+because an operator reading a stack trace of pydantic internals is a bad first day.
+The Discord token is a `SecretStr`, so it never appears in logs, errors or `repr`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+# A Hugging Face repo id: "name" or "owner/name", letters, digits, "-", "_", ".".
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message is one line for the operator."""
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a model reference is meant as a path rather than a hub id.
+
+    diffusers takes a missing relative path for a hub id and retries the network, so we
+    decide here, once, and insist that paths exist.
+    """
+    return (
+        value.startswith(("/", "./", "../", "~"))
+        or value.endswith(_SINGLE_FILE_SUFFIXES)
+        or (os.sep in value.strip("/") and os.path.exists(value))
+        or os.path.isdir(value)
+    )
+
+
+def validate_model_ref(value: str) -> str:
+    """Check a model id, folder or single-file checkpoint path; return it normalised."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must be a Hugging Face model id like 'owner/name', a model folder or a .safetensors/.ckpt file")
+    if looks_like_path(value):
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise ValueError(f"the path {str(path)!r} does not exist (give an absolute path to a model folder or a .safetensors/.ckpt file, or a hub id like 'owner/name')")
+        return str(path.resolve())
+    if not _HUB_ID.match(value):
+        raise ValueError("is neither an existing path nor a Hugging Face model id like 'owner/name'")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting Tessera reads; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+    discord_token: SecretStr | None = Field(default=None)
+    dev_guild_id: int | None = None
+
+    model_id: str = DEFAULT_MODEL_ID
+    allowed_models: list[str] = Field(default_factory=list)
+    device: str = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    sampler: str = "euler_a"
+    attention_slicing: bool = False
+    vae_tiling: bool = True
+    cpu_offload: bool = False
+    safety_checker: bool = False
+
+    data_dir: Path = Path("data")
+    upscaler_weights_dir: Path | None = None
+    upscale_tile: int = Field(default=256, ge=0)
+    upscale_tile_overlap: int = Field(default=16, ge=0)
+    upscale_max_side: int = Field(default=4096, ge=256)
+
+    queue_url: str = ""
+    queue_max_per_user: int = Field(default=10, ge=1)
+    queue_max_running_per_user: int = Field(default=2, ge=1)
+    queue_max_total: int = Field(default=200, ge=1)
+    queue_batch_size: int = Field(default=4, ge=1)
+    job_timeout_s: float = Field(default=600.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    prompt_max_length: int = Field(default=6000, ge=1)
+    prompt_max_jobs: int = Field(default=40, ge=1)
+    image_prompt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    image_fetch_timeout_s: float = Field(default=10.0, gt=0)
+
+    gallery_channel_id: int | None = None
+    banned_words: list[str] = Field(default_factory=list)
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("discord_token", "dev_guild_id", "gallery_channel_id", "upscaler_weights_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("banned_words", "allowed_models", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_id(cls, value: str) -> str:
+        return validate_model_ref(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE.match(value):
+            raise ValueError("must be one of auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be empty (in-process queue) or a Redis URL like redis://:password@host:6379/0")
+        return value
+
+    @property
+    def weights_dir(self) -> Path:
+        """Where Real-ESRGAN weights live: `UPSCALER_WEIGHTS_DIR`, else `DATA_DIR/weights`."""
+        return self.upscaler_weights_dir or self.data_dir / "weights"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "tessera.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+
+def _describe(error: dict) -> str:
+    name = str(error["loc"][0]).upper() if error.get("loc") else "SETTINGS"
+    value = error.get("input")
+    shown = "<hidden>" if name == "DISCORD_TOKEN" else repr(value)
+    message = str(error.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ")
+    return f"invalid setting {name}={shown}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build `Settings` from the environment, `.env` and `overrides`.
+
+    Raises `ConfigError` with one line per bad setting; the first line is the one shown.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors(include_url=False))) from None

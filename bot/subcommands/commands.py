@@ -1,0 +1,15 @@
+"""Print the slash commands the bot would sync, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(args: argparse.Namespace) -> int:
+    print("tessera commands: not available yet", file=sys.stderr)
+    return 3

@@ -1,0 +1,15 @@
+"""Parse a prompt and print it as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(args: argparse.Namespace) -> int:
+    print("tessera parse: not available yet", file=sys.stderr)
+    return 3

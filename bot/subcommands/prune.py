@@ -1,0 +1,15 @@
+"""Delete old unshared images and their rows."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(args: argparse.Namespace) -> int:
+    print("tessera prune: not available yet", file=sys.stderr)
+    return 3

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs Tessera and runs the bot, configured from .env (see .env.example).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+EXTRAS="${EXTRAS:-redis}" source "$ROOT/scripts/install.sh"
+cd "$ROOT"
+exec "$VENV/bin/python" -m bot "$@"
