@@ -1,0 +1,136 @@
+"""Values that cross the storage boundary: plain dataclasses, never rows or dicts.
+
+CONTRACT: these names and fields are used by engine/queue, commands and the bot. Add fields
+(with defaults) if needed; do not rename or remove.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+
+class JobKind(StrEnum):
+    IMAGINE = "imagine"
+    VARIATION = "variation"
+    REROLL = "reroll"
+    UPSCALE = "upscale"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+# Legal state changes. RUNNING -> QUEUED is the restart path (a job interrupted by a crash).
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.QUEUED}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What a command knows when it creates a job."""
+
+    kind: JobKind
+    user_id: int
+    prompt_text: str
+    prompt_json: dict | None = None  # engine.prompt.Expansion.to_json(), None for upscales
+    request_json: dict | None = None  # engine.request.GenerationRequest.to_json() once resolved
+    seed: int | None = None
+    model: str | None = None
+    guild_id: int | None = None
+    channel_id: int | None = None
+    parent_id: str | None = None
+    parent_index: int | None = None  # 0-based image index in the parent's grid
+    options: dict = field(default_factory=dict)  # kind-specific: {"scale": 4}, {"strength": "subtle"}
+    priority: int = 0  # higher runs first (upscales, priority role)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str  # short, human-friendly, what users type in /seed and /upscale
+    kind: JobKind
+    state: JobState
+    user_id: int
+    prompt_text: str
+    prompt_json: dict | None
+    request_json: dict | None
+    seed: int | None
+    model: str | None
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    parent_id: str | None
+    parent_index: int | None
+    options: dict
+    priority: int
+    attempts: int
+    error: str | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    job_id: str
+    index: int  # 0-3 for grid images; 0 for an upscale's single image
+    path: Path  # absolute
+    width: int
+    height: int
+    format: str  # "PNG"
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    user_id: int
+    quality: float | None = None
+    aspect: str | None = None
+    stylize: int | None = None
+    sampler: str | None = None
+    model: str | None = None
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    guild_id: int
+    allowed_channels: tuple[int, ...] = ()  # empty = everywhere
+    max_queued_per_user: int | None = None
+    banned_words: tuple[str, ...] = ()
+    safety_checker: bool = False
+    gallery_channel_id: int | None = None
+    priority_role_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    id: int
+    job_id: str
+    index: int
+    title: str | None
+    author_id: int
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    prompt_text: str
+    likes: int
+    created_at: datetime
+    removed: bool = False
