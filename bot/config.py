@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     dev_guild_id: int | None = None
 
     model_id: str = DEFAULT_MODEL_ID
-    allowed_models: list[str] = Field(default_factory=list)
+    allowed_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     sampler: str = "euler_a"
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     image_fetch_timeout_s: float = Field(default=10.0, gt=0)
 
     gallery_channel_id: int | None = None
-    banned_words: list[str] = Field(default_factory=list)
+    banned_words: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -171,3 +171,5 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(e) for e in exc.errors(include_url=False))) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
