@@ -3,16 +3,40 @@
 Pure Python and fast (no torch): the bot parses every prompt on the event loop before it
 queues anything, so a bad prompt is refused at once with a message fit for Discord.
 
-CONTRACT (fixed; the parser is being written): `parse(text, limits) -> Prompt`.
+The steps, in order (`parse`):
+1. refuse a prompt longer than `PromptLimits.max_length`;
+2. expand `{a, b}` permutations into one text per option (counting first, so a prompt that
+   would make thousands of texts is refused before any is built);
+3. parse each expanded text: leading image URLs, the text with its `::` parts, then the
+   `--parameter` section, where every word after `--x` belongs to `--x`.
+
+Nothing is silently corrected: a value out of range or a word after a parameter is an error
+whose message names the problem and what is allowed, because users see it verbatim.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from engine.errors import PromptError
 
-__all__ = ["Expansion", "Params", "Prompt", "PromptError", "PromptLimits", "WeightedText", "parse"]
+__all__ = [
+    "SYNTAX_HELP",
+    "Expansion",
+    "Params",
+    "Prompt",
+    "PromptError",
+    "PromptLimits",
+    "WeightedText",
+    "expand",
+    "help_text",
+    "parse",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +67,16 @@ class Params:
     # name -> value ("" for flags). Later stages list them back as ignored.
     extra: dict[str, str] = field(default_factory=dict)
 
+    def to_json(self) -> dict:
+        """The `params` object of the `tessera parse` contract (exactly these keys)."""
+        return {name: getattr(self, name) for name in _PARAM_JSON_KEYS}
+
+
+# The keys of `params` in the `tessera parse` JSON contract, in order.
+_PARAM_JSON_KEYS = (
+    "ar", "seed", "quality", "stylize", "chaos", "weird", "stop", "repeat", "tile", "iw", "style", "version",
+)
+
 
 @dataclass(frozen=True)
 class Expansion:
@@ -55,12 +89,45 @@ class Expansion:
     source: str  # this expansion's text as the user would have typed it (for display)
 
     def to_json(self) -> dict:
-        """The `tessera parse` JSON shape of one expansion."""
-        raise NotImplementedError
+        """The `tessera parse` JSON shape of one expansion, plus `source` and `extra`.
+
+        `source` and `extra` (the accepted-but-not-acted-on parameters) sit beside `params`,
+        never inside it, so `from_json(to_json())` gives the same expansion back (this is
+        what is stored on a job) while `params` keeps exactly the contract's keys.
+        `Prompt.to_json()` leaves the two out: it is the exact `tessera parse` output.
+        """
+        data = self.contract_json()
+        data["source"] = self.source
+        data["extra"] = dict(self.params.extra)
+        return data
+
+    def contract_json(self) -> dict:
+        """Exactly the `tessera parse` shape: prompts, negative, images, params."""
+        return {
+            "prompts": [{"text": p.text, "weight": p.weight} for p in self.prompts],
+            "negative": list(self.negative),
+            "images": list(self.images),
+            "params": self.params.to_json(),
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Expansion:
-        raise NotImplementedError
+        """Rebuild an expansion from `to_json()` (or from the bare `tessera parse` shape)."""
+        raw = dict(data.get("params") or {})
+        values = {name: raw.get(name) for name in _PARAM_JSON_KEYS}
+        values["tile"] = bool(values["tile"])
+        for name in ("quality", "iw"):
+            if values[name] is not None:
+                values[name] = float(values[name])
+        params = Params(**values, extra={str(k): str(v) for k, v in (data.get("extra") or {}).items()})
+        prompts = tuple(WeightedText(str(p["text"]), float(p.get("weight", 1.0))) for p in data.get("prompts", ()))
+        return cls(
+            prompts=prompts,
+            negative=tuple(str(n) for n in data.get("negative", ())),
+            images=tuple(str(i) for i in data.get("images", ())),
+            params=params,
+            source=str(data.get("source") or " ".join(p.text for p in prompts)),
+        )
 
 
 @dataclass(frozen=True)
@@ -78,17 +145,486 @@ class Prompt:
         return sum(e.params.repeat or 1 for e in self.expansions)
 
     def to_json(self) -> dict:
-        return {"expansions": [e.to_json() for e in self.expansions]}
+        """The `tessera parse` output, exactly as the contract shows it."""
+        return {"expansions": [e.contract_json() for e in self.expansions]}
 
 
 @dataclass(frozen=True)
 class PromptLimits:
-    """Limits that protect the bot (PROMPT_MAX_LENGTH, PROMPT_MAX_JOBS)."""
+    """Limits that protect the bot (PROMPT_MAX_LENGTH, PROMPT_MAX_JOBS).
+
+    `max_expansions` is Midjourney's own cap on `{a, b}` permutations (40); `max_jobs` caps
+    expansions x `--repeat` and is the operator's setting.
+    """
 
     max_length: int = 6000
     max_jobs: int = 40
+    max_expansions: int = 40
+    max_nesting: int = 10  # `{` inside `{` inside ...: deeper is surely a mistake
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+_SHOW_MAX = 60
+
+
+def _show(value: str) -> str:
+    """A user's value as shown in an error message: short, quoted when it has spaces."""
+    shown = value if len(value) <= _SHOW_MAX else value[:_SHOW_MAX] + "…"
+    return f'"{shown}"' if (not shown or any(c.isspace() for c in shown)) else shown
+
+
+def _fmt_number(value: float) -> str:
+    """2.0 -> "2", 0.5 -> "0.5": numbers in messages as people write them."""
+    return f"{value:g}"
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- permutations: {a, b, c} ----------------------------------------------------------------
+
+# A backslash escapes `,`, `{` and `}`; unescaped braces and commas are structure.
+_BRACE_TOKEN = re.compile(r"\\[,{}]|[{},]")
+
+
+class _Group:
+    """A `{...}` group: its options, each a sequence of text pieces and nested groups."""
+
+    __slots__ = ("options",)
+
+    def __init__(self) -> None:
+        self.options: list[list[str | _Group]] = [[]]
+
+
+def _where(text: str, index: int) -> str:
+    """`character N (…context→{here…)` for messages that point into the prompt."""
+    before = text[max(0, index - 20):index]
+    after = text[index:index + 20]
+    context = ("…" if index > 20 else "") + before + "→" + after + ("…" if index + 20 < len(text) else "")
+    return f"character {index + 1} ({_normalise(context) or context})"
+
+
+def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
+    """Split `text` into literal pieces and `{}` groups, without recursion (any depth of input)."""
+    root: list[str | _Group] = []
+    seq = root
+    stack: list[tuple[list[str | _Group], _Group, int]] = []  # (parent sequence, group, `{` index)
+    pos = 0
+    for match in _BRACE_TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == "\\":
+            seq.append(text[pos:match.start()] + token[1])
+            pos = match.end()
+            continue
+        if token == "," and not stack:
+            continue  # a comma outside braces is plain text
+        if match.start() > pos:
+            seq.append(text[pos:match.start()])
+        pos = match.end()
+        if token == "{":
+            if len(stack) >= max_nesting:
+                raise PromptError(
+                    f"the {{ at {_where(text, match.start())} is nested more than {max_nesting} deep; "
+                    f"use fewer {{}} inside {{}}"
+                )
+            group = _Group()
+            seq.append(group)
+            stack.append((seq, group, match.start()))
+            seq = group.options[0]
+        elif token == ",":
+            group = stack[-1][1]
+            group.options.append([])
+            seq = group.options[-1]
+        else:  # "}"
+            if not stack:
+                raise PromptError(
+                    f"the }} at {_where(text, match.start())} has no {{ before it; "
+                    "remove it, or write \\} for a literal brace"
+                )
+            seq = stack.pop()[0]
+    if stack:
+        index = stack[0][2]
+        raise PromptError(
+            f"the {{ at {_where(text, index)} is never closed; close it with }}, "
+            "or write \\{ for a literal brace"
+        )
+    if pos < len(text):
+        seq.append(text[pos:])
+    return root
+
+
+def _count(seq: list[str | _Group], cap: int) -> int:
+    """How many texts `seq` expands to, saturating at `cap + 1` (the answer can be astronomic)."""
+    total = 1
+    for item in seq:
+        if isinstance(item, _Group):
+            total *= min(cap + 1, sum(_count(option, cap) for option in item.options))
+            total = min(total, cap + 1)
+    return total
+
+
+def _expand_seq(seq: list[str | _Group]) -> list[str]:
+    """All texts of `seq`; the leftmost group changes slowest, options are trimmed."""
+    results = [""]
+    for item in seq:
+        if isinstance(item, _Group):
+            options = [text.strip() for option in item.options for text in _expand_seq(option)]
+            results = [head + option for head in results for option in options]
+        else:
+            results = [head + item for head in results]
+    return results
+
+
+def expand(text: str, limits: PromptLimits = PromptLimits()) -> list[str]:
+    """The texts `{a, b}` permutations in `text` stand for, in order (`\\,` is a literal comma)."""
+    if "{" not in text and "}" not in text and "\\" not in text:
+        return [text]
+    tree = _brace_tree(text, limits.max_nesting)
+    count = _count(tree, 10**6)
+    shown = f"{count:,}" if count <= 10**6 else "over 1,000,000"
+    if count > limits.max_expansions:
+        raise PromptError(
+            f"the {{}} options in this prompt would make {shown} prompts; the most is {limits.max_expansions}. "
+            "Use fewer options or fewer {} groups"
+        )
+    if count > limits.max_jobs:
+        raise PromptError(
+            f"the {{}} options in this prompt would make {shown} jobs; the most is {limits.max_jobs}. "
+            "Use fewer options or fewer {} groups"
+        )
+    return _expand_seq(tree)
+
+
+# --- parameters --------------------------------------------------------------------------
+
+# `--` at the start or after whitespace; an em-dash (Apple's auto-correction of `--`) counts
+# when a letter follows it, so prose like "dusk — calm sea" stays text.
+_MARKER = re.compile(r"(?<!\S)(?:--|—(?=[^\W\d_]))")
+_WHOLE = re.compile(r"-?\d+")
+_DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_RATIO = re.compile(r"(\d+):(\d+)")
+_LOOSE_RATIO = re.compile(r"(\d*\.?\d*):(\d*\.?\d*)")
+_AR_SIDE_MAX = 99999
+_QUALITIES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _one_word(typed: str, words: list[str], what: str) -> str:
+    """The single word a parameter takes; several words mean text after the parameters."""
+    if len(words) != 1:
+        hint = " (text goes before the --parameters)" if len(words) > 1 else ""
+        raise PromptError(f"{typed} must be {what}, got {_show(' '.join(words))}{hint}")
+    return words[0]
+
+
+def _whole(lo: int, hi: int) -> Callable[[str, list[str]], int]:
+    def check(typed: str, words: list[str]) -> int:
+        value = _one_word(typed, words, f"a number from {lo} to {hi}")
+        if _WHOLE.fullmatch(value):
+            if len(value) <= 20 and lo <= int(value) <= hi:
+                return int(value)
+            raise PromptError(f"{typed} must be a number from {lo} to {hi}, got {_show(value)}")
+        raise PromptError(f"{typed} must be a whole number from {lo} to {hi}, got {_show(value)}")
+
+    return check
+
+
+def _decimal(lo: float, hi: float) -> Callable[[str, list[str]], float]:
+    def check(typed: str, words: list[str]) -> float:
+        what = f"a number from {_fmt_number(lo)} to {_fmt_number(hi)}"
+        value = _one_word(typed, words, what)
+        if _DECIMAL.fullmatch(value) and lo <= float(value) <= hi:
+            return float(value)
+        raise PromptError(f"{typed} must be {what}, got {_show(value)}")
+
+    return check
+
+
+def _quality(typed: str, words: list[str]) -> float:
+    what = "one of .25, .5, 1, 2, 4"
+    value = _one_word(typed, words, what)
+    if _DECIMAL.fullmatch(value) and float(value) in _QUALITIES:
+        return float(value)
+    raise PromptError(f"{typed} must be {what}, got {_show(value)}")
+
+
+def _ratio(typed: str, words: list[str]) -> str:
+    what = "a ratio of two whole numbers like 16:9"
+    value = _one_word(typed, words, what)
+    match = _RATIO.fullmatch(value)
+    if match:
+        if all(len(side) <= 5 and 1 <= int(side) <= _AR_SIDE_MAX for side in match.groups()):
+            return value
+        raise PromptError(f"{typed} must be two whole numbers from 1 to {_AR_SIDE_MAX} like 16:9, got {_show(value)}")
+    hint = ""
+    loose = _LOOSE_RATIO.fullmatch(value)
+    if loose and all(any(c.isdigit() for c in side) and len(side) <= 12 for side in loose.groups()):
+        width, height = (Fraction(side) for side in loose.groups())
+        if width > 0 and height > 0:
+            ratio = width / height
+            if ratio.numerator <= _AR_SIDE_MAX and ratio.denominator <= _AR_SIDE_MAX:
+                hint = f" (try {ratio.numerator}:{ratio.denominator})"
+    raise PromptError(f"{typed} must be {what}, got {_show(value)}{hint}")
+
+
+def _word(example: str, lower: bool = False) -> Callable[[str, list[str]], str]:
+    def check(typed: str, words: list[str]) -> str:
+        value = _one_word(typed, words, f"one word like {example}")
+        return value.lower() if lower else value
+
+    return check
+
+
+def _words(typed: str, words: list[str]) -> str:
+    return " ".join(words)
+
+
+def _optional_word(typed: str, words: list[str]) -> str:
+    if len(words) > 1:
+        raise PromptError(
+            f"{typed} takes at most one word, got {_show(' '.join(words))} (text goes before the --parameters)"
+        )
+    return words[0] if words else ""
+
+
+def _flag(typed: str, words: list[str]) -> bool:
+    if words:
+        raise PromptError(
+            f"{typed} takes no value, got {_show(' '.join(words))} (text goes before the --parameters)"
+        )
+    return True
+
+
+def _negative(typed: str, words: list[str]) -> tuple[str, ...]:
+    items = tuple(item for item in (_normalise(part) for part in " ".join(words).split(",")) if item)
+    if not items:
+        raise PromptError(f"{typed} needs at least one thing to leave out, like {typed} people, cars")
+    return items
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One parameter: its canonical name, aliases, value check and an example value."""
+
+    name: str
+    aliases: tuple[str, ...]
+    check: Callable[[str, list[str]], object]
+    example: str | None  # None: a flag, or a value that may be left out
+    extra: bool = False  # kept in `Params.extra` (accepted, not acted on by the parser)
+
+
+_SPECS: tuple[_Spec, ...] = (
+    _Spec("ar", ("aspect",), _ratio, "16:9"),
+    _Spec("seed", (), _whole(0, 4294967295), "1234"),
+    _Spec("no", (), _negative, "people, cars"),
+    _Spec("quality", ("q",), _quality, ".5 (one of .25, .5, 1, 2, 4)"),
+    _Spec("stylize", ("s",), _whole(0, 1000), "250 (0 to 1000)"),
+    _Spec("chaos", ("c",), _whole(0, 100), "50 (0 to 100)"),
+    _Spec("weird", ("w",), _whole(0, 3000), "250 (0 to 3000)"),
+    _Spec("stop", (), _whole(10, 100), "50 (10 to 100)"),
+    _Spec("tile", (), _flag, None),
+    _Spec("repeat", ("r",), _whole(1, 40), "4 (1 to 40)"),
+    _Spec("iw", (), _decimal(0, 3), "1.5 (0 to 3)"),
+    _Spec("style", (), _word("raw", lower=True), "raw"),
+    _Spec("version", ("v",), _word("6"), "6"),
+    _Spec("niji", (), _optional_word, None, extra=True),
+    _Spec("turbo", (), _flag, None, extra=True),
+    _Spec("fast", (), _flag, None, extra=True),
+    _Spec("relax", (), _flag, None, extra=True),
+    _Spec("sref", (), _words, "an image link", extra=True),
+    _Spec("cref", (), _words, "an image link", extra=True),
+    _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", extra=True),
+    _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", extra=True),
+)
+_BY_NAME: dict[str, _Spec] = {name: spec for spec in _SPECS for name in (spec.name, *spec.aliases)}
+_KNOWN = ", ".join("/".join(f"--{n}" for n in (s.name, *s.aliases)) for s in _SPECS)
+
+
+def _unknown(typed: str) -> PromptError:
+    name = typed[2:]
+    hint = ""
+    glued = next((n for n in sorted(_BY_NAME, key=len, reverse=True)
+                  if name.startswith(n) and len(name) > len(n) and not name[len(n)].isalpha()), None)
+    if glued:
+        hint = f" (put a space after --{glued})"
+    else:
+        close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.75) if len(name) <= 30 else []
+        if close:
+            hint = f" (did you mean --{close[0]}?)"
+    return PromptError(f"unknown parameter {_show(typed)}{hint}; known parameters: {_KNOWN}")
+
+
+def _parse_params(section: str) -> tuple[dict[str, object], tuple[str, ...] | None, dict[str, str]]:
+    """The `--parameter` section: canonical name -> value, the `--no` items, the extras."""
+    values: dict[str, object] = {}
+    extra: dict[str, str] = {}
+    negative: tuple[str, ...] | None = None
+    markers = list(_MARKER.finditer(section))
+    for i, marker in enumerate(markers):
+        end = markers[i + 1].start() if i + 1 < len(markers) else len(section)
+        body = section[marker.end():end]
+        if not body or body[0].isspace():
+            raise PromptError("a -- must be followed by a parameter name, like --ar 16:9")
+        words = body.split()
+        typed = "--" + words[0].lower()
+        spec = _BY_NAME.get(words[0].lower())
+        if spec is None:
+            raise _unknown(typed)
+        if not words[1:] and spec.example is not None:
+            raise PromptError(f"{typed} needs a value like {spec.example}")
+        value = spec.check(typed, words[1:])
+        if spec.name == "no":
+            negative = value  # type: ignore[assignment]
+        elif spec.extra:
+            extra[spec.name] = value if isinstance(value, str) else " ".join(words[1:])
+        else:
+            values[spec.name] = value  # a repeated parameter: the last one wins
+    return values, negative, extra
+
+
+# --- image prompts and text ----------------------------------------------------------------
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+_TOKEN = re.compile(r"\S+")
+
+
+def _image_url(token: str) -> str | None:
+    """`token` as an image link (http(s), path ending in an image type), else None."""
+    if token.startswith("<") and token.endswith(">"):  # Discord's "no preview" link form
+        token = token[1:-1]
+    lowered = token.lower()
+    if lowered.startswith("https://"):
+        rest = lowered[8:]
+    elif lowered.startswith("http://"):
+        rest = lowered[7:]
+    else:
+        return None
+    host, slash, path = rest.partition("/")
+    if not host or not slash:
+        return None
+    path = path.split("#", 1)[0].split("?", 1)[0]
+    return token if path.endswith(_IMAGE_SUFFIXES) else None
+
+
+# `::` splits the text; a number right after it (then a space or the end) is the weight.
+_SEPARATOR = re.compile(r"::(-?(?:\d+(?:\.\d*)?|\.\d+)(?!\S))?")
+
+
+def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
+    """The `::` parts of `text` with their weights as written."""
+    parts: list[WeightedText] = []
+    pos = 0
+    for match in _SEPARATOR.finditer(text):
+        part = _normalise(text[pos:match.start()])
+        weight = 1.0
+        if match.group(1) is not None:
+            weight = float(match.group(1))
+            if not math.isfinite(weight):
+                raise PromptError(f"the weight ::{_show(match.group(1))} is too large; weights are numbers like 2 or -.5")
+        if not part:
+            where = f"::{match.group(1)}" if match.group(1) is not None else "::"
+            raise PromptError(
+                f"part {len(parts) + 1} of the multi-prompt is empty (nothing before {where}); "
+                "write some text before each ::"
+            )
+        parts.append(WeightedText(part, weight))
+        pos = match.end()
+    last = _normalise(text[pos:])
+    if last:  # a trailing `::` adds no empty part
+        parts.append(WeightedText(last, 1.0))
+    if parts:
+        total = math.fsum(p.weight for p in parts)
+        if total <= 0:
+            terms = " + ".join(f"{_show(p.text)} {_fmt_number(p.weight)}" for p in parts[:6])
+            more = " + …" if len(parts) > 6 else ""
+            raise PromptError(
+                f"the multi-prompt weights add up to {_fmt_number(total)} ({terms}{more}); "
+                "the sum must be positive, so raise a weight or make a negative one smaller"
+            )
+    return tuple(parts)
+
+
+def _parse_one(source: str) -> Expansion:
+    """Parse one expanded text (no braces left to expand)."""
+    marker = _MARKER.search(source)
+    head, section = (source[:marker.start()], source[marker.start():]) if marker else (source, "")
+
+    images: list[str] = []
+    text = ""
+    for match in _TOKEN.finditer(head):
+        url = _image_url(match.group())
+        if url is None:
+            text = head[match.start():]
+            break
+        images.append(url)
+
+    prompts = _multi_prompt(text)
+    values, negative, extra = _parse_params(section)
+
+    if not prompts and not images:
+        hint = ": write what to imagine before the --parameters" if section else ""
+        raise PromptError(f"the prompt is empty{hint}")
+    if not prompts:
+        if len(images) == 1:
+            raise PromptError(
+                "an image prompt needs text or a second image: add words after the image link, or another image link"
+            )
+        for name in ("stylize", "weird"):
+            if name in values:
+                raise PromptError(f"an image-only prompt cannot take --{name}; add some text to use it")
+
+    params = Params(**values, extra=extra)  # type: ignore[arg-type]
+    return Expansion(
+        prompts=prompts,
+        negative=negative or (),
+        images=tuple(images),
+        params=params,
+        source=source.strip(),
+    )
 
 
 def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
     """Parse `text`; raise `PromptError` with a user-facing message when it is invalid."""
-    raise NotImplementedError
+    if len(text) > limits.max_length:
+        raise PromptError(f"the prompt is {len(text):,} characters long; the most is {limits.max_length:,}")
+    sources = expand(text, limits)
+    expansions: list[Expansion] = []
+    for source in sources:
+        try:
+            expansions.append(_parse_one(source))
+        except PromptError as exc:
+            if len(sources) == 1:
+                raise
+            raise PromptError(f"{exc} (in the expansion {_show(_normalise(source))})") from None
+    prompt = Prompt(raw=text, expansions=tuple(expansions))
+    if prompt.jobs > limits.max_jobs:
+        raise PromptError(
+            f"this prompt would make {prompt.jobs} jobs ({len(expansions)} prompt"
+            f"{'s' if len(expansions) != 1 else ''} × --repeat); the most is {limits.max_jobs}"
+        )
+    return prompt
+
+
+SYNTAX_HELP = """\
+**Prompt syntax** (Midjourney's): `[image links] text [--parameters]`
+• Image links (.png .jpg .jpeg .gif .webp) count only at the very front; one image needs text or a second image.
+• `--parameters` come last: every word after `--x` is `--x`'s value. `—` works as `--`.
+  `--ar 16:9` aspect (whole numbers) · `--seed 1234` (0–4294967295) · `--no people, cars` leave out
+  `--q .25|.5|1|2|4` quality · `--s 0–1000` stylize · `--c 0–100` chaos · `--w 0–3000` weird
+  `--stop 10–100` · `--tile` seamless · `--r 1–40` repeat · `--iw 0–3` image weight
+  `--style`, `--v`, `--niji`, `--turbo/--fast/--relax`, `--sref`, `--cref`, `--sw`, `--cw` are accepted (some may be ignored).
+• Multi-prompts: `::` splits ideas, a number after it weighs the part before:
+  `space ship` is one idea, `space:: ship` two, `space::2 ship` weighs space double,
+  `hot dog::1.5 food::-.5` (weights may be negative; their sum must be positive).
+• Permutations: `{red, green} bird in the {jungle, desert}` makes 4 prompts; groups nest,
+  `\\,` is a literal comma, braces work in parameters too: `--ar {1:1, 16:9}`. At most 40.
+Examples:
+`/imagine a lighthouse at dusk --ar 16:9 --no fog --seed 7`
+`/imagine cheese::1 cake:: painting:: --s 250`
+`/imagine a {sculpture, painting} of a cat --ar {3:2, 1:1}`"""
+
+
+def help_text() -> str:
+    """The syntax summary `/help` shows (under Discord's 2,000-character message limit)."""
+    return SYNTAX_HELP
