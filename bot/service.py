@@ -1,0 +1,547 @@
+"""The job service: the one object slash commands and the CLI call.
+
+`Tessera` wires settings, storage, the engine and the queue. It is Discord-free, so
+`tessera imagine` goes through exactly the code path the bot uses (and, with
+`QUEUE_URL=redis://…`, runs on a worker just as the bot's jobs do). Every method either
+returns stored `Job`s that are queued, or raises a `TesseraError` whose message is shown to
+the user as it is; nothing is stored when a request is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from engine.errors import (
+    ImageFetchError,
+    PromptError,
+    QueueLimitError,
+    StorageError,
+    TesseraError,
+    UpscaleError,
+)
+from engine.joblog import for_job
+from engine.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
+from engine.request import GenerationRequest
+from storage.models import Job, JobKind, JobState, NewJob
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from engine.encoding import EncodedImage
+    from engine.executor import Executor
+    from engine.models import ModelProfile
+    from engine.prompt import Expansion, Prompt
+    from storage.db import Storage
+
+log = logging.getLogger(__name__)
+
+# Prompts that make more jobs than this ask the user to confirm first (permutations, --repeat).
+CONFIRM_ABOVE_JOBS = 4
+# Upscales are short and go ahead of full grids; a server's priority role adds PRIORITY_ROLE_BOOST.
+UPSCALE_PRIORITY = 1
+PRIORITY_ROLE_BOOST = 2
+UPSCALE_SCALES = (2, 4)
+# Refused everywhere, on top of BANNED_WORDS and each server's own list. Deliberately short:
+# servers add their own words; this only catches the most common requests for explicit images.
+DEFAULT_BANNED_WORDS: tuple[str, ...] = ("nsfw", "nude", "nudity", "naked", "porn", "pornographic", "hentai",
+                                         "gore", "child porn", "csam")
+
+
+class NeedsConfirmation(TesseraError):
+    """The prompt makes more than `CONFIRM_ABOVE_JOBS` jobs: ask, then call again with confirmed=True."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"This prompt makes {count} jobs (permutations and --repeat). Confirm to queue all {count}.")
+        self.count = count
+
+
+def find_banned_word(text: str, words: Sequence[str]) -> str | None:
+    """The first banned word or phrase that appears in `text` as a whole word (case-insensitive)."""
+    lowered = text.lower()
+    for word in words:
+        word = word.strip().lower()
+        if word and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
+            return word
+    return None
+
+
+def peek_profile(ref: str) -> ModelProfile | None:
+    """A model folder's profile from its config files, without loading it (None: unknown).
+
+    Jobs are resolved (size, steps) when they are queued, which may be while the model is
+    still loading; for diffusers folders the configs say enough. Single files and hub ids
+    not in the local cache return None, and the caller waits for the loaded model instead.
+    """
+    from engine.models import PROFILES, ModelProfile
+
+    folder = Path(ref).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(ref, "model_index.json")
+        except Exception:
+            return None
+        if not isinstance(cached, str):
+            return None
+        folder = Path(cached).parent
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = str(index.get("_class_name", ""))
+    if "XL" in name:
+        family = "sdxl"
+    elif unet.get("cross_attention_dim") == 1024:
+        family = "sd2"
+    else:
+        family = "sd1"
+    profile = PROFILES[family]
+    if family == "sd2" and int(unet.get("sample_size", 96)) * 8 in (512, 768):
+        profile = ModelProfile("sd2", int(unet["sample_size"]) * 8, profile.steps, profile.guidance)
+    override = folder / "tessera.json"
+    if override.is_file():
+        try:
+            data = json.loads(override.read_text(encoding="utf-8"))
+            profile = ModelProfile(family, int(data.get("native", profile.native)), int(data.get("steps", profile.steps)),
+                                   float(data.get("guidance", profile.guidance)))
+        except (OSError, ValueError, TypeError):
+            return None  # the loader reports it properly
+    return profile
+
+
+def build_queue(settings: Settings, storage: Storage, executor: Executor) -> JobQueue:
+    """The in-process queue, or the Redis one when QUEUE_URL is set."""
+    options: dict[str, Any] = {"limits": limits_from_settings(settings), "job_timeout_s": settings.job_timeout_s,
+                               "max_attempts": settings.job_max_attempts}
+    if settings.queue_url:
+        try:
+            from engine.queue_redis import RedisQueue
+        except ImportError:
+            from bot.config import ConfigError
+
+            raise ConfigError("invalid setting QUEUE_URL: the Redis queue is not available in this build; "
+                              "leave QUEUE_URL empty for the in-process queue") from None
+        return RedisQueue(storage, settings.queue_url, **options)
+    return InProcessQueue(storage, executor, **options)
+
+
+class Tessera:
+    """Settings, storage, the engine and the queue, behind one Discord-free API."""
+
+    def __init__(self, settings: Settings, storage: Storage, queue: JobQueue, executor: Executor) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.queue = queue
+        self.executor = executor
+        self._profiles: dict[str, ModelProfile] = {}
+        self._metrics: Any = None
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        queue.subscribe(self._wake_waiters)
+
+    # ----- life cycle -------------------------------------------------------------------
+    @classmethod
+    async def start(cls, settings: Settings, *, executor: Executor | None = None) -> Tessera:
+        """Open storage, build the queue, load the model in the background, resume jobs."""
+        from storage.db import Storage
+
+        if executor is None:
+            from engine.executor import EngineExecutor
+            from engine.models import check_model_ref
+
+            await asyncio.to_thread(check_model_ref, settings.model_id)  # a typo fails here, not in a job
+            executor = EngineExecutor.from_settings(settings)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        storage = await Storage.open(settings.data_dir)
+        try:
+            queue = build_queue(settings, storage, executor)
+            service = cls(settings, storage, queue, executor)
+            await queue.start()
+            if settings.metrics_port:
+                from engine.metrics import MetricsServer
+
+                service._metrics = MetricsServer(queue.stats, port=settings.metrics_port)
+                service._metrics.start()
+        except BaseException:
+            await storage.close()
+            raise
+        return service
+
+    async def close(self) -> None:
+        """Stop the queue (a running job is re-queued for the next start) and close storage."""
+        try:
+            await self.queue.stop()
+        finally:
+            if self._metrics is not None:
+                self._metrics.stop()
+            await self.storage.close()
+
+    def subscribe(self, callback: Callback) -> None:
+        self.queue.subscribe(callback)
+
+    async def wait_for_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> dict[str, QueueEvent]:
+        """Wait until every job has finished; its final event (done, failed or cancelled) by id.
+
+        For the CLI: `tessera imagine` submits through the queue like the bot and waits here.
+        A job that finished before the call gets an event rebuilt from storage.
+        """
+        loop = asyncio.get_running_loop()
+        futures: dict[str, asyncio.Future] = {}
+        for job_id in job_ids:
+            future = loop.create_future()
+            self._waiters.setdefault(job_id, []).append(future)
+            futures[job_id] = future
+        for job_id, future in futures.items():
+            job = await self.storage.jobs.require(job_id)
+            if job.state.finished and not future.done():
+                future.set_result(await self._final_event(job))
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*futures.values()), timeout)
+        finally:
+            for job_id, future in futures.items():
+                waiting = self._waiters.get(job_id, [])
+                if future in waiting:
+                    waiting.remove(future)
+                if not waiting:
+                    self._waiters.pop(job_id, None)
+        return dict(zip(futures, done, strict=True))
+
+    def _wake_waiters(self, event: QueueEvent) -> None:
+        if event.kind in ("done", "failed", "cancelled"):
+            for future in self._waiters.get(event.job_id, []):
+                if not future.done():
+                    future.set_result(event)
+
+    async def _final_event(self, job: Job) -> QueueEvent:
+        if job.state == JobState.DONE:
+            images = tuple(await self.storage.images.for_job(job.id))
+            return QueueEvent("done", job.id, images=images, upload=await self.result_upload(job.id))
+        return QueueEvent(str(job.state), job.id, error=job.error)  # type: ignore[arg-type]
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait for the model to be loaded (True when it is)."""
+        wait = getattr(self.queue, "wait_ready", None)
+        return True if wait is None else await wait(timeout)
+
+    # ----- commands ---------------------------------------------------------------------
+    async def imagine(self, *, user_id: int, prompt_text: str, guild_id: int | None = None,
+                      channel_id: int | None = None, image_url: str | None = None, confirmed: bool = False,
+                      priority: int = 0) -> list[Job]:
+        """Parse, check, resolve and queue a prompt: one job per expansion and --repeat."""
+        from engine.prompt import PromptLimits, parse
+        from engine.request import Defaults, resolve
+
+        prompt = parse(prompt_text, PromptLimits(self.settings.prompt_max_length, self.settings.prompt_max_jobs))
+        await self._check_words(prompt_text, guild_id)
+        count = prompt.jobs
+        if count > CONFIRM_ABOVE_JOBS and not confirmed:
+            raise NeedsConfirmation(count)
+        await self._check_limits(user_id, guild_id, count)
+        user = await self.storage.settings.user(user_id)
+        model = self._model_for(user.model)
+        sampler = user.sampler or self.settings.sampler
+        profile = await self._profile(model)
+        defaults = Defaults(quality=user.quality, aspect=user.aspect, stylize=user.stylize)
+        plans: list[tuple[Expansion, GenerationRequest]] = []
+        fetched: dict[tuple[str, ...], str] = {}
+        for expansion in prompt.expansions:
+            urls = ((image_url,) if image_url else ()) + tuple(expansion.images)
+            init_image = None
+            if urls:
+                if urls not in fetched:
+                    fetched[urls] = await self._fetch_inputs(urls)
+                init_image = fetched[urls]
+            for _ in range(expansion.params.repeat or 1):
+                request = resolve(expansion, profile=profile, model=model, sampler=sampler, defaults=defaults,
+                                  init_image=init_image)
+                if image_url and image_url not in request.image_prompts:
+                    from dataclasses import replace
+
+                    request = replace(request, image_prompts=(image_url, *request.image_prompts))
+                plans.append((expansion, request))
+        text_for = (lambda e: e.source) if len(prompt.expansions) > 1 else (lambda e: prompt_text)
+        jobs = []
+        for expansion, request in plans:
+            jobs.append(await self._create_and_submit(NewJob(
+                kind=JobKind.IMAGINE, user_id=user_id, prompt_text=text_for(expansion),
+                prompt_json=_expansion_json(expansion), request_json=request.to_json(), seed=request.seed,
+                model=model, guild_id=guild_id, channel_id=channel_id, priority=priority,
+            )))
+        return jobs
+
+    async def upscale(self, *, user_id: int, job_id: str, index: int, scale: int = 4, guild_id: int | None = None,
+                      channel_id: int | None = None, priority: int = 0) -> Job:
+        """Queue an upscale of image `index` (0-based) of a finished job."""
+        if scale not in UPSCALE_SCALES:
+            raise UpscaleError(f"Upscales are ×2 or ×4, got ×{scale}.")
+        parent = await self._done_job(job_id)
+        record = await self._image(parent, index)
+        limit = self.settings.upscale_max_side
+        if max(record.width, record.height) * scale > limit:
+            raise UpscaleError(
+                f"Upscaling this {record.width}×{record.height} image ×{scale} would make it "
+                f"{record.width * scale}×{record.height * scale}, larger than the {limit} px limit."
+            )
+        await self._check_limits(user_id, guild_id, 1)
+        return await self._create_and_submit(NewJob(
+            kind=JobKind.UPSCALE, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,
+            seed=parent.seed, model=parent.model, guild_id=guild_id, channel_id=channel_id, parent_id=parent.id,
+            parent_index=index, options={"scale": scale, "source": str(record.path)},
+            priority=UPSCALE_PRIORITY + priority,
+        ))
+
+    async def vary(self, *, user_id: int, job_id: str, index: int, strength: Literal["subtle", "strong"] = "subtle",
+                   prompt_text: str | None = None, guild_id: int | None = None, channel_id: int | None = None,
+                   priority: int = 0) -> Job:
+        """Queue four variations of image `index` (0-based); `prompt_text` remixes the prompt."""
+        from engine.request import variation_of
+
+        parent = await self._done_job(job_id)
+        record = await self._image(parent, index)
+        base_request, base_index = await self._request_behind(parent, index)
+        expansion = None
+        if prompt_text:
+            await self._check_words(prompt_text, guild_id)
+            expansion = self._single_expansion(prompt_text)
+        await self._check_limits(user_id, guild_id, 1)
+        request = variation_of(base_request, index=base_index, init_image=str(record.path), strength=strength,
+                               expansion=expansion)
+        return await self._create_and_submit(NewJob(
+            kind=JobKind.VARIATION, user_id=user_id, prompt_text=prompt_text or parent.prompt_text,
+            prompt_json=_expansion_json(expansion) if expansion else parent.prompt_json,
+            request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
+            channel_id=channel_id, parent_id=parent.id, parent_index=index, options={"strength": strength},
+            priority=priority,
+        ))
+
+    async def vary_upload(self, *, user_id: int, image_bytes: bytes, prompt_text: str = "",
+                          strength: Literal["subtle", "strong"] = "subtle", guild_id: int | None = None,
+                          channel_id: int | None = None, priority: int = 0) -> Job:
+        """Queue variations of an uploaded image (DALL·E 2's "variations")."""
+        from engine.request import variation_of_image
+
+        if prompt_text:
+            await self._check_words(prompt_text, guild_id)
+        expansion = self._single_expansion(prompt_text) if prompt_text.strip() else None
+        await self._check_limits(user_id, guild_id, 1)
+        path, size = await asyncio.to_thread(self._store_input, image_bytes)
+        user = await self.storage.settings.user(user_id)
+        model = self._model_for(user.model)
+        profile = await self._profile(model)
+        request = variation_of_image(str(path), size, profile=profile, model=model,
+                                     sampler=user.sampler or self.settings.sampler, strength=strength,
+                                     expansion=expansion)
+        return await self._create_and_submit(NewJob(
+            kind=JobKind.VARIATION, user_id=user_id, prompt_text=prompt_text,
+            prompt_json=_expansion_json(expansion) if expansion else None, request_json=request.to_json(),
+            seed=request.seed, model=model, guild_id=guild_id, channel_id=channel_id,
+            options={"strength": strength, "upload": str(path)}, priority=priority,
+        ))
+
+    async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
+                     priority: int = 0) -> Job:
+        """Queue the same request as `job_id` with a new seed."""
+        from engine.request import reroll_of
+
+        parent = await self.storage.jobs.require(job_id)
+        if parent.kind == JobKind.UPSCALE:
+            parent = await self.storage.jobs.require(parent.parent_id or "")
+        if not parent.request_json:
+            raise StorageError(f"Job {parent.id} has no stored request to run again.")
+        await self._check_limits(user_id, guild_id, 1)
+        request = reroll_of(GenerationRequest.from_json(parent.request_json))
+        return await self._create_and_submit(NewJob(
+            kind=JobKind.REROLL, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,
+            request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
+            channel_id=channel_id, parent_id=parent.id, options=dict(parent.options), priority=priority,
+        ))
+
+    async def cancel(self, *, user_id: int, job_id: str, is_admin: bool = False) -> Job:
+        """Cancel a waiting job (at once) or a running one (at its next step)."""
+        job = await self.storage.jobs.require(job_id)
+        if job.user_id != user_id and not is_admin:
+            raise TesseraError(f"Job {job.id} is not yours; you can only cancel your own jobs.")
+        if job.state.finished:
+            raise TesseraError(f"Job {job.id} is already {job.state}; there is nothing to cancel.")
+        if not await self.queue.cancel(job.id) and job.state == JobState.QUEUED:
+            # Stored as queued but not in the queue (e.g. the queue refused it): cancel the row.
+            await self.storage.jobs.transition(job.id, JobState.CANCELLED)
+        return await self.storage.jobs.require(job.id)
+
+    async def result_upload(self, job_id: str) -> EncodedImage:
+        """Re-make the Discord file of a done job (for /show and after restarts)."""
+        from engine.results import ResultWriter
+
+        job = await self.storage.jobs.require(job_id)
+        if job.state != JobState.DONE:
+            raise StorageError(f"Job {job.id} is {job.state}, not done: it has no result to show yet.")
+        writer = getattr(self.queue, "writer", None) or ResultWriter(self.storage)
+        return await writer.upload_for(job)
+
+    # ----- helpers ----------------------------------------------------------------------
+    async def _create_and_submit(self, new: NewJob) -> Job:
+        job = await self.storage.jobs.create(new)
+        try:
+            await self.queue.submit(job)
+        except QueueLimitError:
+            await self.storage.jobs.delete(job.id)  # refused: leave no trace
+            raise
+        except BaseException:
+            for_job(log, job.id).exception("could not queue job")
+            await self.storage.jobs.transition(job.id, JobState.FAILED, error="The job could not be queued.")
+            raise
+        return job
+
+    async def _check_words(self, text: str, guild_id: int | None) -> None:
+        words = list(DEFAULT_BANNED_WORDS) + list(self.settings.banned_words)
+        if guild_id is not None:
+            words += list((await self.storage.settings.guild(guild_id)).banned_words)
+        word = find_banned_word(text, words)
+        if word is not None:
+            raise PromptError(f"The word “{word}” is not allowed here. Remove it from your prompt and try again.")
+
+    async def _check_limits(self, user_id: int, guild_id: int | None, count: int) -> None:
+        self.queue.check(user_id, count)
+        if guild_id is None:
+            return
+        limit = (await self.storage.settings.guild(guild_id)).max_queued_per_user
+        scheduler = getattr(self.queue, "scheduler", None)
+        if limit is not None and scheduler is not None:
+            waiting = scheduler.waiting_for(user_id)
+            if waiting + count > limit:
+                raise QueueLimitError(
+                    f"This server allows at most {limit} waiting jobs per person; you have {waiting} waiting and "
+                    f"this makes {count} more. Wait for some to finish or cancel one with /cancel."
+                )
+
+    def _model_for(self, chosen: str | None) -> str:
+        """The user's model if the server still allows it, else MODEL_ID."""
+        if chosen and (chosen == self.settings.model_id or chosen in self.settings.allowed_models):
+            return chosen
+        return self.settings.model_id
+
+    async def _profile(self, model: str) -> ModelProfile:
+        """The model's profile: from the loaded model, its config files, or by waiting for the load."""
+        if model in self._profiles:
+            return self._profiles[model]
+        loaded = getattr(self.executor, "model", None)
+        profile = None
+        if loaded is not None and getattr(loaded, "ref", None) == model:
+            profile = loaded.profile
+        if profile is None:
+            profile = await asyncio.to_thread(peek_profile, model)
+        if profile is None and model == self.settings.model_id:
+            await self.wait_ready()
+            loaded = getattr(self.executor, "model", None)
+            profile = getattr(loaded, "profile", None)
+        if profile is None:
+            from engine.models import PROFILES
+
+            profile = PROFILES["sd1"]
+            log.warning("cannot tell the family of %s before loading it; assuming SD 1.x sizes", model)
+        self._profiles[model] = profile
+        return profile
+
+    def _single_expansion(self, prompt_text: str) -> Expansion:
+        from engine.prompt import PromptLimits, parse
+
+        prompt: Prompt = parse(prompt_text, PromptLimits(self.settings.prompt_max_length, self.settings.prompt_max_jobs))
+        if len(prompt.expansions) != 1:
+            raise PromptError(f"A remix or variation prompt must make one job; this one makes {len(prompt.expansions)}.")
+        return prompt.expansions[0]
+
+    async def _done_job(self, job_id: str) -> Job:
+        job = await self.storage.jobs.require(job_id)
+        if job.state != JobState.DONE:
+            raise StorageError(f"Job {job.id} is {job.state}; only finished jobs can be upscaled or varied.")
+        return job
+
+    async def _image(self, job: Job, index: int) -> Any:
+        record = await self.storage.images.get(job.id, index)
+        if record is None:
+            count = len(await self.storage.images.for_job(job.id))
+            raise StorageError(f"Job {job.id} has no image {index + 1}; it has {count} (choose 1 to {count}).")
+        return record
+
+    async def _request_behind(self, job: Job, index: int) -> tuple[GenerationRequest, int]:
+        """The generation request an image came from (an upscale's is its parent's)."""
+        seen = 0
+        while job.kind == JobKind.UPSCALE and seen < 32:
+            index = job.parent_index or 0
+            job = await self.storage.jobs.require(job.parent_id or "")
+            seen += 1
+        if not job.request_json:
+            raise StorageError(f"Job {job.id} has no stored request to vary.")
+        return GenerationRequest.from_json(job.request_json), index
+
+    # ----- image prompts ----------------------------------------------------------------
+    @property
+    def inputs_dir(self) -> Path:
+        return self.settings.data_dir / "inputs"
+
+    async def _fetch_inputs(self, urls: Sequence[str]) -> str:
+        """Fetch image prompts and store them (blended when several) as one init image file."""
+        from engine.imagefetch import fetch_init_image
+
+        path = await fetch_init_image(urls, self.inputs_dir, max_bytes=self.settings.image_prompt_max_bytes,
+                                      timeout_s=self.settings.image_fetch_timeout_s)
+        return str(path)
+
+    def _store_input(self, data: bytes) -> tuple[Path, tuple[int, int]]:
+        from PIL import Image, UnidentifiedImageError
+
+        if len(data) > self.settings.image_prompt_max_bytes:
+            raise ImageFetchError(f"The image is {len(data)} bytes; at most {self.settings.image_prompt_max_bytes} "
+                                  "are allowed.")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return self._store_input_image(image.copy())
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+            raise ImageFetchError("The upload is not an image Tessera can read (use PNG, JPEG, WebP or GIF).") from None
+
+    def _store_input_image(self, image: Any) -> tuple[Path, tuple[int, int]]:
+        """Save as PNG under DATA_DIR/inputs/<sha256>.png (atomic, content-addressed)."""
+        from engine.encoding import encode_png
+
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGB")
+        data = encode_png(image)
+        digest = hashlib.sha256(data).hexdigest()
+        self.inputs_dir.mkdir(parents=True, exist_ok=True)
+        path = (self.inputs_dir / f"{digest}.png").resolve()
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.inputs_dir, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return path, image.size
+
+
+def _expansion_json(expansion: Expansion | None) -> dict | None:
+    if expansion is None:
+        return None
+    try:
+        return expansion.to_json()
+    except NotImplementedError:
+        return None
+
+
+__all__ = ["CONFIRM_ABOVE_JOBS", "DEFAULT_BANNED_WORDS", "NeedsConfirmation", "QueueEvent", "Tessera",
+           "find_banned_word", "peek_profile"]

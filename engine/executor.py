@@ -1,0 +1,284 @@
+"""What runs on the GPU worker thread: one batch of jobs in, images (or an error per job) out.
+
+The queue owns scheduling, storage and events; an `Executor` owns only the model. It is
+called on the queue's single worker thread (never on the event loop), one batch at a time,
+and must not touch storage or asyncio. Tests and benchmarks pass a fake one; the product
+uses `EngineExecutor`, which calls `engine.generate.Generator` and `engine.upscale.Upscaler`.
+
+Batches hold jobs whose `GenerationRequest.batch_key()` are equal (same model, size, steps,
+sampler, ...), so the pipeline runs them as one call. Upscales are never batched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from engine.errors import JobCancelled, TesseraError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from engine.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+UPSCALE = "upscale"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One job as the worker thread needs it: no storage row, just what to compute."""
+
+    job_id: str
+    kind: str  # storage.models.JobKind value
+    request: GenerationRequest | None  # None for upscales
+    options: dict = field(default_factory=dict)  # upscale: {"scale": 4, "source": "/abs/file.png"}
+    prompt_text: str = ""
+
+
+@dataclass
+class WorkResult:
+    """One job's outcome: its images, or the exception that ended it."""
+
+    images: list[Image] | None = None
+    error: BaseException | None = None
+
+
+class BatchControl(Protocol):
+    """What the queue lends an executor for one batch (thread-safe, cheap to call every step)."""
+
+    def on_step(self, index: int, step: int, total: int, preview: Image | None) -> None: ...
+
+    def should_stop(self, index: int) -> bool: ...
+
+
+class Executor(Protocol):
+    """Runs batches on the worker thread. `prepare` loads the model before the first batch."""
+
+    def prepare(self) -> None: ...
+
+    def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
+        """One result per item, in order. Raise only for errors that hit the whole batch
+        (out of memory above all): the queue then splits the batch and tries again."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, MPS's and CPU's allocator failures, or Python's own."""
+    if isinstance(error, MemoryError):
+        return True
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+class NoOpExecutor:
+    """Returns blank images at once: the benchmark's way to measure the queue alone."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+
+    def prepare(self) -> None:
+        pass
+
+    def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
+        from PIL import Image
+
+        results = []
+        for index, item in enumerate(items):
+            if control.should_stop(index):
+                results.append(WorkResult(error=JobCancelled()))
+                continue
+            count = 1 if item.request is None else item.request.count
+            results.append(WorkResult(images=[Image.new("RGB", (self.size, self.size)) for _ in range(count)]))
+        return results
+
+    def close(self) -> None:
+        pass
+
+
+class EngineExecutor:
+    """The real thing: diffusers for grids and variations, Real-ESRGAN for upscales.
+
+    The model loads in `prepare` (the queue calls it first thing on the worker thread, so the
+    bot answers while it warms up). The upscaler loads on the first upscale.
+    """
+
+    def __init__(
+        self,
+        model_ref: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        attention_slicing: bool = False,
+        vae_tiling: bool = True,
+        cpu_offload: bool = False,
+        weights_dir: Path | None = None,
+        upscale_tile: int = 256,
+        upscale_overlap: int = 16,
+        upscale_max_side: int = 4096,
+    ) -> None:
+        self.model_ref = model_ref
+        self.device = device
+        self.dtype = dtype
+        self.load_options = {"attention_slicing": attention_slicing, "vae_tiling": vae_tiling, "cpu_offload": cpu_offload}
+        self.weights_dir = weights_dir
+        self.upscale_options = {"tile": upscale_tile, "overlap": upscale_overlap, "max_side": upscale_max_side}
+        self.model: Any = None
+        self._generator: Any = None
+        self._upscaler: Any = None
+        self._other: tuple[str, Any] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EngineExecutor:
+        """Build from `bot.config.Settings` (duck-typed: engine/ does not import bot/)."""
+        return cls(
+            settings.model_id, device=settings.device, dtype=settings.dtype,
+            attention_slicing=settings.attention_slicing, vae_tiling=settings.vae_tiling,
+            cpu_offload=settings.cpu_offload, weights_dir=settings.weights_dir,
+            upscale_tile=settings.upscale_tile, upscale_overlap=settings.upscale_tile_overlap,
+            upscale_max_side=settings.upscale_max_side,
+        )
+
+    def prepare(self) -> None:
+        if self._generator is not None:
+            return
+        self.model, self._generator = self._load(self.model_ref)
+
+    def _load(self, ref: str) -> tuple[Any, Any]:
+        from engine.generate import Generator
+        from engine.models import load_model
+
+        model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
+        return model, Generator(model)
+
+    def _generator_for(self, ref: str) -> Any:
+        """MODEL_ID stays loaded; one other allowed model (a user's choice) is kept beside it."""
+        self.prepare()
+        if ref == self.model_ref:
+            return self._generator
+        if self._other is None or self._other[0] != ref:
+            self._other = None  # free the previous one before loading the next
+            self._other = (ref, self._load(ref)[1])
+        return self._other[1]
+
+    def _upscaler_instance(self) -> Any:
+        if self._upscaler is None:
+            from engine.upscale import Upscaler
+
+            if self.weights_dir is None:
+                raise TesseraError("Upscaling is not set up: UPSCALER_WEIGHTS_DIR is not configured.")
+            self._upscaler = Upscaler(self.weights_dir, device=self.device, dtype=self.dtype, **self.upscale_options)
+        return self._upscaler
+
+    def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
+        if items[0].kind == UPSCALE:
+            return [self._upscale(index, item, control) for index, item in enumerate(items)]
+        return self._generate(items, control)
+
+    def _upscale(self, index: int, item: WorkItem, control: BatchControl) -> WorkResult:
+        from PIL import Image
+
+        if control.should_stop(index):
+            return WorkResult(error=JobCancelled())
+        try:
+            scale = int(item.options.get("scale", 4))
+            with Image.open(item.options["source"]) as source:
+                source.load()
+                upscaler = self._upscaler_instance()
+                upscaler.check_scale(source.width, source.height, scale)
+                control.on_step(index, 0, 1, None)
+                image = upscaler.upscale(source, scale)
+            control.on_step(index, 1, 1, None)
+            return WorkResult(images=[image])
+        except FileNotFoundError:
+            return WorkResult(error=TesseraError("The image to upscale is no longer on disk (it may have been pruned)."))
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
+            return WorkResult(error=error)
+
+    def _generate(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
+        requests: list[GenerationRequest] = [item.request for item in items]  # type: ignore[misc]
+        generator = self._generator_for(requests[0].model)
+
+        def on_step(index: int, progress: Any) -> None:
+            control.on_step(index, progress.step, progress.total, progress.preview)
+
+        outcomes = generator.generate_each(requests, on_step=on_step, should_stop=control.should_stop)
+        results: list[WorkResult] = []
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, BaseException):
+                results.append(WorkResult(error=outcome))
+            elif control.should_stop(index) and not outcome:
+                results.append(WorkResult(error=JobCancelled()))
+            else:
+                results.append(WorkResult(images=list(outcome)))
+        return results
+
+    def close(self) -> None:
+        self._generator = None
+        self.model = None
+        self._other = None
+        self._upscaler = None
+
+
+class _Shifted:
+    """A `BatchControl` view for a sub-batch starting at `offset` of the original batch."""
+
+    def __init__(self, control: BatchControl, offset: int) -> None:
+        self.control = control
+        self.offset = offset
+
+    def on_step(self, index: int, step: int, total: int, preview: Image | None) -> None:
+        self.control.on_step(index + self.offset, step, total, preview)
+
+    def should_stop(self, index: int) -> bool:
+        return self.control.should_stop(index + self.offset)
+
+
+def shifted(control: BatchControl, offset: int) -> BatchControl:
+    return control if offset == 0 else _Shifted(control, offset)
+
+
+def run_split(executor: Executor, items: Sequence[WorkItem], control: BatchControl,
+              deliver: Callable[[int, WorkResult], None], *, offset: int = 0) -> None:
+    """Run `items`, splitting the batch in halves on out-of-memory (down to single jobs) and
+    running jobs alone when the whole batch fails, so one bad job fails by itself.
+
+    `deliver(index, result)` is called once per item with its index in the original batch.
+    Never raises: the worker thread must survive anything a batch does.
+    """
+    sub = shifted(control, offset)
+    try:
+        results = executor.run(items, sub)
+        if len(results) != len(items):
+            raise RuntimeError(f"executor returned {len(results)} results for {len(items)} jobs")
+    except BaseException as error:
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        if len(items) > 1:
+            if is_out_of_memory(error):
+                half = len(items) // 2
+                log.warning("out of memory on a batch of %d; retrying as %d + %d", len(items), half, len(items) - half)
+                run_split(executor, items[:half], control, deliver, offset=offset)
+                run_split(executor, items[half:], control, deliver, offset=offset + half)
+            else:
+                log.warning("a batch of %d failed (%s); running its jobs one by one", len(items), error)
+                for i, item in enumerate(items):
+                    run_split(executor, [item], control, deliver, offset=offset + i)
+            return
+        if is_out_of_memory(error):
+            error = TesseraError(
+                "The GPU ran out of memory for this image. Try a smaller size (--ar closer to 1:1) "
+                "or a lower --quality."
+            )
+        results = [WorkResult(error=error)]
+    for i, result in enumerate(results):
+        deliver(offset + i, result)

@@ -1,0 +1,587 @@
+"""The job queue: fair turns, batching, cancellation, timeouts and restarts, with events.
+
+The queue holds job ids only; SQLite (through `storage`) holds every job's state, so a
+crash loses nothing: `start()` re-queues what was waiting, in its original order, and re-runs
+what was running (up to `JOB_MAX_ATTEMPTS` attempts).
+
+`InProcessQueue` runs everything in this process. Torch never runs on the event loop: one
+dedicated worker thread takes one batch at a time from the `Scheduler` (fair round-robin
+across users, priorities, limits), runs it through an `Executor`, and hands each job's
+result back with `loop.call_soon_threadsafe`. Grids, PNG encoding and storage writes happen
+on the loop and a small thread pool (`ResultWriter`), so the worker thread goes straight on
+to the next batch. The Redis backend reuses the same `Scheduler`, events and results code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import queue as thread_queue
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from engine.errors import JobCancelled, StorageError, TesseraError
+from engine.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
+from engine.joblog import for_job
+from engine.results import ResultWriter, encode_preview
+from engine.scheduler import Entry, Limits, Scheduler
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from engine.encoding import EncodedImage
+    from engine.request import GenerationRequest
+    from storage.models import Job
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["queued", "position", "started", "progress", "done", "failed", "cancelled"]
+
+PROGRESS_INTERVAL_S = 0.5  # at most one progress event per job this often (plus first and last step)
+POSITION_DEBOUNCE_S = 0.25  # position updates are coalesced: the bot edits messages, slowly
+STATS_WINDOW = 200  # jobs the mean wait and run times are taken over
+
+INTERNAL_ERROR = ("Something went wrong while making this job (job {job_id}). It was logged; "
+                  "try again, and quote the job id if it keeps happening.")
+
+
+@dataclass(frozen=True)
+class QueueEvent:
+    kind: EventKind
+    job_id: str
+    position: int | None = None  # queued/position: 1 = next to run
+    step: int | None = None  # progress
+    total: int | None = None
+    preview: bytes | None = None  # progress: JPEG bytes of a blurry preview (every few steps)
+    images: tuple = ()  # done: tuple[storage.models.ImageRecord, ...]
+    upload: EncodedImage | None = None  # done: the Discord-ready file
+    error: str | None = None  # failed: a message fit to show the user
+    ignored: tuple[str, ...] = ()  # started/done: prompt params accepted but not honoured
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queued: int
+    running: int
+    per_user: dict[int, int]  # user -> jobs waiting or running
+    mean_wait_s: float
+    mean_run_s: float
+    busy_fraction: float  # share of time since start the worker(s) spent running jobs
+    workers: int  # workers able to take jobs (in-process: 1 once the model is loaded)
+    model_ready: bool = True
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+Callback = Callable[[QueueEvent], Awaitable[None] | None]
+
+
+class JobQueue(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def submit(self, job: Job) -> int: ...
+    async def cancel(self, job_id: str) -> bool: ...
+    def check(self, user_id: int, count: int = 1) -> None: ...
+    def position(self, job_id: str) -> int | None: ...
+    def stats(self) -> QueueStats: ...
+    def subscribe(self, callback: Callback) -> None: ...
+
+
+def limits_from_settings(settings: Any) -> Limits:
+    return Limits(max_per_user=settings.queue_max_per_user, max_running_per_user=settings.queue_max_running_per_user,
+                  max_total=settings.queue_max_total, batch_size=settings.queue_batch_size)
+
+
+def request_of(job: Job) -> GenerationRequest | None:
+    if job.kind == UPSCALE or not job.request_json:
+        return None
+    from engine.request import GenerationRequest
+
+    return GenerationRequest.from_json(job.request_json)
+
+
+def batch_key_of(job: Job) -> Hashable:
+    """Jobs with equal keys may share one pipeline call; upscales never do."""
+    request = request_of(job)
+    return None if request is None else ("generate", *request.batch_key())
+
+
+class EventHub:
+    """Subscribers of queue events; sync callbacks run at once, async ones as tasks."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callback] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    def subscribe(self, callback: Callback) -> None:
+        self._callbacks.append(callback)
+
+    def emit(self, event: QueueEvent) -> None:
+        for callback in list(self._callbacks):
+            try:
+                result = callback(event)
+            except Exception:
+                for_job(log, event.job_id).exception("an event subscriber failed on %s", event.kind)
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an event subscriber failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+@dataclass
+class _Running:
+    """A job handed to the worker thread."""
+
+    job: Job
+    item: WorkItem
+    started: float  # monotonic
+    user_id: int
+    last_progress: float = 0.0
+    pending_preview: Any = None
+
+
+@dataclass
+class _Timing:
+    waits: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+    runs: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+    busy_s: float = 0.0
+    since: float = field(default_factory=time.monotonic)
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class QueueCore:
+    """What every backend shares: storage state changes, events, results, stats, positions.
+
+    Subclasses decide where batches run (`_dispatch`).
+    """
+
+    def __init__(self, storage: Any, *, limits: Limits | None = None, job_timeout_s: float = 600.0,
+                 max_attempts: int = 3, writer: ResultWriter | None = None) -> None:
+        self.storage = storage
+        self.scheduler = Scheduler(limits or Limits())
+        self.job_timeout_s = job_timeout_s
+        self.max_attempts = max_attempts
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tessera-encode")
+        self.writer = writer or ResultWriter(storage, self._pool)
+        self.events = EventHub()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[str, _Running] = {}
+        self._cancel_requested: set[str] = set()
+        self._timed_out: set[str] = set()
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._finishing: set[asyncio.Task] = set()
+        self._published: dict[str, int] = {}
+        self._positions_scheduled = False
+        self._timing = _Timing()
+        self._lock = threading.Lock()  # guards _cancel_requested / _timed_out across threads
+
+    # ----- the public interface ---------------------------------------------------------
+    def subscribe(self, callback: Callback) -> None:
+        self.events.subscribe(callback)
+
+    def check(self, user_id: int, count: int = 1) -> None:
+        """Raise `QueueLimitError` before jobs are created if `count` more would not fit."""
+        self.scheduler.check(user_id, count)
+
+    def position(self, job_id: str) -> int | None:
+        return self.scheduler.position(job_id)
+
+    async def submit(self, job: Job) -> int:
+        """Queue a stored job (state queued); return its position. Raises QueueLimitError."""
+        entry = Entry(job.id, job.user_id, job.priority, batch_key_of(job))
+        position = self.scheduler.add(entry)
+        self._published[job.id] = position
+        self.events.emit(QueueEvent("queued", job.id, position=position))
+        self._queue_moved()
+        return position
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job (removed at once) or a running one (stops at its next step)."""
+        entry = self.scheduler.remove(job_id)
+        if entry is not None:
+            self._published.pop(job_id, None)
+            await self.storage.jobs.transition(job_id, _state("cancelled"))
+            self._timing.cancelled += 1
+            self.events.emit(QueueEvent("cancelled", job_id))
+            self._queue_moved()
+            return True
+        if self.scheduler.is_running(job_id):
+            with self._lock:
+                self._cancel_requested.add(job_id)
+            return True
+        return False
+
+    def stats(self) -> QueueStats:
+        t = self._timing
+        elapsed = max(time.monotonic() - t.since, 1e-9)
+        busy = t.busy_s + self._busy_now()
+        return QueueStats(
+            queued=len(self.scheduler), running=len(self.scheduler.running), per_user=self.scheduler.per_user(),
+            mean_wait_s=sum(t.waits) / len(t.waits) if t.waits else 0.0,
+            mean_run_s=sum(t.runs) / len(t.runs) if t.runs else 0.0,
+            busy_fraction=min(1.0, busy / elapsed), workers=self._workers(), model_ready=self._model_ready(),
+            done=t.done, failed=t.failed, cancelled=t.cancelled,
+        )
+
+    # ----- for subclasses ---------------------------------------------------------------
+    def _busy_now(self) -> float:
+        return 0.0
+
+    def _workers(self) -> int:
+        return 1
+
+    def _model_ready(self) -> bool:
+        return True
+
+    async def _resume(self) -> None:
+        """Re-queue stored waiting jobs in order; re-run interrupted ones or give up on them."""
+        for job in await self.storage.jobs.resumable():
+            jl = for_job(log, job.id)
+            if job.state == "running":
+                if job.attempts >= self.max_attempts:
+                    message = (f"Gave up on this job after {job.attempts} attempts: the bot stopped each "
+                               "time while it was running. Try a smaller image or a lower --quality.")
+                    await self.storage.jobs.transition(job.id, _state("failed"), error=message)
+                    self._timing.failed += 1
+                    jl.warning("not resuming job: %d attempts used", job.attempts)
+                    self.events.emit(QueueEvent("failed", job.id, error=message))
+                    continue
+                job = await self.storage.jobs.transition(job.id, _state("queued"))
+                jl.info("re-running job interrupted by a stop (attempt %d of %d)", job.attempts + 1, self.max_attempts)
+            try:
+                key = batch_key_of(job)
+            except Exception:
+                jl.exception("stored job has an unreadable request")
+                await self._fail_stored(job.id, INTERNAL_ERROR.format(job_id=job.id))
+                continue
+            self.scheduler.add(Entry(job.id, job.user_id, job.priority, key), enforce_limits=False)
+        if len(self.scheduler):
+            log.info("resumed %d stored jobs", len(self.scheduler))
+            self._queue_moved()
+
+    async def _fail_stored(self, job_id: str, message: str) -> None:
+        await self.storage.jobs.transition(job_id, _state("failed"), error=message)
+        self._timing.failed += 1
+        self.events.emit(QueueEvent("failed", job_id, error=message))
+
+    async def _take_batch(self, batch_size: int | None = None) -> list[_Running]:
+        """Pick the next batch, mark its jobs running in storage, emit `started`."""
+        while len(self.scheduler):
+            entries = self.scheduler.next_batch(batch_size)
+            if not entries:
+                return []
+            batch: list[_Running] = []
+            now = time.monotonic()
+            for entry in entries:
+                self._published.pop(entry.job_id, None)
+                try:
+                    try:
+                        job = await self.storage.jobs.transition(entry.job_id, _state("running"))
+                    except StorageError:  # cancelled or deleted behind our back: not ours to run
+                        self.scheduler.finish(entry.job_id)
+                        continue
+                    item = WorkItem(job.id, str(job.kind), request_of(job), dict(job.options), job.prompt_text)
+                except Exception:
+                    for_job(log, entry.job_id).exception("could not start job")
+                    self.scheduler.finish(entry.job_id)
+                    await self._fail_stored(entry.job_id, INTERNAL_ERROR.format(job_id=entry.job_id))
+                    continue
+                self._timing.waits.append(now - entry.enqueued_at)
+                self._running[job.id] = _Running(job, item, now, job.user_id)
+                batch.append(self._running[job.id])
+                ignored = tuple(item.request.ignored) if item.request is not None else ()
+                self.events.emit(QueueEvent("started", job.id, ignored=ignored))
+            self._queue_moved()
+            if batch:
+                return batch
+        return []
+
+    # ----- worker-thread callbacks (thread-safe) ----------------------------------------
+    def should_stop(self, job_id: str) -> bool:
+        if self._stopping or job_id in self._cancel_requested:
+            return True
+        running = self._running.get(job_id)
+        if running is not None and time.monotonic() - running.started > self.job_timeout_s:
+            with self._lock:
+                self._timed_out.add(job_id)
+            return True
+        return False
+
+    def on_step(self, job_id: str, step: int, total: int, preview: Image | None) -> None:
+        """Called on the worker thread each step; forwards a throttled event to the loop."""
+        running = self._running.get(job_id)
+        if running is None or self._loop is None:
+            return
+        if preview is not None:
+            running.pending_preview = preview
+        now = time.monotonic()
+        if step not in (1, total) and now - running.last_progress < PROGRESS_INTERVAL_S:
+            return
+        running.last_progress = now
+        preview, running.pending_preview = running.pending_preview, None
+        self._loop.call_soon_threadsafe(self._progress, job_id, step, total, preview)
+
+    def _progress(self, job_id: str, step: int, total: int, preview: Image | None) -> None:
+        if preview is None:
+            self.events.emit(QueueEvent("progress", job_id, step=step, total=total))
+            return
+
+        async def encode_then_emit() -> None:
+            data = await asyncio.get_running_loop().run_in_executor(self._pool, encode_preview, preview)
+            if job_id in self._running:  # not after its done/failed event
+                self.events.emit(QueueEvent("progress", job_id, step=step, total=total, preview=data))
+
+        self._track(asyncio.ensure_future(encode_then_emit()))
+
+    def _deliver(self, job_id: str, result: WorkResult) -> None:
+        """On the loop: a job's result came back from a worker."""
+        self._track(asyncio.ensure_future(self._finish(job_id, result)))
+
+    def _track(self, task: asyncio.Task) -> None:
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, job_id: str, result: WorkResult) -> None:
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        self.scheduler.finish(job_id)
+        self._timing.runs.append(time.monotonic() - running.started)
+        self._wake.set()  # that user's next job may run now
+        jl = for_job(log, job_id)
+        with self._lock:
+            cancel_requested = job_id in self._cancel_requested
+            timed_out = job_id in self._timed_out
+            self._cancel_requested.discard(job_id)
+            self._timed_out.discard(job_id)
+        error = result.error
+        try:
+            if error is None and result.images:
+                records, upload = await self.writer.write(running.job, running.item.request, result.images)
+                await self.storage.jobs.transition(job_id, _state("done"))
+                self._timing.done += 1
+                ignored = tuple(running.item.request.ignored) if running.item.request is not None else ()
+                self.events.emit(QueueEvent("done", job_id, images=records, upload=upload, ignored=ignored))
+            elif isinstance(error, JobCancelled) or error is None:
+                if timed_out and not cancel_requested:
+                    await self._fail(job_id, f"This job took longer than the {self.job_timeout_s:g} s limit and was stopped.")
+                elif self._stopping and not cancel_requested:
+                    await self.storage.jobs.transition(job_id, _state("queued"))  # runs again after the restart
+                else:
+                    await self.storage.jobs.transition(job_id, _state("cancelled"))
+                    self._timing.cancelled += 1
+                    self.events.emit(QueueEvent("cancelled", job_id))
+            elif isinstance(error, TesseraError):
+                jl.info("job failed: %s", error)
+                await self._fail(job_id, str(error))
+            else:
+                jl.error("job failed", exc_info=error)
+                await self._fail(job_id, INTERNAL_ERROR.format(job_id=job_id))
+        except Exception:
+            jl.exception("could not record the result of job")
+            try:
+                await self._fail(job_id, INTERNAL_ERROR.format(job_id=job_id))
+            except Exception:
+                jl.exception("could not mark job failed")
+        finally:
+            self._running.pop(job_id, None)
+
+    async def _fail(self, job_id: str, message: str) -> None:
+        self._running.pop(job_id, None)
+        await self._fail_stored(job_id, message)
+
+    # ----- positions --------------------------------------------------------------------
+    def _queue_moved(self) -> None:
+        """Coalesce position updates: one pass over the queue per debounce interval."""
+        self._wake.set()
+        if self._positions_scheduled or self._loop is None:
+            return
+        self._positions_scheduled = True
+        self._loop.call_later(POSITION_DEBOUNCE_S, self._publish_positions)
+
+    def _publish_positions(self) -> None:
+        self._positions_scheduled = False
+        positions = self.scheduler.positions()
+        published = self._published
+        for job_id, position in positions.items():
+            if published.get(job_id) != position:
+                published[job_id] = position
+                self.events.emit(QueueEvent("position", job_id, position=position))
+        for job_id in [j for j in published if j not in positions]:
+            del published[job_id]
+
+    async def _drain_finishing(self) -> None:
+        while self._finishing:
+            await asyncio.gather(*list(self._finishing), return_exceptions=True)
+        await self.events.drain()
+
+
+class _Control:
+    """The `BatchControl` one batch gets: indexes map to job ids."""
+
+    def __init__(self, core: QueueCore, job_ids: Sequence[str]) -> None:
+        self.core = core
+        self.job_ids = list(job_ids)
+
+    def on_step(self, index: int, step: int, total: int, preview: Image | None) -> None:
+        self.core.on_step(self.job_ids[index], step, total, preview)
+
+    def should_stop(self, index: int) -> bool:
+        return self.core.should_stop(self.job_ids[index])
+
+
+_STOP = object()
+
+
+class InProcessQueue(QueueCore):
+    """The default backend: one worker thread in this process runs every batch."""
+
+    def __init__(self, storage: Any, executor: Executor, *, owns_executor: bool = True, **kwargs: Any) -> None:
+        super().__init__(storage, **kwargs)
+        self.executor = executor
+        self.owns_executor = owns_executor  # False: stop() leaves the executor (and its model) loaded
+        self._work: thread_queue.Queue = thread_queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._dispatcher: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._ready = threading.Event()
+        self._load_error: BaseException | None = None
+        self._busy_since: float | None = None
+
+    async def start(self) -> None:
+        """Resume stored jobs, start the worker thread (it loads the model first)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._timing = _Timing()
+        await self._resume()
+        self._thread = threading.Thread(target=self._worker, name="tessera-gpu", daemon=True)
+        self._thread.start()
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="tessera-dispatch")
+
+    async def stop(self) -> None:
+        """Stop taking jobs; a running batch is stopped at its next step and re-queued in storage.
+
+        Calling it again does nothing."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        self._work.put(_STOP)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        await self._drain_finishing()
+        # Anything still marked running (handed over but never reported) waits for the next start.
+        for job_id in list(self._running):
+            await self.storage.jobs.transition(job_id, _state("queued"))
+            self._running.pop(job_id, None)
+        if self.owns_executor:
+            self.executor.close()
+        self._pool.shutdown(wait=True)
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the model has loaded (or failed to); True when it is ready."""
+        await asyncio.to_thread(self._ready.wait, timeout)
+        return self._ready.is_set() and self._load_error is None
+
+    def _model_ready(self) -> bool:
+        return self._ready.is_set() and self._load_error is None
+
+    def _workers(self) -> int:
+        return 1 if self._thread is not None and self._thread.is_alive() else 0
+
+    def _busy_now(self) -> float:
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            await self._idle.wait()
+            if not len(self.scheduler):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = await self._take_batch()
+            if not batch:  # e.g. every waiting user is at their running limit
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._idle.clear()
+            self._busy_since = time.monotonic()
+            self._work.put([r.item for r in batch])
+
+    # ----- the worker thread ------------------------------------------------------------
+    def _worker(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            self.executor.prepare()
+        except BaseException as error:  # the jobs report it; the next batch tries again
+            self._load_error = error
+            log.exception("the model could not be loaded")
+        finally:
+            self._ready.set()
+        while True:
+            items = self._work.get()
+            if items is _STOP:
+                return
+            try:
+                if self._load_error is not None:
+                    self._retry_load()
+                control = _Control(self, [i.job_id for i in items])
+                run_split(self.executor, items, control, self._deliverer(loop, items))
+            except BaseException as error:  # never let the worker die
+                log.exception("the worker failed on a batch")
+                for item in items:
+                    loop.call_soon_threadsafe(self._deliver, item.job_id, WorkResult(error=error))
+            finally:
+                loop.call_soon_threadsafe(self._batch_done)
+
+    def _deliverer(self, loop: asyncio.AbstractEventLoop, items: Sequence[WorkItem]) -> Callable[[int, WorkResult], None]:
+        def deliver(index: int, result: WorkResult) -> None:
+            loop.call_soon_threadsafe(self._deliver, items[index].job_id, result)
+
+        return deliver
+
+    def _retry_load(self) -> None:
+        try:
+            self.executor.prepare()
+            self._load_error = None
+        except BaseException as error:
+            self._load_error = error
+            raise
+
+    def _batch_done(self) -> None:
+        if self._busy_since is not None:
+            self._timing.busy_s += time.monotonic() - self._busy_since
+            self._busy_since = None
+        self._idle.set()
+
+
+def _state(name: str) -> Any:
+    from storage.models import JobState
+
+    return JobState(name)
