@@ -1,15 +1,56 @@
-"""Delete old unshared images and their rows."""
+"""Delete old unshared images and their rows.
+
+Removes the images (rows, then files) of finished jobs older than `--older-than` (30d, 12h,
+90m), except images shared in the gallery. Job rows stay, so seeds and history remain.
+Prints how many images and bytes were freed; `--dry-run` only says what would go.
+Safe to run next to a running bot.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--older-than", required=True, metavar="AGE", help="age like 30d, 12h or 90m")
+    parser.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{count} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({count} bytes)"
+        value /= 1024
+    raise AssertionError
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from bot.config import load_settings
+    from storage.db import Storage
+    from storage.maintenance import parse_duration, prune
+
+    age = parse_duration(args.older_than)
+    storage = await Storage.open(load_settings().data_dir)
+    try:
+        report = await prune(storage, age, dry_run=args.dry_run)
+    finally:
+        await storage.close()
+    verb = "would delete" if report.dry_run else "deleted"
+    print(f"{verb} {report.images} images ({report.files} files), "
+          f"{'would free' if report.dry_run else 'freed'} {_size(report.bytes_freed)}")
+    if report.kept_shared:
+        print(f"kept {report.kept_shared} old images that are shared in the gallery")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    print("tessera prune: not available yet", file=sys.stderr)
-    return 3
+    from engine.errors import StorageError
+
+    try:
+        return asyncio.run(_run(args))
+    except StorageError as exc:
+        print(f"tessera prune: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,343 @@
+"""The one SQLite connection, its settings, its single writer path and the migrations.
+
+Why one connection: SQLite allows one writer at a time. If every coroutine opened its own
+connection they would race for the write lock and some would see "database is locked". Here
+every statement goes through one aiosqlite connection (one thread, so statements are already
+serialised) and multi-statement transactions hold an asyncio lock from BEGIN to COMMIT, so no
+coroutine ever sees another's half-done transaction. Other processes (`tessera doctor`,
+`tessera prune` next to a running bot) are covered by WAL (readers never block the writer)
+and a busy timeout.
+
+Why `synchronous=NORMAL`, plus an fsync of the WAL before a durable write returns: in WAL mode
+NORMAL never corrupts the database and a crashed *process* loses nothing (the WAL is in the OS
+cache at commit), but a power cut may roll back the last commits. A write that acknowledges
+something to a user (a new job, a finished job, a saved setting, a share, a like) therefore
+does not return until the WAL file is fsynced, which is what `synchronous=FULL` would do at
+COMMIT. Doing it ourselves, after COMMIT and outside the writer lock, on a worker thread,
+has two gains: the connection thread never waits for the disk, and durable writes that arrive
+together share one fsync (group commit). The WAL is append-only between checkpoints, so one
+fsync also makes every earlier NORMAL commit (a job going "running", the image rows written
+before "done") durable. Bookkeeping between acknowledgements skips the fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from engine.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+Params = Sequence[Any] | dict[str, Any]
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every migration shipped with the code, in order.
+
+    Numbers must run 1, 2, 3... with no gap: a gap would mean a file went missing.
+    """
+    found: list[tuple[int, str, str]] = []
+    for entry in MIGRATIONS_DIR.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    for expected, (version, name, _) in enumerate(found, start=1):
+        if version != expected:
+            raise RuntimeError(f"storage migrations are not numbered 1..N: {name} should be {expected:04d}_*.sql")
+    return found
+
+
+def schema_version() -> int:
+    """The schema version this code writes (the number of the last migration)."""
+    return len(migrations())
+
+
+class Transaction:
+    """Statements inside one `BEGIN IMMEDIATE ... COMMIT`; only valid inside `Database.transaction()`."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self._conn.execute_fetchall(sql, params)
+        return rows[0] if rows else None  # type: ignore[index]
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        cursor = await self._conn.execute(sql, params)
+        count = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        await self._conn.executemany(sql, rows)
+
+
+class Database:
+    """An open database: one aiosqlite connection plus the lock that makes it the one writer path."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.path = path
+        self._wal = _WalSync(Path(f"{path}-wal"))
+        self._pending: list[tuple[str, Params, asyncio.Future[list[sqlite3.Row]]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, path: Path, *, migrate_to: int | None = None) -> Database:
+        """Open (creating if needed) and migrate the database at `path`.
+
+        `migrate_to` stops at an earlier schema version; tests use it to build old databases.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        db = cls(conn, path)
+        try:
+            await db._configure()
+            await db._migrate(migrate_to)
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            raise StorageError(f"cannot open the database {str(path)!r}: {exc} (is it a Tessera database?)") from exc
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def _configure(self) -> None:
+        conn = self._conn
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        rows = list(await conn.execute_fetchall("PRAGMA journal_mode = WAL"))
+        mode = rows[0][0] if rows else None
+        if str(mode).lower() != "wal":
+            raise StorageError(f"the database {str(self.path)!r} cannot use WAL mode (got {mode!r}); "
+                               "put DATA_DIR on a local disk")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA temp_store = MEMORY")
+
+    async def _migrate(self, target: int | None) -> None:
+        available = migrations()
+        latest = len(available)
+        target = latest if target is None else target
+        current = await self.user_version()
+        if current > latest:
+            raise StorageError(
+                f"the database {str(self.path)!r} has schema version {current}, but this Tessera only "
+                f"knows versions up to {latest}: it was written by a newer Tessera. Upgrade Tessera, "
+                "or restore a backup made with this version."
+            )
+        for version, name, sql in available:
+            if version <= current or version > target:
+                continue
+            log.info("applying storage migration %s", name)
+            script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
+            try:
+                await self._conn.executescript(script)
+            except sqlite3.DatabaseError as exc:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise StorageError(f"storage migration {name} failed ({exc}); the database "
+                                   f"{str(self.path)!r} was left unchanged at schema version {current}") from exc
+            except BaseException:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise
+            current = version
+
+    async def user_version(self) -> int:
+        rows = list(await self._conn.execute_fetchall("PRAGMA user_version"))
+        return int(rows[0][0])
+
+    # --- single statements -------------------------------------------------------------------
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self._statement(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return await self._statement(sql, params)
+
+    async def write(self, sql: str, params: Params = (), *, durable: bool = True) -> list[sqlite3.Row]:
+        """One statement as its own transaction; returns its rows (for `RETURNING`).
+
+        With `durable` (the default) it returns only once the commit would survive a power cut;
+        `durable=False` is for bookkeeping a later durable write will cover (module docstring).
+        """
+        found = await self._statement(sql, params)
+        if durable:
+            # Issued after our commit, so only an fsync started after it can satisfy the wait.
+            await self._wal.wait(self._wal.committed())
+        return found
+
+    async def _statement(self, sql: str, params: Params) -> list[sqlite3.Row]:
+        """Run one statement in autocommit mode (its own transaction) and return its rows.
+
+        Statements that arrive while the connection is busy queue up and then go to aiosqlite's
+        thread together, in order, as one trip: with many coroutines writing, the cost of a
+        trip between threads (the main cost of a small statement) is shared. Each still
+        commits, or fails, on its own.
+        """
+        future: asyncio.Future[list[sqlite3.Row]] = asyncio.get_running_loop().create_future()
+        self._pending.append((sql, params, future))
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            async with self._lock:
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    try:
+                        outcomes = await self._run_batch([(sql, params) for sql, params, _ in batch])
+                    except BaseException as exc:  # the connection itself failed (closed, thread died)
+                        outcomes = [(False, exc)] * len(batch)
+                    for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+                        if future.done():  # its caller was cancelled
+                            continue
+                        if ok:
+                            future.set_result(value)  # type: ignore[arg-type]
+                        else:
+                            future.set_exception(value)  # type: ignore[arg-type]
+        finally:
+            self._drainer = None
+            if self._pending:  # arrived after the loop ended (e.g. while we were cancelled)
+                self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _run_batch(self, batch: list[tuple[str, Params]]) -> list[tuple[bool, object]]:
+        run = getattr(self._conn, "_execute", None)
+        if run is None:  # an aiosqlite without its (private) queue entry point: one trip each
+            outcomes: list[tuple[bool, object]] = []
+            for sql, params in batch:
+                try:
+                    outcomes.append((True, list(await self._conn.execute_fetchall(sql, params))))
+                except Exception as exc:
+                    outcomes.append((False, exc))
+            return outcomes
+        return await run(_execute_batch, self._conn._conn, batch)
+
+    @asynccontextmanager
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[Transaction]:
+        """`BEGIN IMMEDIATE` ... `COMMIT` (or `ROLLBACK` on any exception), holding the writer lock.
+
+        IMMEDIATE takes SQLite's write lock at BEGIN, so another process's writer makes us wait
+        (busy timeout) at the start instead of failing halfway through.
+        """
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._conn)
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise
+            ticket = self._wal.committed() if durable else None
+        if ticket is not None:
+            await self._wal.wait(ticket)
+
+    async def close(self) -> None:
+        async with self._lock:
+            try:
+                await self._conn.execute("PRAGMA optimize")
+            finally:
+                await self._conn.close()
+                self._wal.close()
+
+
+def _execute_batch(conn: sqlite3.Connection, batch: list[tuple[str, Params]]) -> list[tuple[bool, object]]:
+    """On the connection's thread: run each statement, keeping its rows or its exception."""
+    outcomes: list[tuple[bool, object]] = []
+    for sql, params in batch:
+        try:
+            outcomes.append((True, conn.execute(sql, params).fetchall()))
+        except Exception as exc:
+            if conn.in_transaction:  # never leave a failed statement's transaction open
+                conn.rollback()
+            outcomes.append((False, exc))
+    return outcomes
+
+
+class _WalSync:
+    """Group commit: fsync the WAL file once for every durable commit made before the fsync began.
+
+    Each durable commit takes a ticket (a sequence number) while it still holds the writer
+    lock; `wait(ticket)` returns once an fsync that started after that commit has finished.
+    Whoever finds no fsync running starts one covering every ticket issued so far; the others
+    wait for it, or for the next one if theirs came too late for it.
+
+    The file descriptor stays open for the connection's life. SQLite keeps the same WAL file
+    (it rewinds it after a checkpoint) until its last connection closes; if the file was
+    replaced anyway, the inode differs and the descriptor is reopened, with its folder fsynced
+    so the new name is durable too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._issued = 0
+        self._synced = 0
+        self._running: asyncio.Task[None] | None = None
+
+    def committed(self) -> int:
+        self._issued += 1
+        return self._issued
+
+    async def wait(self, ticket: int) -> None:
+        while self._synced < ticket:
+            if self._running is None:
+                self._running = asyncio.get_running_loop().create_task(self._sync(self._issued))
+            await asyncio.shield(self._running)
+
+    async def _sync(self, upto: int) -> None:
+        try:
+            await asyncio.to_thread(self._fsync)
+            self._synced = max(self._synced, upto)
+        finally:
+            self._running = None
+
+    def _fsync(self) -> None:
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:  # checkpointed and removed: the data is in the main file
+            fd = os.open(self.path.with_name(self.path.name.removesuffix("-wal")), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
+        if self._fd is None or os.fstat(self._fd).st_ino != current.st_ino:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = os.open(self.path, os.O_RDONLY)
+            folder = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,90 @@
+"""Turning SQLite rows into the dataclasses of `storage.models` (and values into columns).
+
+Rows never leave the storage package: callers get frozen dataclasses with real types
+(datetimes in UTC, enums, dicts from JSON), so a schema change stays a storage-only change.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from storage.models import GalleryEntry, ImageRecord, Job, JobKind, JobState
+
+
+def now() -> float:
+    """Current time as stored: UNIX seconds (UTC)."""
+    return time.time()
+
+
+def to_datetime(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def dump_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def load_json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        kind=JobKind(row["kind"]),
+        state=JobState(row["state"]),
+        user_id=row["user_id"],
+        prompt_text=row["prompt_text"],
+        prompt_json=load_json(row["prompt_json"]),
+        request_json=load_json(row["request_json"]),
+        seed=row["seed"],
+        model=row["model"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        message_id=row["message_id"],
+        parent_id=row["parent_id"],
+        parent_index=row["parent_index"],
+        options=load_json(row["options_json"]) or {},
+        priority=row["priority"],
+        attempts=row["attempts"],
+        error=row["error"],
+        created_at=to_datetime(row["created_at"]),  # type: ignore[arg-type]
+        queued_at=to_datetime(row["queued_at"]),
+        started_at=to_datetime(row["started_at"]),
+        finished_at=to_datetime(row["finished_at"]),
+    )
+
+
+def image(row: sqlite3.Row, root: Path) -> ImageRecord:
+    return ImageRecord(
+        job_id=row["job_id"],
+        index=row["idx"],
+        path=root / row["path"],
+        width=row["width"],
+        height=row["height"],
+        format=row["format"],
+        sha256=row["sha256"],
+        bytes=row["bytes"],
+    )
+
+
+def gallery_entry(row: sqlite3.Row) -> GalleryEntry:
+    return GalleryEntry(
+        id=row["id"],
+        job_id=row["job_id"],
+        index=row["idx"],
+        title=row["title"],
+        author_id=row["author_id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        message_id=row["message_id"],
+        prompt_text=row["prompt_text"],
+        likes=row["likes"],
+        created_at=to_datetime(row["created_at"]),  # type: ignore[arg-type]
+        removed=bool(row["removed"]),
+    )
