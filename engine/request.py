@@ -1,17 +1,64 @@
-"""CONTRACT STUB (being implemented): a fully resolved, reproducible generation request.
+"""A fully resolved, reproducible generation request, and how a prompt becomes one.
 
-`resolve(expansion, defaults, profile, ...) -> GenerationRequest` applies user defaults and the
-model profile to a parsed prompt. The request records everything needed to reproduce the
-result; it is stored as JSON on the job (`to_json` / `from_json`) and sent to Redis workers.
+`resolve(expansion, profile=..., ...)` applies user defaults and the model profile to a parsed
+prompt. The request records everything needed to reproduce the result; it is stored as JSON
+on the job (`to_json` / `from_json`) and sent to Redis workers. Pure Python (no torch), so the
+bot can resolve on the event loop and refuse a bad `--ar` before anything is queued.
+
+How Midjourney's parameters are mapped (each documented in one place, here):
+
+- `--ar W:H`: width x height keep roughly the model's native pixel area (`native**2`), each
+  rounded to a multiple of 64 (at least 64). Ratios beyond 4:1 either way are refused.
+- `--seed`: absent, a random seed 0-4294967295 is drawn and recorded. Image *i* of the grid
+  uses seed `(seed + i) mod 2**32` with its own `torch.Generator`, so any single image can be
+  reproduced alone, and a batch gives the same images as single runs.
+- `--quality Q`: steps = round(profile steps x Q), at least 1 (.25 -> a quarter, 2 -> double).
+- `--stylize S` (0-1000, default 100) -> guidance, piecewise linear and increasing:
+  S=0 -> 0.4 x g (at least 1.5), S=100 -> g (the profile's guidance), S=1000 -> 2 x g.
+- `--chaos C` (0-100): recorded here, applied by `engine.conditioning.chaos_for_image`.
+- `--stop N`: recorded as N (100 and absent both mean "run every step").
+- `--iw W` (0-3, default 1) -> image-to-image strength = 1 - 0.7 x W / 3
+  (W=0: the image prompt is only a starting point, 1.0; W=1: 0.767; W=3: 0.3).
+- Variations: image-to-image from the chosen image with a new seed, strength
+  subtle = 0.35 and strong = 0.7 (`VARIATION_STRENGTH`).
+- Parameters the parser keeps but the engine does not act on (`--v`, `--niji`, `--style`,
+  `--weird`, `--sref`, ...) are listed in `ignored` so the bot can say so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import secrets
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal, Protocol
 
-from engine.prompt import WeightedText
+from engine.errors import PromptError
+from engine.prompt import Expansion, Params, WeightedText
+
+__all__ = [
+    "DEFAULT_STYLIZE",
+    "MAX_ASPECT",
+    "SEED_MAX",
+    "VARIATION_STRENGTH",
+    "Defaults",
+    "GenerationRequest",
+    "ProfileLike",
+    "guidance_for_stylize",
+    "random_seed",
+    "reroll_of",
+    "resolve",
+    "size_for_aspect",
+    "steps_for_quality",
+    "strength_for_iw",
+    "variation_of",
+    "variation_of_image",
+]
 
 SEED_MAX = 4294967295
+MAX_ASPECT = 4.0
+DEFAULT_STYLIZE = 100
+DEFAULT_IW = 1.0
+VARIATION_STRENGTH: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
 
 
 @dataclass(frozen=True)
@@ -32,6 +79,15 @@ class GenerationRequest:
     init_image: str | None = None  # absolute path of an init image (image prompt, variation source)
     strength: float | None = None  # image-to-image strength when init_image is set
     ignored: tuple[str, ...] = ()  # parameters accepted but not honoured, listed back to the user
+    # Added by the engine (all optional, recorded for display and reproduction):
+    text: str = ""  # the expansion as the user typed it
+    model_family: str | None = None  # "sd1", "sd2", "sdxl"
+    aspect: str = "1:1"
+    quality: float = 1.0
+    stylize: int = DEFAULT_STYLIZE
+    image_prompts: tuple[str, ...] = ()  # URLs of image prompts (init_image is their local copy)
+    image_weight: float | None = None  # --iw as given
+    variation: str | None = None  # "subtle" / "strong" for variations
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -39,9 +95,182 @@ class GenerationRequest:
     def batch_key(self) -> tuple:
         """Requests with equal keys may run together as one batch."""
         return (self.model, self.width, self.height, self.steps, self.sampler, self.tile,
-                self.init_image is None, self.stop)
+                self.init_image is None, self.stop, self.strength if self.init_image else None)
 
-    def to_json(self) -> dict: ...
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
+        for name in ("negative", "ignored", "image_prompts"):
+            data[name] = list(data[name])
+        return data
 
     @classmethod
-    def from_json(cls, data: dict) -> GenerationRequest: ...
+    def from_json(cls, data: dict) -> GenerationRequest:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["prompts"] = tuple(WeightedText(str(p["text"]), float(p.get("weight", 1.0)))
+                                  for p in data.get("prompts", ()))
+        for name in ("negative", "ignored", "image_prompts"):
+            values[name] = tuple(data.get(name) or ())
+        return cls(**values)
+
+
+class ProfileLike(Protocol):
+    """What `resolve` needs of `engine.models.ModelProfile` (kept torch-free here)."""
+
+    family: str
+    native: int
+    steps: int
+    guidance: float
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """A user's defaults from `/settings`; `None` means "use the model's"."""
+
+    quality: float | None = None
+    aspect: str | None = None
+    stylize: int | None = None
+
+
+def random_seed() -> int:
+    return secrets.randbelow(SEED_MAX + 1)
+
+
+def _ratio(aspect: str) -> tuple[int, int]:
+    try:
+        w_text, h_text = aspect.split(":")
+        w, h = int(w_text), int(h_text)
+    except ValueError:
+        raise PromptError(f"--ar must be W:H with whole numbers, like 16:9, got {aspect}") from None
+    if w <= 0 or h <= 0:
+        raise PromptError(f"--ar must be W:H with whole positive numbers, like 16:9, got {aspect}")
+    return w, h
+
+
+def size_for_aspect(aspect: str, native: int) -> tuple[int, int]:
+    """(width, height) for `aspect` keeping about `native**2` pixels, multiples of 64."""
+    w, h = _ratio(aspect)
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise PromptError(f"--ar {aspect} is too extreme: ratios from 1:4 to 4:1 are allowed")
+    ideal_w = native * math.sqrt(w / h)
+    ideal_h = native * math.sqrt(h / w)
+    return max(64, round(ideal_w / 64) * 64), max(64, round(ideal_h / 64) * 64)
+
+
+def steps_for_quality(profile_steps: int, quality: float) -> int:
+    return max(1, round(profile_steps * quality))
+
+
+def guidance_for_stylize(stylize: int, default_guidance: float) -> float:
+    """Monotonic: 0 -> 0.4 x g (>= 1.5), 100 -> g, 1000 -> 2 x g; linear in between."""
+    s = min(max(stylize, 0), 1000)
+    low = max(1.5, 0.4 * default_guidance)
+    if s <= DEFAULT_STYLIZE:
+        value = low + (default_guidance - low) * s / DEFAULT_STYLIZE
+    else:
+        value = default_guidance + default_guidance * (s - DEFAULT_STYLIZE) / (1000 - DEFAULT_STYLIZE)
+    return round(value, 4)
+
+
+def strength_for_iw(iw: float) -> float:
+    """--iw 0..3 -> strength 1.0..0.3: a higher image weight keeps more of the image."""
+    return round(1.0 - 0.7 * min(max(iw, 0.0), 3.0) / 3.0, 4)
+
+
+def _ignored(expansion: Expansion, has_image: bool) -> tuple[str, ...]:
+    p = expansion.params
+    out: list[str] = []
+    if p.version is not None:
+        out.append(f"--v {p.version}")
+    if p.style is not None:
+        out.append(f"--style {p.style}")
+    if p.weird is not None:
+        out.append(f"--weird {p.weird}")
+    if p.iw is not None and not has_image:
+        out.append(f"--iw {p.iw:g} (no image prompt)")
+    for name, value in p.extra.items():
+        out.append(f"--{name} {value}".rstrip())
+    return tuple(out)
+
+
+def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: str,
+            defaults: Defaults | None = None, seed: int | None = None,
+            init_image: str | None = None) -> GenerationRequest:
+    """Turn one parsed expansion into a request for `model` (raises `PromptError`).
+
+    `seed` is used when the prompt has no `--seed` (else a random one is drawn).
+    `init_image` is the local copy of the expansion's image prompts (fetched and blended by
+    the caller with `engine.imagefetch`); without it the request has no image-to-image.
+    """
+    defaults = defaults or Defaults()
+    p = expansion.params
+    aspect = p.ar or defaults.aspect or "1:1"
+    width, height = size_for_aspect(aspect, profile.native)
+    quality = p.quality if p.quality is not None else (defaults.quality or 1.0)
+    stylize = p.stylize if p.stylize is not None else (
+        defaults.stylize if defaults.stylize is not None else DEFAULT_STYLIZE)
+    chosen_seed = p.seed if p.seed is not None else (seed if seed is not None else random_seed())
+    iw = p.iw if p.iw is not None else DEFAULT_IW
+    return GenerationRequest(
+        prompts=tuple(expansion.prompts),
+        negative=tuple(expansion.negative),
+        width=width,
+        height=height,
+        steps=steps_for_quality(profile.steps, quality),
+        guidance=guidance_for_stylize(stylize, profile.guidance),
+        seed=chosen_seed % (SEED_MAX + 1),
+        sampler=sampler,
+        model=model,
+        chaos=p.chaos or 0,
+        tile=p.tile,
+        stop=p.stop if p.stop is not None and p.stop < 100 else None,
+        init_image=init_image,
+        strength=strength_for_iw(iw) if init_image else None,
+        ignored=_ignored(expansion, bool(expansion.images)),
+        text=expansion.source,
+        model_family=profile.family,
+        aspect=aspect,
+        quality=quality,
+        stylize=stylize,
+        image_prompts=tuple(expansion.images),
+        image_weight=p.iw,
+    )
+
+
+def variation_of(parent: GenerationRequest, *, index: int, init_image: str,
+                 strength: Literal["subtle", "strong"], expansion: Expansion | None = None,
+                 seed: int | None = None) -> GenerationRequest:
+    """Four variations of image `index` of `parent`: image-to-image from that image (its
+    local path is `init_image`) with a new seed. `expansion` (remix) replaces the prompt."""
+    if strength not in VARIATION_STRENGTH:
+        raise PromptError(f"variation strength must be subtle or strong, got {strength}")
+    if not 0 <= index < parent.count:
+        raise PromptError(f"image index must be from 1 to {parent.count}, got {index + 1}")
+    changes: dict = {}
+    if expansion is not None:
+        changes = {"prompts": tuple(expansion.prompts), "negative": tuple(expansion.negative),
+                   "text": expansion.source}
+    return replace(parent, init_image=init_image, strength=VARIATION_STRENGTH[strength],
+                   seed=random_seed() if seed is None else seed % (SEED_MAX + 1),
+                   image_prompts=(), image_weight=None, variation=strength, **changes)
+
+
+def variation_of_image(init_image: str, image_size: tuple[int, int], *, profile: ProfileLike,
+                       model: str, sampler: str, strength: Literal["subtle", "strong"] = "strong",
+                       expansion: Expansion | None = None, seed: int | None = None) -> GenerationRequest:
+    """Variations of an uploaded image (DALL-E 2's "variations"): the grid takes the image's
+    aspect (nearest whole ratio, within 1:4-4:1) at the model's native area."""
+    w, h = image_size
+    ratio = min(max(w / h, 1 / MAX_ASPECT), MAX_ASPECT)
+    aspect = f"{round(ratio * 100)}:100"
+    base = resolve(expansion or Expansion(prompts=(), negative=(), images=(), params=Params(), source=""),
+                   profile=profile, model=model, sampler=sampler, seed=seed)
+    width, height = size_for_aspect(aspect, profile.native)
+    return replace(base, width=width, height=height, aspect=aspect, init_image=init_image,
+                   strength=VARIATION_STRENGTH[strength], variation=strength)
+
+
+def reroll_of(parent: GenerationRequest, seed: int | None = None) -> GenerationRequest:
+    """The same request with a new seed (Midjourney's 🔄)."""
+    return replace(parent, seed=random_seed() if seed is None else seed % (SEED_MAX + 1))

@@ -1,0 +1,141 @@
+"""What every saved PNG says about itself, so it can be reproduced and read by other tools.
+
+Two text chunks:
+
+- `parameters`: A1111's format, which A1111, ComfyUI, InvokeAI, Civitai and most image
+  viewers read:
+
+      a lighthouse at dusk
+      Negative prompt: fog
+      Steps: 30, Sampler: Euler a, CFG scale: 7.5, Seed: 8, Size: 704x384, Model: sd15, ...
+
+  The seed is the image's own seed (`seed + index`), so A1111 reproduces that image alone.
+  Multi-prompts are written as Midjourney text (`space::2 ship::1`).
+- `tessera`: JSON with the full `GenerationRequest`, the image index and seed, and any later
+  processing (`extra_steps`, e.g. an upscale), enough to run the job again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from engine.request import GenerationRequest
+from engine.samplers import a1111_name
+
+__all__ = ["a1111_parameters", "parse_parameters", "pnginfo_for", "read_metadata"]
+
+TESSERA_CHUNK = "tessera"
+A1111_CHUNK = "parameters"
+
+
+def _prompt_text(request: GenerationRequest) -> str:
+    parts = [p for p in request.prompts if p.weight > 0]
+    if len(parts) == 1 and parts[0].weight == 1.0:
+        return parts[0].text
+    return " ".join(f"{p.text}::{p.weight:g}" for p in parts)
+
+
+def _negative_text(request: GenerationRequest) -> str:
+    items = [p.text for p in request.prompts if p.weight < 0] + list(request.negative)
+    return ", ".join(item for item in items if item)
+
+
+def _model_name(model: str) -> str:
+    return Path(model).stem if model.startswith(("/", ".", "~")) else model
+
+
+def a1111_parameters(request: GenerationRequest, index: int) -> str:
+    """A1111's `parameters` text for image `index` of `request`."""
+    fields: list[tuple[str, Any]] = [
+        ("Steps", request.steps),
+        ("Sampler", a1111_name(request.sampler)),
+        ("CFG scale", f"{request.guidance:g}"),
+        ("Seed", request.image_seed(index)),
+        ("Size", f"{request.width}x{request.height}"),
+        ("Model", _model_name(request.model)),
+    ]
+    if request.init_image and request.strength is not None:
+        fields.append(("Denoising strength", f"{request.strength:g}"))
+    if request.tile:
+        fields.append(("Tiling", "True"))
+    if request.chaos:
+        fields.append(("Chaos", request.chaos))
+    if request.stop is not None:
+        fields.append(("Stop", f"{request.stop}%"))
+    fields.append(("Version", "Tessera"))
+    lines = [_prompt_text(request)]
+    negative = _negative_text(request)
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    lines.append(", ".join(f"{k}: {_quote(str(v))}" for k, v in fields))
+    return "\n".join(lines)
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value) if ("," in value or ":" in value or "\n" in value) else value
+
+
+def pnginfo_for(request: GenerationRequest, *, index: int, extra_steps: Sequence[dict] = ()) -> PngInfo:
+    """The `parameters` and `tessera` chunks for image `index` of `request`."""
+    info = PngInfo()
+    info.add_text(A1111_CHUNK, a1111_parameters(request, index))
+    payload = {"index": index, "seed": request.image_seed(index), "request": request.to_json(),
+               "extra_steps": list(extra_steps)}
+    info.add_text(TESSERA_CHUNK, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    return info
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """A1111 `parameters` text back to fields: `prompt`, `negative_prompt` and each `Key`."""
+    lines = text.split("\n")
+    settings = lines[-1] if len(lines) > 1 else ""
+    body = lines[:-1] if len(lines) > 1 else lines
+    prompt_lines, negative_lines, in_negative = [], [], False
+    for line in body:
+        if line.startswith("Negative prompt: "):
+            in_negative = True
+            line = line.removeprefix("Negative prompt: ")
+        (negative_lines if in_negative else prompt_lines).append(line)
+    result = {"prompt": "\n".join(prompt_lines), "negative_prompt": "\n".join(negative_lines)}
+    for key, value in _split_settings(settings):
+        result[key] = value
+    return result
+
+
+def _split_settings(settings: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    rest = settings
+    while rest:
+        key, sep, rest = rest.partition(": ")
+        if not sep:
+            break
+        if rest.startswith('"'):
+            decoder = json.JSONDecoder()
+            value, end = decoder.raw_decode(rest)
+            rest = rest[end:]
+        else:
+            value, _, rest = rest.partition(", ")
+        out.append((key.strip(), str(value)))
+        rest = rest.removeprefix(", ")
+    return out
+
+
+def read_metadata(path_or_bytes: str | Path | bytes) -> dict:
+    """`{"parameters": str|None, "a1111": dict, "tessera": dict|None}` from a PNG."""
+    source: Any = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes | bytearray) else path_or_bytes
+    with Image.open(source) as image:
+        text = dict(getattr(image, "text", {}) or {})
+    parameters = text.get(A1111_CHUNK)
+    tessera = text.get(TESSERA_CHUNK)
+    return {
+        "parameters": parameters,
+        "a1111": parse_parameters(parameters) if parameters else {},
+        "tessera": json.loads(tessera) if tessera else None,
+    }

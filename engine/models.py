@@ -1,0 +1,287 @@
+"""Loading a text-to-image model once and keeping it warm.
+
+A model reference is a hub id, a diffusers folder or a single `.safetensors`/`.ckpt` file.
+`check_model_ref` runs before any job (at start, and when a user picks a model) so that a typo
+or an offline machine is a clear one-line error, not a stack trace in the middle of a job.
+
+The family (SD 1.x, SD 2.x, SDXL) is read from the loaded pipeline, and each family has a
+profile: native size, default steps and guidance. A model folder may override its profile
+with a `tessera.json` file, e.g. `{"native": 768, "steps": 25, "guidance": 6.5}`.
+
+Device: `auto` picks CUDA, then MPS, then CPU. dtype: `auto` is float16 on CUDA and MPS and
+float32 on CPU (half precision on CPU is slow and unsupported by some kernels).
+Memory savers (settings): attention slicing; VAE tiling (used by `engine.generate` for images
+well above the native area, and to retry a decode that ran out of memory: tiles can leave
+faint seams, so images that fit are never tiled); model CPU offload (CUDA only: each
+sub-model moves to the GPU for its forward pass).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import ModelError
+
+__all__ = ["PROFILES", "LoadedModel", "ModelProfile", "check_model_ref", "load_model", "resolve_device",
+           "resolve_dtype"]
+
+log = logging.getLogger(__name__)
+
+Family = Literal["sd1", "sd2", "sdxl"]
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+_OFFLINE_HINT = ("download it on a machine with internet (`huggingface-cli download {ref} --local-dir DIR`), "
+                 "copy DIR here and set MODEL_ID=DIR (an absolute path)")
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    family: Literal["sd1", "sd2", "sdxl"]
+    native: int  # side of the native square size in pixels
+    steps: int  # default denoising steps (--quality 1)
+    guidance: float  # default guidance scale (--stylize 100)
+
+
+PROFILES: dict[str, ModelProfile] = {
+    "sd1": ModelProfile("sd1", 512, 30, 7.5),
+    "sd2": ModelProfile("sd2", 768, 30, 7.5),
+    "sdxl": ModelProfile("sdxl", 1024, 30, 6.0),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline loaded once, with what generation needs to know about it."""
+
+    ref: str
+    family: Family
+    profile: ModelProfile
+    device: str
+    dtype: Any  # torch.dtype
+    pipe: Any  # StableDiffusionPipeline | StableDiffusionXLPipeline
+    cpu_offload: bool = False
+    vae_tiling: bool = True  # decode/encode in tiles for large images or after running out of memory
+    _img2img: Any = field(default=None, repr=False)
+
+    @property
+    def img2img(self) -> Any:
+        """The image-to-image pipeline sharing this pipeline's components (no extra memory)."""
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+        return self._img2img
+
+    @property
+    def execution_device(self) -> Any:
+        """Where inputs must go (with CPU offload the modules move there on their own)."""
+        return self.pipe._execution_device
+
+
+def resolve_device(name: str = "auto") -> str:
+    """`auto` -> cuda, mps or cpu, whichever is available first; checks explicit names."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if has_mps else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"DEVICE={name} but this machine has no usable CUDA GPU; use DEVICE=auto or cpu")
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            raise ModelError(f"DEVICE={name} but there are only {torch.cuda.device_count()} CUDA devices")
+        return name
+    if name == "mps" and not has_mps:
+        raise ModelError("DEVICE=mps but MPS is not available here; use DEVICE=auto or cpu")
+    if name not in ("cpu", "mps"):
+        raise ModelError(f"DEVICE={name} is not one of auto, cpu, mps, cuda, cuda:N")
+    return name
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name in (None, "", "auto"):
+        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
+    try:
+        return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+    except KeyError:
+        raise ModelError(f"DTYPE={name} is not one of auto, float16, bfloat16, float32") from None
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or ref.endswith(_SINGLE_FILE_SUFFIXES) or os.path.exists(ref)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def check_model_ref(ref: str) -> None:
+    """Raise `ModelError` now if `ref` cannot be loaded: missing or unreadable path, not a
+    diffusers folder, or a hub id that is neither cached nor downloadable."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise ModelError("no model given: set MODEL_ID to a hub id like 'owner/name', a model folder or a .safetensors/.ckpt file")
+    if _looks_like_path(ref):
+        path = Path(ref).expanduser()
+        if not path.exists():
+            raise ModelError(f"the model path {str(path)!r} does not exist (give an absolute path to a diffusers "
+                             "model folder or a .safetensors/.ckpt file)")
+        if not os.access(path, os.R_OK):
+            raise ModelError(f"the model path {str(path)!r} cannot be read (check its permissions)")
+        if path.is_dir():
+            index = path / "model_index.json"
+            if not index.is_file():
+                raise ModelError(f"the folder {str(path)!r} is not a diffusers model (it has no model_index.json); "
+                                 "give a diffusers folder or a single .safetensors/.ckpt file")
+            try:
+                json.loads(index.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"cannot read {str(index)!r}: {exc}") from None
+        elif not path.name.endswith(_SINGLE_FILE_SUFFIXES):
+            raise ModelError(f"the model file {str(path)!r} is not a .safetensors or .ckpt checkpoint")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(ref, "model_index.json")
+    if isinstance(cached, str):
+        return
+    if _offline():
+        raise ModelError(f"the model {ref!r} is not in the local Hugging Face cache and this machine is offline "
+                         f"(HF_HUB_OFFLINE is set), so it cannot be downloaded; " + _OFFLINE_HINT.format(ref=ref))
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(ref, timeout=15)
+    except GatedRepoError:
+        raise ModelError(f"the model {ref!r} is gated: accept its licence on huggingface.co and log in "
+                         "(`huggingface-cli login`), or place the weights locally and set MODEL_ID to the folder") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"there is no model {ref!r} on the Hugging Face hub (check the id, like 'owner/name')") from None
+    except Exception as exc:  # connection errors of several libraries
+        raise ModelError(f"cannot reach the Hugging Face hub to download {ref!r} (offline? {type(exc).__name__}); "
+                         + _OFFLINE_HINT.format(ref=ref)) from None
+
+
+def _family_of(pipe: Any) -> Family:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        return "sdxl"
+    if isinstance(pipe, StableDiffusionPipeline):
+        # SD 2.x uses OpenCLIP ViT-H: 1024-wide text features (SD 1.x: 768).
+        return "sd2" if pipe.unet.config.cross_attention_dim == 1024 else "sd1"
+    raise ModelError(f"the model is a {type(pipe).__name__}; Tessera runs SD 1.x, SD 2.x and SDXL text-to-image models")
+
+
+def _profile_for(family: Family, pipe: Any, folder: Path | None) -> ModelProfile:
+    profile = PROFILES[family]
+    if family == "sd2":
+        # SD 2.x "base" models are 512² (sample size 64 latents); the v-models are 768².
+        native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        if native in (512, 768):
+            profile = ModelProfile("sd2", native, profile.steps, profile.guidance)
+    override = folder / "tessera.json" if folder else None
+    if override and override.is_file():
+        try:
+            data = json.loads(override.read_text(encoding="utf-8"))
+            profile = ModelProfile(family, int(data.get("native", profile.native)),
+                                   int(data.get("steps", profile.steps)), float(data.get("guidance", profile.guidance)))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelError(f"cannot read the profile {str(override)!r}: {exc} "
+                             '(expected JSON like {"native": 768, "steps": 25, "guidance": 6.5})') from None
+    return profile
+
+
+def _has_safety_checker(path: Path | None, ref: str) -> bool:
+    index: Any = path / "model_index.json" if path is not None else None
+    if index is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(ref, "model_index.json")
+        if not isinstance(cached, str) and not _offline():
+            from huggingface_hub import hf_hub_download
+
+            try:
+                cached = hf_hub_download(ref, "model_index.json")
+            except Exception:  # the full download below reports the real problem
+                cached = None
+        index = Path(cached) if isinstance(cached, str) else None
+    try:
+        return index is not None and "safety_checker" in json.loads(Path(index).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def _load_single_file(path: Path, dtype: Any) -> Any:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+
+    try:
+        checkpoint = load_single_file_checkpoint(str(path))
+        kind = infer_diffusers_model_type(checkpoint)
+    except Exception as exc:
+        raise ModelError(f"cannot read the checkpoint {str(path)!r}: {exc}") from None
+    del checkpoint  # from_single_file reads the file again; do not hold two copies
+    classes = {"v1": StableDiffusionPipeline, "v2": StableDiffusionPipeline, "xl_base": StableDiffusionXLPipeline}
+    cls = classes.get(kind)
+    if cls is None:
+        raise ModelError(f"the checkpoint {str(path)!r} is a {kind} model; Tessera runs SD 1.x, SD 2.x and SDXL "
+                         "text-to-image checkpoints")
+    try:
+        kwargs = {"safety_checker": None} if cls is StableDiffusionPipeline else {}
+        return cls.from_single_file(str(path), dtype=dtype, local_files_only=_offline(), **kwargs)
+    except Exception as exc:
+        raise ModelError(f"cannot load the checkpoint {str(path)!r} ({exc}); single files need their model's config "
+                         "from the hub once: when offline, use a diffusers folder instead") from None
+
+
+def load_model(ref: str, *, device: str = "auto", dtype: str = "auto", attention_slicing: bool = False,
+               vae_tiling: bool = True, cpu_offload: bool = False) -> LoadedModel:
+    """Load `ref` (hub id, diffusers folder or single checkpoint file) onto `device`."""
+    check_model_ref(ref)
+    from diffusers import AutoPipelineForText2Image
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    path = Path(ref).expanduser() if _looks_like_path(ref) else None
+    if path is not None and path.is_file():
+        pipe = _load_single_file(path, torch_dtype)
+    else:
+        # Safety checking is a per-server choice made elsewhere; never load its 1 GB model here.
+        extra = {"safety_checker": None, "requires_safety_checker": False} if _has_safety_checker(path, ref) else {}
+        try:
+            from diffusers.utils import logging as diffusers_logging
+            from transformers.utils import logging as transformers_logging
+
+            diffusers_logging.disable_progress_bar()  # loading bars would fill the logs
+            transformers_logging.disable_progress_bar()
+            pipe = AutoPipelineForText2Image.from_pretrained(str(path or ref), dtype=torch_dtype, **extra)
+        except Exception as exc:
+            raise ModelError(f"cannot load the model {ref!r}: {exc}") from None
+    family = _family_of(pipe)
+    profile = _profile_for(family, pipe, path if path is not None and path.is_dir() else None)
+    pipe.set_progress_bar_config(disable=True)
+    if attention_slicing:
+        pipe.enable_attention_slicing()
+    offload = bool(cpu_offload and device.startswith("cuda"))
+    if cpu_offload and not offload:
+        log.warning("CPU_OFFLOAD is only used with a CUDA device; ignored on %s", device)
+    if offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    log.info("loaded %s (%s, native %d², %s, %s)", ref, family, profile.native, device, torch_dtype)
+    return LoadedModel(ref=ref, family=family, profile=profile, device=device, dtype=torch_dtype, pipe=pipe,
+                       cpu_offload=offload, vae_tiling=vae_tiling)
