@@ -1,0 +1,189 @@
+"""What users read: the text of job messages, `/seed` answers and file names.
+
+Pure functions from stored values to strings, so every message shape is tested without
+Discord. Message layout follows Midjourney's: the prompt in bold, then the author, then the
+state in brackets — `**a lighthouse at dusk** - <@42> (57%)` — because that is what users
+of such bots already read at a glance. The job id closes each message: users quote it in
+`/seed`, `/upscale` and bug reports.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import discord
+
+from engine.encoding import filename_stem
+from storage.models import Job, JobKind
+
+MESSAGE_LIMIT = 2000
+# Room left for the author, state and job id around the prompt.
+_PROMPT_ROOM = 1700
+
+_EXT_BY_MIME = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+def mention(user_id: int) -> str:
+    return f"<@{user_id}>"
+
+
+def shown_prompt(text: str, limit: int = _PROMPT_ROOM) -> str:
+    """The prompt escaped for Discord markdown and cut to fit one message."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return discord.utils.escape_markdown(text) or "(no prompt)"
+
+
+def _title(job: Job, index_hint: int | None = None) -> str:
+    """The part between the prompt and the state: who asked, and for what kind of job."""
+    who = mention(job.user_id)
+    if job.kind is JobKind.UPSCALE:
+        scale = job.options.get("scale")
+        number = (job.parent_index or 0) + 1 if job.parent_index is not None else 1
+        suffix = f" ×{scale}" if scale else ""
+        return f"Image #{number}{suffix} {who}"
+    if job.kind is JobKind.VARIATION:
+        strength = str(job.options.get("strength") or "subtle").capitalize()
+        return f"Variations ({strength}) by {who}"
+    if job.kind is JobKind.REROLL:
+        return f"{who} (re-roll)"
+    return who
+
+
+def _line(job: Job, state: str | None) -> str:
+    head = f"**{shown_prompt(job.prompt_text)}** - {_title(job)}"
+    if state:
+        head += f" ({state})"
+    return head
+
+
+def _footer(job: Job) -> str:
+    return f"-# job `{job.id}`"
+
+
+def queued_text(job: Job, position: int | None, *, warming: bool = False) -> str:
+    """The first answer: the prompt, the author and the place in the queue."""
+    if warming:
+        state = "warming up, your job is queued"
+        if position:
+            state += f" — #{position} in line"
+    elif position and position > 1:
+        state = f"waiting to start — #{position} in line"
+    else:
+        state = "waiting to start"
+    return f"{_line(job, state)}\n{_footer(job)}"
+
+
+def progress_text(job: Job, step: int | None, total: int | None) -> str:
+    """A running job: the percentage done (the preview image is attached separately)."""
+    if step is not None and total:
+        percent = max(0, min(100, round(100 * step / total)))
+        state = f"{percent}%"
+    else:
+        state = "starting"
+    return f"{_line(job, state)}\n{_footer(job)}"
+
+
+def ignored_notice(ignored: Iterable[str]) -> str:
+    names = [f"`--{name.lstrip('-')}`" for name in ignored]
+    if not names:
+        return ""
+    return f"-# accepted but not used here: {', '.join(names)}"
+
+
+def done_text(job: Job, ignored: Iterable[str] = ()) -> str:
+    """The finished message that carries the grid (or the upscaled image)."""
+    lines = [_line(job, None)]
+    notice = ignored_notice(ignored)
+    if notice:
+        lines.append(notice)
+    lines.append(_footer(job))
+    return "\n".join(lines)
+
+
+def failed_text(job: Job, error: str | None) -> str:
+    reason = error or "something went wrong"
+    return f"{_line(job, 'failed')}\n{reason}\n{_footer(job)}"
+
+
+def cancelled_text(job: Job) -> str:
+    return f"{_line(job, 'cancelled')}\n{_footer(job)}"
+
+
+def unexpected_error_text(job_id: str | None) -> str:
+    """What users see for a bug: no traceback, but the id to quote to an admin."""
+    if job_id:
+        return (f"Something went wrong on our side with job `{job_id}`. "
+                "It has been logged; quote this job id to a server admin.")
+    return "Something went wrong on our side. It has been logged; please try again."
+
+
+def file_name(prompt_text: str, job_id: str, mime: str, *, suffix: str = "") -> str:
+    """`first_words_of_the_prompt_JOBID[suffix].ext` — what users see when they save it."""
+    ext = _EXT_BY_MIME.get(mime, "png")
+    return f"{filename_stem(prompt_text, job_id)}{suffix}.{ext}"
+
+
+# ----- /seed and the ✉️ reaction -----------------------------------------------------------
+
+_PARAM_LABELS: tuple[tuple[str, str], ...] = (
+    ("seed", "seed"),
+    ("width", "width"),
+    ("height", "height"),
+    ("steps", "steps"),
+    ("guidance", "guidance"),
+    ("sampler", "sampler"),
+    ("model", "model"),
+    ("chaos", "chaos"),
+    ("tile", "tile"),
+    ("stop", "stop"),
+    ("strength", "strength"),
+)
+
+
+def _weighted(prompts: Any) -> str:
+    parts = []
+    for part in prompts or ():
+        if isinstance(part, Mapping):
+            text, weight = part.get("text", ""), part.get("weight", 1)
+        else:
+            text, weight = part[0], part[1] if len(part) > 1 else 1
+        parts.append(text if weight in (1, 1.0) else f"{text}::{weight:g}")
+    return " ".join(parts)
+
+
+def seed_text(job: Job) -> str:
+    """The seed and every parameter of a job, ready to copy (for `/seed` and the ✉️ DM)."""
+    request = job.request_json or {}
+    lines = [f"**Job `{job.id}`** ({job.kind.value}, {job.state.value})",
+             f"prompt: `{shown_prompt(job.prompt_text, 1200).replace('`', 'ˋ')}`"]
+    seed = request.get("seed", job.seed)
+    lines.append(f"**seed: {seed if seed is not None else 'not chosen yet'}**")
+    if request.get("prompts"):
+        lines.append(f"prompt parts: {_weighted(request['prompts'])}")
+    if request.get("negative"):
+        lines.append(f"negative: {', '.join(request['negative'])}")
+    for key, label in _PARAM_LABELS[1:]:
+        value = request.get(key)
+        if value is None or value is False or value == "":
+            continue
+        lines.append(f"{label}: {value}")
+    if not request and job.model:
+        lines.append(f"model: {job.model}")
+    if job.parent_id:
+        lines.append(f"from job `{job.parent_id}` image {(job.parent_index or 0) + 1}")
+    if job.kind is not JobKind.UPSCALE and seed is not None:
+        lines.append(f"-# add `--seed {seed}` to a prompt to start from the same noise")
+    return "\n".join(lines)[:MESSAGE_LIMIT]
+
+
+_LINK = re.compile(r"https?://(?:\w+\.)?discord(?:app)?\.com/channels/(?:\d+|@me)/(\d+)/(\d+)")
+
+
+def parse_message_link(text: str) -> tuple[int, int] | None:
+    """(channel id, message id) of a Discord message link, or None."""
+    match = _LINK.search(text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None

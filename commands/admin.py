@@ -1,0 +1,165 @@
+"""`/admin …`: per-server rules, for members with the Manage Server permission.
+
+Allowed channels, a per-user queue limit, banned words, the NSFW policy (the diffusers safety
+checker), the gallery channel and a priority role, all stored in SQLite per server. Discord
+hides the group from others (`default_permissions`), and each subcommand checks again,
+because server owners can override what Discord shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import discord
+from discord import app_commands
+
+from commands.common import defer_private, guarded, is_admin, reply, service_of
+from engine.errors import TesseraError
+from storage.models import GuildSettings
+
+MAX_BANNED_WORD = 100
+
+
+class NotAdmin(app_commands.CheckFailure):
+    def __init__(self) -> None:
+        super().__init__("Only members with the Manage Server permission can change Tessera's server settings.")
+
+
+def _admin_only(interaction: discord.Interaction) -> bool:
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage()
+    if not is_admin(interaction):
+        raise NotAdmin()
+    return True
+
+
+admin = app_commands.Group(name="admin", description="Tessera's rules for this server (Manage Server only)",
+                           guild_only=True, default_permissions=discord.Permissions(manage_guild=True))
+
+
+async def _load(interaction: discord.Interaction) -> GuildSettings:
+    assert interaction.guild_id is not None
+    return await service_of(interaction).storage.settings.guild(interaction.guild_id)
+
+
+async def _save(interaction: discord.Interaction, settings: GuildSettings, message: str) -> None:
+    saved = await service_of(interaction).storage.settings.save_guild(settings)
+    await reply(interaction, f"{message}\n\n{describe(saved)}", ephemeral=True)
+
+
+def describe(settings: GuildSettings) -> str:
+    channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels) or "every channel"
+    words = ", ".join(f"`{w}`" for w in settings.banned_words) or "none (the built-in list still applies)"
+    return "\n".join([
+        "**Tessera on this server**",
+        f"• channels: {channels}",
+        f"• waiting jobs per person: {settings.max_queued_per_user or 'the bot-wide limit'}",
+        f"• banned words: {words}",
+        f"• NSFW filter (safety checker): {'on' if settings.safety_checker else 'off'}",
+        f"• gallery channel: {f'<#{settings.gallery_channel_id}>' if settings.gallery_channel_id else 'not set'}",
+        f"• priority role: {f'<@&{settings.priority_role_id}>' if settings.priority_role_id else 'none'}",
+    ])
+
+
+@admin.command(name="show", description="Show this server's Tessera settings")
+@app_commands.check(_admin_only)
+async def show(interaction: discord.Interaction) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        await reply(interaction, describe(await _load(interaction)), ephemeral=True)
+
+
+@admin.command(name="channels", description="Where Tessera may make images (none listed: everywhere)")
+@app_commands.describe(action="add or remove a channel, or clear the list", channel="The channel")
+@app_commands.check(_admin_only)
+async def channels(interaction: discord.Interaction, action: Literal["add", "remove", "clear"],
+                   channel: discord.TextChannel | None = None) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        current = await _load(interaction)
+        allowed = list(current.allowed_channels)
+        if action == "clear":
+            allowed = []
+            message = "Tessera may now make images in every channel."
+        else:
+            if channel is None:
+                raise TesseraError(f"Pick the channel to {action}.")
+            if action == "add" and channel.id not in allowed:
+                allowed.append(channel.id)
+            elif action == "remove":
+                allowed = [c for c in allowed if c != channel.id]
+            message = f"{'Added' if action == 'add' else 'Removed'} {channel.mention}."
+        await _save(interaction, replace(current, allowed_channels=tuple(allowed)), message)
+
+
+@admin.command(name="limit", description="How many waiting jobs one person may have (0: the bot-wide limit)")
+@app_commands.describe(waiting="Most waiting jobs per person; 0 removes this server's limit")
+@app_commands.check(_admin_only)
+async def limit(interaction: discord.Interaction, waiting: app_commands.Range[int, 0, 1000]) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        current = await _load(interaction)
+        await _save(interaction, replace(current, max_queued_per_user=waiting or None),
+                    f"Each person may now have {waiting or 'the bot-wide number of'} waiting jobs.")
+
+
+@admin.command(name="banned", description="Words refused in prompts on this server (on top of the built-in list)")
+@app_commands.describe(action="add or remove a word, or clear the list", word="The word or phrase")
+@app_commands.check(_admin_only)
+async def banned(interaction: discord.Interaction, action: Literal["add", "remove", "clear"],
+                 word: str | None = None) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        current = await _load(interaction)
+        words = list(current.banned_words)
+        if action == "clear":
+            words = []
+            message = "Cleared this server's banned words."
+        else:
+            cleaned = " ".join((word or "").lower().split())
+            if not cleaned or len(cleaned) > MAX_BANNED_WORD:
+                raise TesseraError(f"Give a word or phrase of 1 to {MAX_BANNED_WORD} characters.")
+            if action == "add" and cleaned not in words:
+                words.append(cleaned)
+            elif action == "remove":
+                words = [w for w in words if w != cleaned]
+            message = f"{'Banned' if action == 'add' else 'Allowed again'}: `{cleaned}`."
+        await _save(interaction, replace(current, banned_words=tuple(words)), message)
+
+
+@admin.command(name="nsfw", description="Run the safety checker on images made here (flagged images are replaced)")
+@app_commands.describe(filter="on: check every image and replace flagged ones with a notice")
+@app_commands.check(_admin_only)
+async def nsfw(interaction: discord.Interaction, filter: bool) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        current = await _load(interaction)
+        await _save(interaction, replace(current, safety_checker=filter),
+                    f"The NSFW filter is now {'on' if filter else 'off'}.")
+
+
+@admin.command(name="gallery", description="The channel where ❤️ Share posts images (empty: sharing off)")
+@app_commands.describe(channel="The gallery channel; leave empty to turn sharing off")
+@app_commands.check(_admin_only)
+async def gallery(interaction: discord.Interaction, channel: discord.TextChannel | None = None) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        current = await _load(interaction)
+        await _save(interaction, replace(current, gallery_channel_id=channel.id if channel else None),
+                    f"Shared images now go to {channel.mention}." if channel else "Sharing is now off.")
+
+
+@admin.command(name="priority", description="Members with this role go ahead in the queue (empty: none)")
+@app_commands.describe(role="The priority role; leave empty for none")
+@app_commands.check(_admin_only)
+async def priority(interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        current = await _load(interaction)
+        await _save(interaction, replace(current, priority_role_id=role.id if role else None),
+                    f"Members with {role.mention} now go ahead in the queue." if role else "No priority role.")
+
+
+def setup(tree: app_commands.CommandTree) -> None:
+    tree.add_command(admin)

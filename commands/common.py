@@ -1,0 +1,275 @@
+"""What every command and button shares: answering, errors, job references, channel rules.
+
+The rule the whole bot keeps: the user always gets an answer. A `TesseraError` (something
+the user can fix) becomes an ephemeral message with its text; anything else is logged with its
+traceback and the job id, and the user is told the job id to quote. Discord's own "This
+interaction failed" must never show, so every handler runs inside `guarded`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from bot import render
+from bot.progress import Target, Update
+from engine.errors import StorageError, TesseraError
+from engine.joblog import for_job
+from storage.models import GuildSettings, Job, JobKind, JobState
+
+if TYPE_CHECKING:
+    from bot.client import TesseraClient
+    from bot.tracker import JobTracker
+
+log = logging.getLogger("commands")
+
+_PUBLIC_DEFER = "tessera_public_defer"
+_GUILD_RULES = "tessera_guild_rules"
+
+
+@dataclass
+class Guard:
+    """Set `job_id` as soon as it is known, so an unexpected error can name it."""
+
+    job_id: str | None = None
+
+
+def client_of(interaction: discord.Interaction) -> TesseraClient:
+    return interaction.client  # type: ignore[return-value]
+
+
+def service_of(interaction: discord.Interaction) -> Any:
+    return client_of(interaction).service
+
+
+def tracker_of(interaction: discord.Interaction) -> JobTracker:
+    return client_of(interaction).tracker
+
+
+def is_admin(interaction: discord.Interaction) -> bool:
+    """Server managers (and, in DMs, nobody) may use admin commands and delete any result."""
+    perms = interaction.permissions
+    return interaction.guild_id is not None and (perms.manage_guild or perms.administrator)
+
+
+async def defer_public(interaction: discord.Interaction) -> None:
+    """Answer at once with "Tessera is thinking…"; the job's message replaces it."""
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
+        interaction.extras[_PUBLIC_DEFER] = True
+
+
+async def defer_private(interaction: discord.Interaction) -> None:
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True, ephemeral=True)
+
+
+async def reply(interaction: discord.Interaction, content: str | None = None, *, ephemeral: bool = True,
+                embed: discord.Embed | None = None, view: discord.ui.View | None = None) -> None:
+    """Send `content` as the response, or as a follow-up once the interaction is answered."""
+    kwargs: dict[str, Any] = {"content": content, "ephemeral": ephemeral}
+    if embed is not None:
+        kwargs["embed"] = embed
+    if view is not None:
+        kwargs["view"] = view
+    if not interaction.response.is_done():
+        await interaction.response.send_message(**kwargs)
+    else:
+        await interaction.followup.send(**kwargs)
+
+
+async def remove_placeholder(interaction: discord.Interaction) -> None:
+    """Delete the public "Tessera is thinking…" message when nothing public will replace it."""
+    if interaction.response.is_done() and interaction.extras.pop(_PUBLIC_DEFER, False):
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
+
+
+async def answer_error(interaction: discord.Interaction, message: str) -> None:
+    """Tell only the user what to change; remove a public "thinking…" placeholder first."""
+    try:
+        await remove_placeholder(interaction)
+        await reply(interaction, message[:2000], ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not tell user %s about an error (%s): %s", interaction.user.id, exc, message)
+
+
+@asynccontextmanager
+async def guarded(interaction: discord.Interaction, *, job_id: str | None = None) -> AsyncIterator[Guard]:
+    """Turn every failure inside into a message to the user (see the module docstring)."""
+    guard = Guard(job_id)
+    try:
+        yield guard
+    except TesseraError as exc:
+        await answer_error(interaction, str(exc))
+    except Exception:
+        for_job(log, guard.job_id).exception("unexpected error in %s (job %s, user %s)",
+                                             _what(interaction), guard.job_id, interaction.user.id)
+        await answer_error(interaction, render.unexpected_error_text(guard.job_id))
+
+
+def _what(interaction: discord.Interaction) -> str:
+    if interaction.command is not None:
+        return f"/{interaction.command.qualified_name}"
+    data = interaction.data or {}
+    return str(data.get("custom_id", "interaction"))
+
+
+async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    """Errors discord.py raises before or around a command: options, checks, permissions."""
+    if isinstance(error, app_commands.CommandInvokeError) and isinstance(error.original, TesseraError):
+        await answer_error(interaction, str(error.original))
+    elif isinstance(error, app_commands.MissingPermissions):
+        await answer_error(interaction, "Only members with the Manage Server permission can use this command.")
+    elif isinstance(error, app_commands.NoPrivateMessage):
+        await answer_error(interaction, "This command works only in a server, not in DMs.")
+    elif isinstance(error, app_commands.TransformerError):
+        await answer_error(interaction, f"`{error.value}` is not a valid value here; pick one from the list.")
+    elif isinstance(error, app_commands.CheckFailure):
+        await answer_error(interaction, str(error) or "You cannot use this command here.")
+    elif isinstance(error, app_commands.CommandNotFound):
+        await answer_error(interaction, "This command no longer exists; Discord will refresh the list soon.")
+    else:
+        original = getattr(error, "original", error)
+        log.error("unexpected error in %s", _what(interaction), exc_info=original)
+        await answer_error(interaction, render.unexpected_error_text(None))
+
+
+# ----- where commands may be used -------------------------------------------------------------
+
+
+async def guild_rules(interaction: discord.Interaction) -> GuildSettings | None:
+    """This server's Tessera settings, read once per interaction (None in DMs)."""
+    if interaction.guild_id is None:
+        return None
+    held = interaction.extras.get(_GUILD_RULES)
+    if held is None:
+        held = await service_of(interaction).storage.settings.guild(interaction.guild_id)
+        interaction.extras[_GUILD_RULES] = held
+    return held
+
+
+async def check_channel(interaction: discord.Interaction) -> None:
+    """Refuse image commands outside the channels an admin allowed (none set: everywhere)."""
+    guild = await guild_rules(interaction)
+    if guild is None:
+        return
+    allowed = set(guild.allowed_channels)
+    if not allowed:
+        return
+    channel = interaction.channel
+    ids = {interaction.channel_id, getattr(channel, "parent_id", None)}
+    if ids & allowed:
+        return
+    where = ", ".join(f"<#{c}>" for c in sorted(allowed))
+    raise TesseraError(f"Tessera makes images only in {where} on this server. Try again there.")
+
+
+# ----- job references ---------------------------------------------------------------------------
+
+
+async def find_job(interaction: discord.Interaction, ref: str | None) -> Job:
+    """A job from an id or a message link; without one, the user's most recent job."""
+    storage = service_of(interaction).storage
+    if not ref or not ref.strip():
+        recent = await storage.jobs.recent_for_user(interaction.user.id, limit=1)
+        if not recent:
+            raise TesseraError("You have no jobs yet. Start one with `/imagine`.")
+        return recent[0]
+    ref = ref.strip()
+    link = render.parse_message_link(ref)
+    if link is not None:
+        job = await storage.jobs.find_by_message(link[1])
+        if job is None:
+            raise TesseraError("That message is not a Tessera result. Give a job id or a link to a result message.")
+        return job
+    if ref.isdigit() and len(ref) >= 17:  # a bare message id
+        job = await storage.jobs.find_by_message(int(ref))
+        if job is not None:
+            return job
+    try:
+        return await storage.jobs.require(ref.split()[0])
+    except StorageError:
+        raise TesseraError(f"There is no job `{ref[:40]}`. Use the id shown under a result, or a link to the message.") from None
+
+
+def require_done(job: Job, what: str) -> None:
+    if job.state is not JobState.DONE:
+        state = {JobState.QUEUED: "still queued", JobState.RUNNING: "still running",
+                 JobState.FAILED: "a failed job", JobState.CANCELLED: "cancelled"}.get(job.state, job.state.value)
+        raise TesseraError(f"Job `{job.id}` is {state}; {what} needs a finished job.")
+
+
+def require_grid(job: Job, index: int) -> None:
+    if job.kind is JobKind.UPSCALE:
+        raise TesseraError(f"Job `{job.id}` is an upscale (one image); use its buttons or pick the grid job it came from.")
+    if not 0 <= index <= 3:
+        raise TesseraError("The image number must be 1, 2, 3 or 4 (left to right, top to bottom).")
+
+
+async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the user's recent jobs, newest first, matching what they typed."""
+    try:
+        jobs = await service_of(interaction).storage.jobs.recent_for_user(interaction.user.id, limit=25)
+    except Exception:
+        log.exception("job autocomplete failed")
+        return []
+    current = current.strip().lower()
+    choices = []
+    for job in jobs:
+        label = f"{job.id} · {job.kind.value} · {' '.join(job.prompt_text.split())}"
+        if current and current not in label.lower():
+            continue
+        choices.append(app_commands.Choice(name=label[:100], value=job.id))
+    return choices
+
+
+# ----- posting jobs --------------------------------------------------------------------------------
+
+
+def warming(interaction: discord.Interaction) -> bool:
+    """Whether the model is still loading (jobs queue meanwhile)."""
+    from bot.tracker import is_warming
+
+    return is_warming(service_of(interaction))
+
+
+async def post_jobs(interaction: discord.Interaction, jobs: Sequence[Job]) -> None:
+    """Show each new job in its own message and keep it updated until its result is in.
+
+    The first job takes the deferred response; the others are follow-ups of the same
+    interaction. The tracker learns each job before anything is awaited, so an event that
+    arrives during an edit is applied after it, not lost.
+    """
+    tracker = tracker_of(interaction)
+    service = service_of(interaction)
+    tracker.claim(job.id for job in jobs)
+    is_warming = warming(interaction)
+    issued = tracker.clock()
+    shown = 0
+    try:
+        for job in jobs:
+            position = tracker.known_position(job.id)
+            if position is None:
+                position = service.queue.position(job.id)
+            text = render.queued_text(job, position, warming=is_warming)
+            if shown == 0:
+                interaction.extras.pop(_PUBLIC_DEFER, None)
+                tracker.track(job, Target.original(interaction, issued), first=Update(text), position=position)
+            else:
+                message = await interaction.followup.send(text, wait=True)
+                target = Target(channel_id=interaction.channel_id, message_id=message.id, interaction=interaction,
+                                followup=True, issued_at=issued)
+                tracker.track(job, target, position=position)
+                await tracker.record_message(job.id, interaction.channel_id, message.id)
+            shown += 1
+    finally:
+        for job in jobs[shown:]:
+            tracker.release(job.id)  # results still reach the channel, by adoption

@@ -1,0 +1,46 @@
+"""`/info`: the queue, your waiting and running jobs, and whether the GPU worker is ready."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+
+from commands.common import defer_private, guarded, reply, service_of
+from storage.models import JobState
+
+_MAX_LISTED = 10
+
+
+def _seconds(value: float) -> str:
+    if value <= 0:
+        return "—"
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+@app_commands.command(name="info", description="The queue, your jobs and the GPU worker's status")
+async def info(interaction: discord.Interaction) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        service = service_of(interaction)
+        stats = service.queue.stats()
+        jobs = service.storage.jobs
+        mine = (await jobs.list(user_id=interaction.user.id, state=JobState.RUNNING, limit=_MAX_LISTED)
+                + await jobs.list(user_id=interaction.user.id, state=JobState.QUEUED, limit=_MAX_LISTED))
+        embed = discord.Embed(title="Tessera", colour=discord.Colour.blurple())
+        worker = ("ready" if stats.model_ready else "warming up (jobs queue meanwhile)") if stats.workers or not stats.model_ready \
+            else "no GPU worker connected"
+        embed.add_field(name="GPU", value=f"{worker}\nworkers: {stats.workers} · busy {stats.busy_fraction:.0%}", inline=False)
+        embed.add_field(name="Queue", value=(f"{stats.queued} waiting · {stats.running} running\n"
+                                             f"mean wait {_seconds(stats.mean_wait_s)} · mean run {_seconds(stats.mean_run_s)}"),
+                        inline=False)
+        lines = []
+        for job in mine[:_MAX_LISTED]:
+            where = "running" if job.state is JobState.RUNNING else f"#{service.queue.position(job.id) or '?'} in line"
+            prompt = " ".join(job.prompt_text.split())[:60]
+            lines.append(f"`{job.id}` {job.kind.value} — {where} — {discord.utils.escape_markdown(prompt)}")
+        embed.add_field(name="Your jobs", value="\n".join(lines) or "none waiting or running", inline=False)
+        await reply(interaction, embed=embed, ephemeral=True)
+
+
+def setup(tree: app_commands.CommandTree) -> None:
+    tree.add_command(info)

@@ -1,0 +1,114 @@
+"""`/settings`: your defaults — quality, aspect, stylize, sampler and model — with menus.
+
+Defaults apply when a prompt does not say otherwise (`--q`, `--ar`, `--s` win). The menus are
+restart-proof `SettingSelect`s: the field is in the `custom_id`, the user is whoever picks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.views import SettingSelect
+from commands.common import defer_private, guarded, reply, service_of
+from engine.errors import TesseraError
+from storage.models import UserSettings
+
+DEFAULT = "default"
+QUALITIES = ("0.25", "0.5", "1", "2")
+ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
+STYLIZES = ("0", "50", "100", "250", "500", "750", "1000")
+FIELDS = ("quality", "aspect", "stylize", "sampler", "model")
+
+
+def samplers() -> list[str]:
+    try:
+        from engine.samplers import SAMPLERS
+    except ImportError:  # the engine is optional for listing commands
+        return ["euler_a"]
+    return list(SAMPLERS)[:24]
+
+
+def models(service: Any) -> list[str]:
+    settings = service.settings
+    return list(dict.fromkeys([settings.model_id, *settings.allowed_models]))[:24]
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= 100 else "…" + value[-99:]
+
+
+def _option_value(value: str, index: int) -> str:
+    """Select values are at most 100 characters; a long model path goes by its position."""
+    return value if len(value) <= 100 else f"#{index}"
+
+
+def choices(service: Any, field: str) -> list[str]:
+    return {"quality": list(QUALITIES), "aspect": list(ASPECTS), "stylize": list(STYLIZES),
+            "sampler": samplers(), "model": models(service)}[field]
+
+
+def _current(user: UserSettings, field: str) -> str | None:
+    value = getattr(user, field)
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def settings_view(service: Any, user: UserSettings) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for row, field in enumerate(FIELDS):
+        current = _current(user, field)
+        options = [discord.SelectOption(label=f"{field}: server default", value=DEFAULT, default=current is None)]
+        for index, value in enumerate(choices(service, field)):
+            options.append(discord.SelectOption(label=_short(f"{field}: {value}"), value=_option_value(value, index),
+                                                default=value == current))
+        view.add_item(SettingSelect(field, options, placeholder=f"Default {field}", row=row))
+    return view
+
+
+def describe(service: Any, user: UserSettings) -> str:
+    settings = service.settings
+    lines = ["**Your defaults** (a prompt's own `--q`, `--ar`, `--s` always win):"]
+    server = {"quality": "1", "aspect": "1:1", "stylize": "100", "sampler": settings.sampler, "model": settings.model_id}
+    for field in FIELDS:
+        current = _current(user, field)
+        shown = f"**{current}**" if current is not None else f"{server[field]} (server default)"
+        lines.append(f"• {field}: {shown}")
+    return "\n".join(lines)
+
+
+@app_commands.command(name="settings", description="Your default quality, aspect ratio, stylize, sampler and model")
+async def settings(interaction: discord.Interaction) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        service = service_of(interaction)
+        user = await service.storage.settings.user(interaction.user.id)
+        await reply(interaction, describe(service, user), view=settings_view(service, user), ephemeral=True)
+
+
+async def choose(interaction: discord.Interaction, field: str, value: str) -> None:
+    """A pick in one of the `/settings` menus: save it and show the new defaults."""
+    service = service_of(interaction)
+    if field not in FIELDS:
+        raise TesseraError("This menu is from an older version of Tessera; run `/settings` again.")
+    offered = choices(service, field)
+    if value.startswith("#") and value[1:].isdigit() and int(value[1:]) < len(offered):
+        value = offered[int(value[1:])]
+    if value != DEFAULT and value not in offered:
+        raise TesseraError(f"`{value}` is no longer offered for {field}; run `/settings` again to see the choices.")
+    user = await service.storage.settings.user(interaction.user.id)
+    parsed: Any = None
+    if value != DEFAULT:
+        parsed = float(value) if field == "quality" else int(value) if field == "stylize" else value
+    user = await service.storage.settings.save_user(replace(user, **{field: parsed}))
+    await interaction.response.edit_message(content=describe(service, user), view=settings_view(service, user))
+
+
+def setup(tree: app_commands.CommandTree) -> None:
+    tree.add_command(settings)

@@ -1,0 +1,65 @@
+"""`/show job`: post a finished job's result again, with working buttons — and 🗑 Delete.
+
+Useful when the original message was deleted, its channel is gone, or the job finished while
+the bot could not post. The new message becomes the job's message (for ✉️ and links).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import discord
+from discord import app_commands
+
+from bot import render
+from bot.views import result_view
+from commands.common import (
+    check_channel,
+    defer_public,
+    find_job,
+    guarded,
+    is_admin,
+    job_choices,
+    require_done,
+    service_of,
+    tracker_of,
+)
+from engine.errors import TesseraError
+from storage.models import JobKind
+
+
+@app_commands.command(name="show", description="Post a finished job's result again, with its buttons")
+@app_commands.describe(job="Job id or a link to the result message")
+@app_commands.autocomplete(job=job_choices)
+async def show(interaction: discord.Interaction, job: str) -> None:
+    async with guarded(interaction) as guard:
+        await defer_public(interaction)
+        await check_channel(interaction)
+        found = await find_job(interaction, job)
+        guard.job_id = found.id
+        require_done(found, "showing a result")
+        upload = await service_of(interaction).result_upload(found.id)
+        suffix = f"_u{(found.parent_index or 0) + 1}" if found.kind is JobKind.UPSCALE else ""
+        name = render.file_name(found.prompt_text, found.id, upload.mime, suffix=suffix)
+        message = await interaction.edit_original_response(
+            content=render.done_text(found), attachments=[discord.File(io.BytesIO(upload.data), filename=name)],
+            view=result_view(found.kind.value, found.id))
+        await tracker_of(interaction).record_message(found.id, interaction.channel_id, message.id)
+
+
+async def press_delete(interaction: discord.Interaction, job_id: str, index: int) -> None:
+    """🗑 under an upscale: remove the message (the job's owner or a server manager only).
+
+    The stored job and its files stay (the gallery and `/show` may still use them)."""
+    job = await service_of(interaction).storage.jobs.get(job_id)
+    owner = job.user_id if job is not None else None
+    if interaction.user.id != owner and not is_admin(interaction):
+        raise TesseraError("Only the person who made this image or a server manager can delete it.")
+    await interaction.response.defer()
+    with contextlib.suppress(discord.NotFound):  # already gone: that is what was asked
+        await interaction.delete_original_response()
+
+
+def setup(tree: app_commands.CommandTree) -> None:
+    tree.add_command(show)

@@ -1,0 +1,103 @@
+"""`/variation`: four new takes on one image — of a grid (V1–V4), of an upscale (Vary buttons),
+or of a picture you upload. With `prompt:` it is Midjourney's remix: vary with an edited prompt."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import discord
+from discord import app_commands
+
+from commands.common import (
+    check_channel,
+    defer_public,
+    find_job,
+    guarded,
+    job_choices,
+    post_jobs,
+    require_done,
+    require_grid,
+    service_of,
+)
+from commands.imagine import IMAGE_TYPES, member_priority
+from engine.errors import ImageFetchError, TesseraError
+from storage.models import JobKind
+
+Strength = Literal["subtle", "strong"]
+
+
+async def run_vary(interaction: discord.Interaction, job_id: str, index: int, strength: Strength,
+                   prompt: str | None = None) -> None:
+    await defer_public(interaction)
+    await check_channel(interaction)
+    job = await service_of(interaction).vary(user_id=interaction.user.id, job_id=job_id, index=index,
+                                             strength=strength, prompt_text=prompt or None,
+                                             guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                                             priority=await member_priority(interaction))
+    await post_jobs(interaction, [job])
+
+
+async def read_upload(image: discord.Attachment, max_bytes: int) -> bytes:
+    kind = (image.content_type or "").split(";")[0].strip().lower()
+    if kind and kind not in IMAGE_TYPES:
+        raise ImageFetchError(f"`{image.filename}` is not an image Tessera can read; attach a PNG, JPEG or WebP.")
+    if image.size > max_bytes:
+        raise ImageFetchError(f"`{image.filename}` is {image.size / 2**20:.1f} MiB; uploads can be at most "
+                              f"{max_bytes / 2**20:.0f} MiB.")
+    try:
+        return await image.read()
+    except discord.HTTPException:
+        raise ImageFetchError(f"Could not download `{image.filename}` from Discord; try attaching it again.") from None
+
+
+@app_commands.command(name="variation", description="Variations of one image: from a job, or of an image you upload")
+@app_commands.describe(job="Job id or a link to the result message", index="Which image: 1-4 (not needed for an upscale)",
+                       strength="Subtle keeps the composition; strong changes more", prompt="Remix: vary with this prompt instead",
+                       image="Or: an image of your own to vary")
+@app_commands.autocomplete(job=job_choices)
+async def variation(interaction: discord.Interaction, job: str | None = None,
+                    index: app_commands.Range[int, 1, 4] | None = None, strength: Strength = "subtle",
+                    prompt: str | None = None, image: discord.Attachment | None = None) -> None:
+    async with guarded(interaction) as guard:
+        if image is not None and job:
+            raise TesseraError("Give either a job or an image, not both.")
+        if image is None and not job:
+            raise TesseraError("Say what to vary: `job:` and `index:` for one of your images, or attach `image:`.")
+        await defer_public(interaction)
+        service = service_of(interaction)
+        if image is not None:
+            await check_channel(interaction)
+            data = await read_upload(image, service.settings.image_prompt_max_bytes)
+            made = await service.vary_upload(user_id=interaction.user.id, image_bytes=data, prompt_text=prompt or "",
+                                             strength=strength, guild_id=interaction.guild_id,
+                                             channel_id=interaction.channel_id,
+                                             priority=await member_priority(interaction))
+            await post_jobs(interaction, [made])
+            return
+        found = await find_job(interaction, job)
+        guard.job_id = found.id
+        require_done(found, "a variation")
+        if found.kind is JobKind.UPSCALE:
+            await run_vary(interaction, found.id, 0, strength, prompt)
+            return
+        if index is None:
+            raise TesseraError("Which image of the grid? Add `index:` 1-4 (left to right, top to bottom).")
+        require_grid(found, index - 1)
+        await run_vary(interaction, found.id, index - 1, strength, prompt)
+
+
+async def press_vary(interaction: discord.Interaction, job_id: str, index: int) -> None:
+    """V1–V4 on a grid: subtle variations."""
+    await run_vary(interaction, job_id, index, "subtle")
+
+
+async def press_vary_subtle(interaction: discord.Interaction, job_id: str, index: int) -> None:
+    await run_vary(interaction, job_id, 0, "subtle")
+
+
+async def press_vary_strong(interaction: discord.Interaction, job_id: str, index: int) -> None:
+    await run_vary(interaction, job_id, 0, "strong")
+
+
+def setup(tree: app_commands.CommandTree) -> None:
+    tree.add_command(variation)
