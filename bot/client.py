@@ -135,6 +135,15 @@ class TesseraClient(discord.AutoShardedClient):
             log.info("synced %d slash commands globally (Discord may take up to an hour to show them)", len(synced))
         return synced
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Modal forms kept by custom_id rather than in memory (the gallery's 🔁 Remix)."""
+        from bot.gallery_views import on_modal_submit
+
+        try:
+            await on_modal_submit(interaction)
+        except Exception:
+            log.exception("could not handle a form submission")
+
     async def on_ready(self) -> None:
         log.info("logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 PREFIX = "tessera-g"
 REMIX_MODAL_TIMEOUT_S = 15 * 60
 TEXT_INPUT_MAX = 4000  # Discord's longest text input
+REMIX_MODAL = f"{PREFIX}:remixmodal:"  # + entry id and a random tag
+REMIX_PROMPT = f"{PREFIX}:remixprompt"
 
 
 class GalleryAction(StrEnum):
@@ -106,7 +108,9 @@ async def _remix(interaction: discord.Interaction, entry_id: int, guard: Any) ->
 
     entry = await live_entry(service_of(interaction), entry_id)
     guard.job_id = entry.job_id
-    await interaction.response.send_modal(RemixModal(entry.id, entry.prompt_text))
+    modal = RemixModal(entry.id, entry.prompt_text)
+    await interaction.response.send_modal(modal)
+    modal.stop()  # not kept in memory: `on_modal_submit` takes the form by its custom_id, after any wait or restart
 
 
 async def _same(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
@@ -189,30 +193,52 @@ _HANDLERS = {
 class RemixModal(discord.ui.Modal, title="Remix this prompt"):
     """The shared prompt, editable; Submit runs the edited prompt as the submitter's own job.
 
-    Its custom_id is unique per opening, so two people remixing the same post at once do not
-    share one modal in discord.py's store."""
+    Only the form: the submission is handled by `on_modal_submit` from its custom_id, like the
+    buttons, so a form submitted after a restart (or after discord.py's modal timeout) still
+    works instead of showing "This interaction failed"."""
 
     def __init__(self, entry_id: int, prompt_text: str) -> None:
-        super().__init__(timeout=REMIX_MODAL_TIMEOUT_S,
-                         custom_id=f"{PREFIX}:remixmodal:{entry_id}:{secrets.token_hex(4)}")
+        super().__init__(timeout=REMIX_MODAL_TIMEOUT_S, custom_id=f"{REMIX_MODAL}{entry_id}:{secrets.token_hex(4)}")
         self.entry_id = entry_id
         self.prompt = discord.ui.TextInput(style=discord.TextStyle.paragraph, default=prompt_text[:TEXT_INPUT_MAX],
-                                           max_length=TEXT_INPUT_MAX, required=True,
-                                           custom_id=f"{PREFIX}:remixprompt")
+                                           max_length=TEXT_INPUT_MAX, required=True, custom_id=REMIX_PROMPT)
         self.add_item(discord.ui.Label(text="Prompt", description="Change anything, then Submit to make your own grid",
                                        component=self.prompt))
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        from commands.common import defer_public, guarded
-        from commands.imagine import quick_parse, start
 
-        async with guarded(interaction):
-            text = self.prompt.value.strip()
-            if not text:
-                raise TesseraError("The prompt is empty; write what to draw.")
-            quick_parse(interaction, text)
-            await defer_public(interaction)
-            await start(interaction, text, image_url=None)
+def submitted_value(components: Any, custom_id: str) -> str | None:
+    """The value of the text input `custom_id` in a modal submission (labels and rows nest it)."""
+    for component in components or []:
+        if not isinstance(component, dict):
+            continue
+        if component.get("custom_id") == custom_id and "value" in component:
+            return str(component["value"])
+        inner = [component["component"]] if isinstance(component.get("component"), dict) else []
+        found = submitted_value([*inner, *(component.get("components") or [])], custom_id)
+        if found is not None:
+            return found
+    return None
+
+
+async def on_modal_submit(interaction: discord.Interaction) -> bool:
+    """A submitted 🔁 Remix form: run the edited prompt as the submitter's job. False (and
+    nothing done) for any other interaction."""
+    from commands.common import defer_public, guarded
+    from commands.imagine import quick_parse, start
+
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return False
+    data: Any = interaction.data or {}
+    if not str(data.get("custom_id", "")).startswith(REMIX_MODAL):
+        return False
+    async with guarded(interaction):
+        text = (submitted_value(data.get("components"), REMIX_PROMPT) or "").strip()
+        if not text:
+            raise TesseraError("The prompt is empty; write what to draw.")
+        quick_parse(interaction, text)
+        await defer_public(interaction)
+        await start(interaction, text, image_url=None)
+    return True
 
 
 # ----- paging search and top lists -------------------------------------------------------------------

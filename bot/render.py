@@ -21,6 +21,8 @@ from storage.models import Job, JobKind
 MESSAGE_LIMIT = 2000
 # Room left for the author, state and job id around the prompt.
 _PROMPT_ROOM = 1700
+_REASON_ROOM = 1000  # a failure's reason, at most (the prompt then gets less room)
+_MIN_PROMPT_ROOM = 200
 
 _EXT_BY_MIME = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
@@ -30,11 +32,14 @@ def mention(user_id: int) -> str:
 
 
 def shown_prompt(text: str, limit: int = _PROMPT_ROOM) -> str:
-    """The prompt escaped for Discord markdown and cut to fit one message."""
-    text = " ".join(text.split())
+    """The prompt escaped for Discord markdown and cut to fit one message.
+
+    Cut after escaping: escaping can double the length (`a_b_c…`), and a message over 2,000
+    characters is refused, which would leave the job's message stuck at "thinking…"."""
+    text = discord.utils.escape_markdown(" ".join(text.split()))
     if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return discord.utils.escape_markdown(text) or "(no prompt)"
+        text = text[: limit - 1].rstrip() + "…"  # a backslash left at the end only escapes the "…"
+    return text or "(no prompt)"
 
 
 def _title(job: Job, index_hint: int | None = None) -> str:
@@ -53,8 +58,8 @@ def _title(job: Job, index_hint: int | None = None) -> str:
     return who
 
 
-def _line(job: Job, state: str | None) -> str:
-    head = f"**{shown_prompt(job.prompt_text)}** - {_title(job)}"
+def _line(job: Job, state: str | None, room: int = _PROMPT_ROOM) -> str:
+    head = f"**{shown_prompt(job.prompt_text, room)}** - {_title(job)}"
     if state:
         head += f" ({state})"
     return head
@@ -105,8 +110,12 @@ def done_text(job: Job, ignored: Iterable[str] = ()) -> str:
 
 
 def failed_text(job: Job, error: str | None) -> str:
+    """The prompt, "failed" and why; the prompt gives up room to a long reason (2,000 in all)."""
     reason = error or "something went wrong"
-    return f"{_line(job, 'failed')}\n{reason}\n{_footer(job)}"
+    if len(reason) > _REASON_ROOM:
+        reason = reason[: _REASON_ROOM - 1].rstrip() + "…"
+    room = max(_MIN_PROMPT_ROOM, _PROMPT_ROOM - len(reason))
+    return f"{_line(job, 'failed', room)}\n{reason}\n{_footer(job)}"
 
 
 def cancelled_text(job: Job) -> str:

@@ -19,6 +19,8 @@ from engine.errors import TesseraError
 from storage.models import GuildSettings
 
 MAX_BANNED_WORD = 100
+CHANNELS_ROOM = 500
+WORDS_ROOM = 900  # with the other lines and a one-line note, well under Discord's 2,000
 
 
 class NotAdmin(app_commands.CheckFailure):
@@ -48,9 +50,25 @@ async def _save(interaction: discord.Interaction, settings: GuildSettings, messa
     await reply(interaction, f"{message}\n\n{describe(saved)}", ephemeral=True)
 
 
+def listing(items: list[str], room: int) -> str:
+    """`items` joined by commas, cut to whole items within `room` characters ("… and N more")."""
+    if len(", ".join(items)) <= room:
+        return ", ".join(items)
+    shown: list[str] = []
+    for number, item in enumerate(items):
+        rest = len(items) - number  # this item and those after it
+        more = f", … and {rest - 1} more" if rest > 1 else ""
+        if len(", ".join([*shown, item])) + len(more) > room:
+            return ", ".join([*shown, f"… and {rest} more"])
+        shown.append(item)
+    return ", ".join(shown)
+
+
 def describe(settings: GuildSettings) -> str:
-    channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels) or "every channel"
-    words = ", ".join(f"`{w}`" for w in settings.banned_words) or "none (the built-in list still applies)"
+    """The server's rules; long lists are shortened so the answer stays one message (2,000)."""
+    channels = listing([f"<#{c}>" for c in settings.allowed_channels], CHANNELS_ROOM) or "every channel"
+    words = (listing([f"`{w}`" for w in settings.banned_words], WORDS_ROOM)
+             or "none (the built-in list still applies)")
     return "\n".join([
         "**Tessera on this server**",
         f"• channels: {channels}",

@@ -72,9 +72,14 @@ async def defer_private(interaction: discord.Interaction) -> None:
 
 
 async def reply(interaction: discord.Interaction, content: str | None = None, *, ephemeral: bool = True,
-                embed: discord.Embed | None = None, view: discord.ui.View | None = None) -> None:
-    """Send `content` as the response, or as a follow-up once the interaction is answered."""
-    kwargs: dict[str, Any] = {"content": content, "ephemeral": ephemeral}
+                embed: discord.Embed | None = None,
+                view: discord.ui.View | discord.ui.LayoutView | None = None) -> None:
+    """Send `content` as the response, or as a follow-up once the interaction is answered.
+
+    No `content` sends none at all (a components-v2 `LayoutView` carries its own text)."""
+    kwargs: dict[str, Any] = {"ephemeral": ephemeral}
+    if content is not None:
+        kwargs["content"] = content
     if embed is not None:
         kwargs["embed"] = embed
     if view is not None:

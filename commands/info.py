@@ -9,6 +9,23 @@ from commands.common import defer_private, guarded, reply, service_of
 from storage.models import JobState
 
 _MAX_LISTED = 10
+FIELD_LIMIT = 1024  # Discord's limit for one embed field's value
+
+
+def fit_lines(lines: list[str], limit: int) -> str:
+    """As many whole lines as fit in `limit` characters, then how many did not (Discord refuses
+    an embed field over 1,024 characters, and ten jobs with long prompts reach that)."""
+    if len("\n".join(lines)) <= limit:
+        return "\n".join(lines)
+    shown: list[str] = []
+    for number, line in enumerate(lines):
+        rest = len(lines) - number - 1
+        more = f"\n… and {rest} more" if rest else ""
+        if len("\n".join([*shown, line])) + len(more) > limit:
+            shown.append(f"… and {len(lines) - number} more")
+            break
+        shown.append(line)
+    return "\n".join(shown)
 
 
 def _seconds(value: float) -> str:
@@ -38,7 +55,8 @@ async def info(interaction: discord.Interaction) -> None:
             where = "running" if job.state is JobState.RUNNING else f"#{service.queue.position(job.id) or '?'} in line"
             prompt = " ".join(job.prompt_text.split())[:60]
             lines.append(f"`{job.id}` {job.kind.value} — {where} — {discord.utils.escape_markdown(prompt)}")
-        embed.add_field(name="Your jobs", value="\n".join(lines) or "none waiting or running", inline=False)
+        embed.add_field(name="Your jobs", value=fit_lines(lines, FIELD_LIMIT) or "none waiting or running",
+                        inline=False)
         await reply(interaction, embed=embed, ephemeral=True)
 
 

@@ -1,7 +1,11 @@
-"""`/settings`: your defaults — quality, aspect, stylize, sampler and model — with menus.
+"""`/settings`: your defaults — quality, aspect, stylize, sampler and model — and privacy, with menus.
 
-Defaults apply when a prompt does not say otherwise (`--q`, `--ar`, `--s` win). The menus are
+Defaults apply when a prompt does not say otherwise (`--q`, `--ar`, `--s` win). "Private"
+means nobody but you may share your results (or upscales of them) to a gallery. The menus are
 restart-proof `SettingSelect`s: the field is in the `custom_id`, the user is whoever picks.
+
+Six menus do not fit the five rows of a classic message, so the answer is a components-v2
+layout (`LayoutView`): the summary as a text block, then one menu per row.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ QUALITIES = ("0.25", "0.5", "1", "2")
 ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 STYLIZES = ("0", "50", "100", "250", "500", "750", "1000")
 FIELDS = ("quality", "aspect", "stylize", "sampler", "model")
+PRIVACY = "private"
+MENUS = (*FIELDS, PRIVACY)
+PUBLIC_VALUE, PRIVATE_VALUE = "public", "private"
+PRIVACY_LABELS = {PUBLIC_VALUE: "results: public (anyone may share them to a gallery)",
+                  PRIVATE_VALUE: "results: private (only you may share them)"}
 
 
 def samplers() -> list[str]:
@@ -37,13 +46,21 @@ def models(service: Any) -> list[str]:
     return list(dict.fromkeys([settings.model_id, *settings.allowed_models]))[:24]
 
 
+def _shown(field: str, value: str) -> str:
+    """A model by the name users know (a local folder by its name: the server's paths are private)."""
+    from bot.gallery import model_name
+
+    return model_name(value) if field == "model" else value
+
+
 def _short(value: str) -> str:
     return value if len(value) <= 100 else "…" + value[-99:]
 
 
-def _option_value(value: str, index: int) -> str:
-    """Select values are at most 100 characters; a long model path goes by its position."""
-    return value if len(value) <= 100 else f"#{index}"
+def _option_value(value: str, index: int, field: str = "") -> str:
+    """Select values are at most 100 characters, and users' clients receive them: a long value
+    or a local model path goes by its position."""
+    return value if len(value) <= 100 and _shown(field, value) == value else f"#{index}"
 
 
 def choices(service: Any, field: str) -> list[str]:
@@ -60,26 +77,39 @@ def _current(user: UserSettings, field: str) -> str | None:
     return str(value)
 
 
-def settings_view(service: Any, user: UserSettings) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for row, field in enumerate(FIELDS):
+def _privacy_select(user: UserSettings) -> SettingSelect:
+    options = [discord.SelectOption(label=label, value=value, default=(value == PRIVATE_VALUE) == user.private)
+               for value, label in PRIVACY_LABELS.items()]
+    return SettingSelect(PRIVACY, options, placeholder="Who may share your results")
+
+
+def settings_view(service: Any, user: UserSettings) -> discord.ui.LayoutView:
+    """The summary and one menu per setting (components v2: six menus need six rows)."""
+    view = discord.ui.LayoutView(timeout=None)
+    view.add_item(discord.ui.TextDisplay(describe(service, user)))
+    for field in FIELDS:
         current = _current(user, field)
         options = [discord.SelectOption(label=f"{field}: server default", value=DEFAULT, default=current is None)]
         for index, value in enumerate(choices(service, field)):
-            options.append(discord.SelectOption(label=_short(f"{field}: {value}"), value=_option_value(value, index),
+            options.append(discord.SelectOption(label=_short(f"{field}: {_shown(field, value)}"),
+                                                value=_option_value(value, index, field),
                                                 default=value == current))
-        view.add_item(SettingSelect(field, options, placeholder=f"Default {field}", row=row))
+        view.add_item(discord.ui.ActionRow(SettingSelect(field, options, placeholder=f"Default {field}")))
+    view.add_item(discord.ui.ActionRow(_privacy_select(user)))
     return view
 
 
 def describe(service: Any, user: UserSettings) -> str:
     settings = service.settings
     lines = ["**Your defaults** (a prompt's own `--q`, `--ar`, `--s` always win):"]
-    server = {"quality": "1", "aspect": "1:1", "stylize": "100", "sampler": settings.sampler, "model": settings.model_id}
+    server = {"quality": "1", "aspect": "1:1", "stylize": "100", "sampler": settings.sampler,
+              "model": _shown("model", settings.model_id)}
     for field in FIELDS:
         current = _current(user, field)
-        shown = f"**{current}**" if current is not None else f"{server[field]} (server default)"
+        shown = f"**{_shown(field, current)}**" if current is not None else f"{server[field]} (server default)"
         lines.append(f"• {field}: {shown}")
+    lines.append("• results: **private** — only you may share them (or upscales of them) to a gallery"
+                 if user.private else "• results: public — anyone may share them to a gallery")
     return "\n".join(lines)
 
 
@@ -89,12 +119,15 @@ async def settings(interaction: discord.Interaction) -> None:
         await defer_private(interaction)
         service = service_of(interaction)
         user = await service.storage.settings.user(interaction.user.id)
-        await reply(interaction, describe(service, user), view=settings_view(service, user), ephemeral=True)
+        await reply(interaction, view=settings_view(service, user), ephemeral=True)
 
 
 async def choose(interaction: discord.Interaction, field: str, value: str) -> None:
     """A pick in one of the `/settings` menus: save it and show the new defaults."""
     service = service_of(interaction)
+    if field == PRIVACY:
+        await choose_privacy(interaction, value)
+        return
     if field not in FIELDS:
         raise TesseraError("This menu is from an older version of Tessera; run `/settings` again.")
     offered = choices(service, field)
@@ -107,7 +140,23 @@ async def choose(interaction: discord.Interaction, field: str, value: str) -> No
     if value != DEFAULT:
         parsed = float(value) if field == "quality" else int(value) if field == "stylize" else value
     user = await service.storage.settings.save_user(replace(user, **{field: parsed}))
-    await interaction.response.edit_message(content=describe(service, user), view=settings_view(service, user))
+    await show_saved(interaction, user)
+
+
+async def choose_privacy(interaction: discord.Interaction, value: str) -> None:
+    """A pick in the privacy menu: public or private results."""
+    if value not in PRIVACY_LABELS:
+        raise TesseraError("Pick public or private; run `/settings` again if this menu looks wrong.")
+    storage = service_of(interaction).storage
+    user = await storage.settings.user(interaction.user.id)
+    user = await storage.settings.save_user(replace(user, private=value == PRIVATE_VALUE))
+    await show_saved(interaction, user)
+
+
+async def show_saved(interaction: discord.Interaction, user: UserSettings) -> None:
+    """Update the menu message in place. Content and embeds are cleared explicitly, as Discord
+    requires when a message (one from before the layout change) becomes components v2."""
+    await interaction.response.edit_message(content=None, embeds=[], view=settings_view(service_of(interaction), user))
 
 
 def setup(tree: app_commands.CommandTree) -> None:

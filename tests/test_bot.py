@@ -377,7 +377,8 @@ async def test_settings_menus_save_defaults(bot: Bot) -> None:
     interaction = await bot.h.run_command("settings", {})
     answer = bot.http.for_token(interaction.token)[-1]
     assert answer.ephemeral
-    assert answer.custom_ids == [f"tessera:set:{f}" for f in ("quality", "aspect", "stylize", "sampler", "model")]
+    assert answer.custom_ids == [f"tessera:set:{f}"
+                                 for f in ("quality", "aspect", "stylize", "sampler", "model", "private")]
     message = message_with(answer)
     token = await bot.h.press("tessera:set:aspect", message, component_type=3, values=["16:9"])
     assert bot.http.for_token(token)[0].callback_type == 7  # the menu message is updated in place
