@@ -1,0 +1,480 @@
+"""What the bot and its Redis GPU workers say to each other: keys, JSON messages, the stream.
+
+Shared by `engine.queue_redis` (the bot side) and `engine.worker` (the GPU side), so both
+ends agree on one schema. Every message is JSON (images travel as base64 PNG/JPEG inside
+it), never pickle: a worker may sit on another machine, and whatever reaches Redis must not
+be able to run code. Every payload a worker takes is checked field by field by
+`parse_batch` before anything runs; a malformed one raises `PayloadError`.
+
+Redis keys (all under one namespace, "tessera" by default):
+
+- `{ns}:jobs` — the job stream (consumer group `{ns}-workers`): one entry per batch.
+- `{ns}:live:{job_id}` — a hash the bot writes when it hands a job over (`token`, `cancel`,
+  `attempts`) and deletes when the job is finished. A worker runs a job only while this
+  key still carries the token of the message it holds, which is how cancels, bot restarts
+  and re-deliveries reach a worker without any second queue.
+- `{ns}:results:{instance}` — a list the worker pushes each job's result to (one list per
+  bot process, so `tessera imagine` beside a running bot never takes the bot's results).
+- `{ns}:events:{instance}` — pub/sub channel for started/progress events (lossy by design:
+  progress is only decoration; results never travel over pub/sub).
+- `{ns}:worker:{worker_id}` — a worker's heartbeat (JSON, expires), for the bot's count of
+  live workers and their models.
+
+`TesseraStreamBroker` is taskiq-redis's `RedisStreamBroker` (consumer group, XADD on kick,
+XACK) with the consuming side done one message at a time: the stock `listen()` fetches up
+to 100 entries per read (they would sit pending on one worker while others idle) and only
+looks for abandoned entries after a read that returned new ones, so a dead worker's job
+could wait forever in a quiet queue. `take()` first reclaims an entry idle longer than the
+visibility timeout (XAUTOCLAIM), then reads one new entry; `keep()` resets the idle clock of
+an entry being worked on (XCLAIM ... JUSTID) so a long job is never re-delivered while its
+worker is alive, and `done()` acknowledges and deletes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from taskiq import AckableMessage
+from taskiq_redis import RedisStreamBroker
+
+WIRE_VERSION = 1
+DEFAULT_NAMESPACE = "tessera"
+DEFAULT_VISIBILITY_S = 30.0
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # a batch with its init images; a result with 4 PNGs
+MAX_BATCH = 16
+MAX_SIDE = 8192
+MAX_STEPS = 1000
+MAX_IMAGES = 16
+RESULT_TTL_S = 24 * 3600  # an unread result list (its bot is gone) expires
+LIVE_TTL_S = 7 * 24 * 3600  # a live key the bot never deleted (it crashed) expires
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_FILE = re.compile(r"^[0-9a-f]{64}$")
+_KINDS = frozenset({"imagine", "variation", "reroll", "upscale"})
+
+
+class PayloadError(ValueError):
+    """A message from Redis that does not follow this schema; it is never run."""
+
+
+# ----- keys --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def stream(self) -> str:
+        return f"{self.namespace}:jobs"
+
+    @property
+    def group(self) -> str:
+        return f"{self.namespace}-workers"
+
+    def live(self, job_id: str) -> str:
+        return f"{self.namespace}:live:{job_id}"
+
+    def results(self, instance: str) -> str:
+        return f"{self.namespace}:results:{instance}"
+
+    def events(self, instance: str) -> str:
+        return f"{self.namespace}:events:{instance}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.namespace}:worker:{worker_id}"
+
+    @property
+    def workers_pattern(self) -> str:
+        return f"{self.namespace}:worker:*"
+
+
+# Run by a worker before it starts a job: -1 stale (not the bot's current hand-over),
+# -2 cancelled while waiting, else the attempt number this run is.
+CLAIM_SCRIPT = """
+local token = redis.call('HGET', KEYS[1], 'token')
+if token ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then return -2 end
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
+
+
+# ----- messages ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobPayload:
+    """One job of a batch as a worker receives it."""
+
+    job_id: str
+    kind: str
+    request: dict | None  # GenerationRequest.to_json(); its init_image is a file key or None
+    options: dict = field(default_factory=dict)  # upscale: {"scale": 4, "source": <file key>}
+    prompt_text: str = ""
+
+
+@dataclass(frozen=True)
+class BatchPayload:
+    """One stream entry: jobs that run together, and where their results go."""
+
+    batch_id: str
+    token: str
+    reply_to: str
+    events: str
+    timeout_s: float
+    max_attempts: int
+    jobs: tuple[JobPayload, ...]
+    files: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> image bytes (init images, sources)
+
+    def to_bytes(self) -> bytes:
+        return dumps({
+            "v": WIRE_VERSION, "batch": self.batch_id, "token": self.token, "reply_to": self.reply_to,
+            "events": self.events, "timeout_s": self.timeout_s, "max_attempts": self.max_attempts,
+            "jobs": [{"job_id": j.job_id, "kind": j.kind, "request": j.request, "options": j.options,
+                      "prompt_text": j.prompt_text} for j in self.jobs],
+            "files": {name: b64(data) for name, data in self.files.items()},
+        })
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: Any, what: str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+    if not isinstance(text, str) or len(text) > max_bytes * 4 // 3 + 4:
+        raise PayloadError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise PayloadError(f"{what} is not valid base64") from None
+
+
+def loads(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
+    """JSON object from Redis bytes, refusing anything else (pickle, junk, oversize)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not isinstance(data, bytes | bytearray):
+        raise PayloadError(f"payload must be bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise PayloadError(f"payload is {len(data)} bytes; at most {max_bytes} are accepted")
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"payload is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(value, dict):
+        raise PayloadError("payload must be a JSON object")
+    if value.get("v") != WIRE_VERSION:
+        raise PayloadError(f"payload version must be {WIRE_VERSION}, got {value.get('v')!r}")
+    return value
+
+
+def _get(data: dict, name: str, kind: type | tuple[type, ...], what: str = "") -> Any:
+    value = data.get(name)
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise PayloadError(f"{what}{name} has the wrong type (bool)")
+    if not isinstance(value, kind):
+        raise PayloadError(f"{what}{name} is missing or has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _name(data: dict, name: str) -> str:
+    value = _get(data, name, str)
+    if not _NAME.match(value):
+        raise PayloadError(f"{name} has characters or a length that are not allowed")
+    return value
+
+
+def _number(value: Any, what: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PayloadError(f"{what} must be a number")
+    if not low <= value <= high:
+        raise PayloadError(f"{what} must be from {low:g} to {high:g}, got {value!r}")
+    return value
+
+
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"{what} must be a whole number")
+    if not low <= value <= high:
+        raise PayloadError(f"{what} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _json_scalars(value: Any, what: str) -> dict:
+    if not isinstance(value, dict) or len(value) > 32:
+        raise PayloadError(f"{what} must be an object of at most 32 entries")
+    for key, item in value.items():
+        if not isinstance(key, str) or len(key) > 64:
+            raise PayloadError(f"{what} has a key that is not a short string")
+        if item is not None and not isinstance(item, str | int | float | bool):
+            raise PayloadError(f"{what}.{key} must be a string, number or boolean")
+        if isinstance(item, str) and len(item) > 10_000:
+            raise PayloadError(f"{what}.{key} is too long")
+    return value
+
+
+def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
+    """A GenerationRequest's JSON, checked so the pipeline never sees nonsense."""
+    from engine.request import GenerationRequest
+
+    if not isinstance(data, dict):
+        raise PayloadError(f"{what} must be an object")
+    prompts = data.get("prompts")
+    if not isinstance(prompts, list) or len(prompts) > 64:
+        raise PayloadError(f"{what}.prompts must be a list of at most 64 parts")
+    for part in prompts:
+        if not isinstance(part, dict) or not isinstance(part.get("text"), str) or len(part["text"]) > 10_000:
+            raise PayloadError(f"{what}.prompts must hold objects with a text string")
+        _number(part.get("weight", 1.0), f"{what}.prompts.weight", -1000, 1000)
+    for name in ("negative", "ignored", "image_prompts"):
+        items = data.get(name, [])
+        if not isinstance(items, list) or len(items) > 64 or not all(isinstance(i, str) and len(i) < 10_000 for i in items):
+            raise PayloadError(f"{what}.{name} must be a list of strings")
+    for name in ("width", "height"):
+        side = _int(data.get(name), f"{what}.{name}", 8, MAX_SIDE)
+        if side % 8:
+            raise PayloadError(f"{what}.{name} must be a multiple of 8, got {side}")
+    _int(data.get("steps"), f"{what}.steps", 1, MAX_STEPS)
+    _int(data.get("seed"), f"{what}.seed", 0, 2**32 - 1)
+    _int(data.get("count", 4), f"{what}.count", 1, MAX_IMAGES)
+    _int(data.get("chaos", 0), f"{what}.chaos", 0, 100)
+    _number(data.get("guidance"), f"{what}.guidance", 0, 100)
+    for name in ("sampler", "model"):
+        value = data.get(name)
+        if not isinstance(value, str) or not 0 < len(value) <= 500:
+            raise PayloadError(f"{what}.{name} must be a non-empty string")
+    for name in ("tile", "safety_check"):
+        if not isinstance(data.get(name, False), bool):
+            raise PayloadError(f"{what}.{name} must be true or false")
+    if data.get("stop") is not None:
+        _int(data["stop"], f"{what}.stop", 1, 100)
+    init = data.get("init_image")
+    if init is not None:
+        if not isinstance(init, str) or init not in files:
+            raise PayloadError(f"{what}.init_image must name a file sent with the batch")
+        _number(data.get("strength"), f"{what}.strength", 0.0, 1.0)
+    for name in ("text", "aspect", "model_family", "variation"):
+        value = data.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > 10_000):
+            raise PayloadError(f"{what}.{name} must be a string")
+    for name in ("quality", "image_weight"):
+        if data.get(name) is not None:
+            _number(data[name], f"{what}.{name}", 0, 1000)
+    if data.get("stylize") is not None:
+        _int(data["stylize"], f"{what}.stylize", 0, 100_000)
+    try:
+        GenerationRequest.from_json(data)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise PayloadError(f"{what} is not a generation request ({exc})") from None
+    return data
+
+
+def parse_batch(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> BatchPayload:
+    """Check every field of a stream entry; raise `PayloadError` naming the first bad one."""
+    raw = loads(data, max_bytes=max_bytes)
+    files_raw = raw.get("files", {})
+    if not isinstance(files_raw, dict) or len(files_raw) > MAX_BATCH * 2:
+        raise PayloadError("files must be an object of at most 32 entries")
+    files: dict[str, bytes] = {}
+    for name, text in files_raw.items():
+        if not isinstance(name, str) or not _FILE.match(name):
+            raise PayloadError("files must be keyed by sha256 hex digests")
+        files[name] = unb64(text, f"files.{name[:12]}", max_bytes=max_bytes)
+        if hashlib.sha256(files[name]).hexdigest() != name:
+            raise PayloadError(f"files.{name[:12]} does not match its sha256 key")
+    jobs_raw = raw.get("jobs")
+    if not isinstance(jobs_raw, list) or not 1 <= len(jobs_raw) <= MAX_BATCH:
+        raise PayloadError(f"jobs must be a list of 1 to {MAX_BATCH} jobs")
+    jobs: list[JobPayload] = []
+    for index, job in enumerate(jobs_raw):
+        what = f"jobs[{index}]."
+        if not isinstance(job, dict):
+            raise PayloadError(f"jobs[{index}] must be an object")
+        job_id = _get(job, "job_id", str, what)
+        if not _JOB_ID.match(job_id):
+            raise PayloadError(f"{what}job_id has characters or a length that are not allowed")
+        kind = _get(job, "kind", str, what)
+        if kind not in _KINDS:
+            raise PayloadError(f"{what}kind must be one of {', '.join(sorted(_KINDS))}, got {kind[:40]!r}")
+        options = _json_scalars(job.get("options", {}), f"{what}options")
+        prompt_text = job.get("prompt_text", "")
+        if not isinstance(prompt_text, str) or len(prompt_text) > 100_000:
+            raise PayloadError(f"{what}prompt_text must be a string")
+        request = None
+        if kind == "upscale":
+            if job.get("request") is not None:
+                raise PayloadError(f"{what}request must be null for an upscale")
+            _int(options.get("scale"), f"{what}options.scale", 2, 4)
+            if options.get("source") not in files:
+                raise PayloadError(f"{what}options.source must name a file sent with the batch")
+        else:
+            request = check_request(job.get("request"), files, f"{what}request")
+        jobs.append(JobPayload(job_id, kind, request, dict(options), prompt_text))
+    if len({j.job_id for j in jobs}) != len(jobs):
+        raise PayloadError("a job appears twice in one batch")
+    return BatchPayload(
+        batch_id=_name(raw, "batch"), token=_name(raw, "token"), reply_to=_name(raw, "reply_to"),
+        events=_name(raw, "events"), timeout_s=_number(raw.get("timeout_s"), "timeout_s", 0.001, 7 * 24 * 3600),
+        max_attempts=_int(raw.get("max_attempts"), "max_attempts", 1, 1000), jobs=tuple(jobs), files=files,
+    )
+
+
+RESULT_STATUSES = frozenset({"done", "cancelled", "timeout", "failed", "error", "gave_up"})
+
+
+@dataclass(frozen=True)
+class ResultPayload:
+    """One job's outcome, pushed by a worker to the bot's result list.
+
+    status: done (images are PNG bytes), cancelled, timeout, failed (error is fit to show the
+    user), error (an internal failure, logged on the worker), gave_up (`attempts` runs each
+    ended with the worker dying).
+    """
+
+    job_id: str
+    token: str
+    worker: str
+    status: str
+    images: tuple[bytes, ...] = ()
+    flagged: tuple[int, ...] = ()  # indexes the safety checker replaced with its notice
+    error: str | None = None
+    attempts: int = 0
+    run_s: float = 0.0
+
+    def to_bytes(self) -> bytes:
+        return dumps({"v": WIRE_VERSION, "job_id": self.job_id, "token": self.token, "worker": self.worker,
+                      "status": self.status, "images": [b64(i) for i in self.images], "flagged": list(self.flagged),
+                      "error": self.error, "attempts": self.attempts, "run_s": self.run_s})
+
+
+def parse_result(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> ResultPayload:
+    raw = loads(data, max_bytes=max_bytes)
+    job_id = _get(raw, "job_id", str)
+    if not _JOB_ID.match(job_id):
+        raise PayloadError("job_id has characters or a length that are not allowed")
+    status = _get(raw, "status", str)
+    if status not in RESULT_STATUSES:
+        raise PayloadError(f"status must be one of {', '.join(sorted(RESULT_STATUSES))}")
+    images = raw.get("images", [])
+    if not isinstance(images, list) or len(images) > MAX_IMAGES:
+        raise PayloadError(f"images must be a list of at most {MAX_IMAGES}")
+    if status == "done" and not images:
+        raise PayloadError("a done result must carry images")
+    error = raw.get("error")
+    if error is not None and (not isinstance(error, str) or len(error) > 4000):
+        raise PayloadError("error must be a string of at most 4000 characters")
+    flagged = raw.get("flagged", [])
+    if not isinstance(flagged, list) or len(flagged) > MAX_IMAGES:
+        raise PayloadError("flagged must be a list of image indexes")
+    return ResultPayload(
+        job_id=job_id, token=_name(raw, "token"), worker=_name(raw, "worker"), status=status,
+        images=tuple(unb64(i, "images[]", max_bytes=max_bytes) for i in images),
+        flagged=tuple(_int(i, "flagged[]", 0, len(images) - 1) for i in flagged), error=error,
+        attempts=_int(raw.get("attempts", 0), "attempts", 0, 1_000_000),
+        run_s=_number(raw.get("run_s", 0.0), "run_s", 0.0, 1e9),
+    )
+
+
+def parse_event(data: bytes | str) -> dict:
+    """A started/progress event from a worker (pub/sub), checked enough to use safely."""
+    raw = loads(data, max_bytes=4 * 1024 * 1024)
+    kind = raw.get("type")
+    if kind not in ("started", "progress"):
+        raise PayloadError("type must be started or progress")
+    _name(raw, "token")
+    _name(raw, "worker")
+    if kind == "started":
+        ids = raw.get("job_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) and _JOB_ID.match(i) for i in ids):
+            raise PayloadError("job_ids must be a list of job ids")
+    else:
+        job_id = _get(raw, "job_id", str)
+        if not _JOB_ID.match(job_id):
+            raise PayloadError("job_id has characters or a length that are not allowed")
+        _int(raw.get("step"), "step", 0, 1_000_000)
+        _int(raw.get("total"), "total", 1, 1_000_000)
+        if raw.get("preview") is not None:
+            raw["preview"] = unb64(raw["preview"], "preview", max_bytes=2 * 1024 * 1024)
+    return raw
+
+
+# ----- the stream --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamEntry:
+    id: str
+    data: bytes
+
+
+class TesseraStreamBroker(RedisStreamBroker):
+    """taskiq-redis's stream broker, consumed one entry at a time with a visibility timeout."""
+
+    def __init__(self, url: str, *, keys: Keys, consumer_name: str | None = None,
+                 visibility_timeout_s: float = DEFAULT_VISIBILITY_S, block_ms: int = 1000) -> None:
+        super().__init__(url, queue_name=keys.stream, consumer_group_name=keys.group, consumer_name=consumer_name,
+                         consumer_id="0", xread_block=block_ms, xread_count=1,
+                         idle_timeout=max(1, int(visibility_timeout_s * 1000)))
+        self._client: Redis | None = None
+
+    def _redis(self) -> Redis:
+        """One client over the broker's pool (building a client per call costs more than the call)."""
+        if self._client is None:
+            self._client = Redis(connection_pool=self.connection_pool)
+        return self._client
+
+    async def take(self) -> StreamEntry | None:
+        """An abandoned entry (idle past the visibility timeout) or a new one; None if none came."""
+        redis = self._redis()
+        claimed = await redis.xautoclaim(self.queue_name, self.consumer_group_name, self.consumer_name,
+                                         min_idle_time=self.idle_timeout, start_id="0-0", count=1)
+        for entry in claimed[1] if len(claimed) > 1 else ():
+            if entry and entry[1]:
+                return _entry(entry)
+        fetched = await redis.xreadgroup(self.consumer_group_name, self.consumer_name, {self.queue_name: ">"},
+                                         count=1, block=self.block)
+        for _stream, entries in fetched or ():
+            for entry in entries:
+                if entry and entry[1]:
+                    return _entry(entry)
+        return None
+
+    async def keep(self, entry_id: str) -> None:
+        """Reset the entry's idle time: this worker is alive and still on it."""
+        await self._redis().xclaim(self.queue_name, self.consumer_group_name, self.consumer_name, min_idle_time=0,
+                                   message_ids=[entry_id], justid=True)
+
+    async def done(self, entry_id: str) -> None:
+        """Acknowledge and delete (entries carry image bytes; the stream should not keep them)."""
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.xack(self.queue_name, self.consumer_group_name, entry_id)
+            pipe.xdel(self.queue_name, entry_id)
+            await pipe.execute()
+
+    async def shutdown(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        await super().shutdown()
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:  # type: ignore[override]
+        """taskiq's interface over `take` (acknowledging also deletes the entry)."""
+        while True:
+            entry = await self.take()
+            if entry is not None:
+                yield AckableMessage(data=entry.data, ack=lambda entry_id=entry.id: self.done(entry_id))
+
+
+def _entry(entry: Any) -> StreamEntry:
+    entry_id, fields = entry
+    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    data = fields.get(b"data", fields.get("data", b""))
+    return StreamEntry(entry_id, data if isinstance(data, bytes) else str(data).encode())
