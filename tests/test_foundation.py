@@ -133,3 +133,10 @@ def test_tiny_models_load_offline_through_diffusers(tiny_models: dict[str, Path]
         state = torch.load(tiny_models[key], map_location="cpu", weights_only=True)["params_ema"]
         assert {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_up1.weight",
                 "conv_up2.weight", "conv_hr.weight", "conv_last.weight"} <= set(state)
+
+
+def test_bad_queue_url_hides_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUEUE_URL", "http://:hunter2@redis.internal:6379/0")
+    with pytest.raises(ConfigError) as error:
+        load_settings(_env_file=None)
+    assert "hunter2" not in str(error.value) and "QUEUE_URL='http://***@redis.internal:6379/0'" in str(error.value)
