@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     vae_tiling: bool = True
     cpu_offload: bool = False
     safety_checker: bool = False
+    safety_checker_model: str = "CompVis/stable-diffusion-safety-checker"
 
     data_dir: Path = Path("data")
     upscaler_weights_dir: Path | None = None
@@ -156,7 +157,12 @@ class Settings(BaseSettings):
 def _describe(error: dict) -> str:
     name = str(error["loc"][0]).upper() if error.get("loc") else "SETTINGS"
     value = error.get("input")
-    shown = "<hidden>" if name == "DISCORD_TOKEN" else repr(value)
+    if name == "DISCORD_TOKEN":
+        shown = "<hidden>"
+    elif name == "QUEUE_URL" and isinstance(value, str):
+        shown = repr(re.sub(r"//([^@/]*)@", "//***@", value))  # never print a Redis password
+    else:
+        shown = repr(value)
     message = str(error.get("msg", "is invalid"))
     message = message.removeprefix("Value error, ")
     return f"invalid setting {name}={shown}: {message}"

@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -160,6 +161,10 @@ class Tessera:
             from engine.models import check_model_ref
 
             await asyncio.to_thread(check_model_ref, settings.model_id)  # a typo fails here, not in a job
+            if settings.safety_checker:
+                from engine.safety import check_source
+
+                await asyncio.to_thread(check_source, settings.model_id, settings.safety_checker_model)
             executor = EngineExecutor.from_settings(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         storage = await Storage.open(settings.data_dir)
@@ -236,8 +241,10 @@ class Tessera:
     # ----- commands ---------------------------------------------------------------------
     async def imagine(self, *, user_id: int, prompt_text: str, guild_id: int | None = None,
                       channel_id: int | None = None, image_url: str | None = None, confirmed: bool = False,
-                      priority: int = 0) -> list[Job]:
-        """Parse, check, resolve and queue a prompt: one job per expansion and --repeat."""
+                      priority: int = 0, sampler: str | None = None) -> list[Job]:
+        """Parse, check, resolve and queue a prompt: one job per expansion and --repeat.
+
+        `sampler` overrides the user's and the server's (the CLI's --sampler)."""
         from engine.prompt import PromptLimits, parse
         from engine.request import Defaults, resolve
 
@@ -249,9 +256,10 @@ class Tessera:
         await self._check_limits(user_id, guild_id, count)
         user = await self.storage.settings.user(user_id)
         model = self._model_for(user.model)
-        sampler = user.sampler or self.settings.sampler
+        sampler = sampler or user.sampler or self.settings.sampler
         profile = await self._profile(model)
         defaults = Defaults(quality=user.quality, aspect=user.aspect, stylize=user.stylize)
+        safety = await self._safety_for(guild_id)
         plans: list[tuple[Expansion, GenerationRequest]] = []
         fetched: dict[tuple[str, ...], str] = {}
         for expansion in prompt.expansions:
@@ -264,9 +272,8 @@ class Tessera:
             for _ in range(expansion.params.repeat or 1):
                 request = resolve(expansion, profile=profile, model=model, sampler=sampler, defaults=defaults,
                                   init_image=init_image)
+                request = replace(request, safety_check=safety)
                 if image_url and image_url not in request.image_prompts:
-                    from dataclasses import replace
-
                     request = replace(request, image_prompts=(image_url, *request.image_prompts))
                 plans.append((expansion, request))
         text_for = (lambda e: e.source) if len(prompt.expansions) > 1 else (lambda e: prompt_text)
@@ -302,7 +309,7 @@ class Tessera:
 
     async def vary(self, *, user_id: int, job_id: str, index: int, strength: Literal["subtle", "strong"] = "subtle",
                    prompt_text: str | None = None, guild_id: int | None = None, channel_id: int | None = None,
-                   priority: int = 0) -> Job:
+                   priority: int = 0, seed: int | None = None) -> Job:
         """Queue four variations of image `index` (0-based); `prompt_text` remixes the prompt."""
         from engine.request import variation_of
 
@@ -315,7 +322,8 @@ class Tessera:
             expansion = self._single_expansion(prompt_text)
         await self._check_limits(user_id, guild_id, 1)
         request = variation_of(base_request, index=base_index, init_image=str(record.path), strength=strength,
-                               expansion=expansion)
+                               expansion=expansion, seed=seed)
+        request = replace(request, safety_check=await self._safety_for(guild_id))
         return await self._create_and_submit(NewJob(
             kind=JobKind.VARIATION, user_id=user_id, prompt_text=prompt_text or parent.prompt_text,
             prompt_json=_expansion_json(expansion) if expansion else parent.prompt_json,
@@ -341,6 +349,7 @@ class Tessera:
         request = variation_of_image(str(path), size, profile=profile, model=model,
                                      sampler=user.sampler or self.settings.sampler, strength=strength,
                                      expansion=expansion)
+        request = replace(request, safety_check=await self._safety_for(guild_id))
         return await self._create_and_submit(NewJob(
             kind=JobKind.VARIATION, user_id=user_id, prompt_text=prompt_text,
             prompt_json=_expansion_json(expansion) if expansion else None, request_json=request.to_json(),
@@ -349,8 +358,8 @@ class Tessera:
         ))
 
     async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
-                     priority: int = 0) -> Job:
-        """Queue the same request as `job_id` with a new seed."""
+                     priority: int = 0, seed: int | None = None) -> Job:
+        """Queue the same request as `job_id` with a new seed (`seed`, else a random one)."""
         from engine.request import reroll_of
 
         parent = await self.storage.jobs.require(job_id)
@@ -359,7 +368,8 @@ class Tessera:
         if not parent.request_json:
             raise StorageError(f"Job {parent.id} has no stored request to run again.")
         await self._check_limits(user_id, guild_id, 1)
-        request = reroll_of(GenerationRequest.from_json(parent.request_json))
+        request = reroll_of(GenerationRequest.from_json(parent.request_json), seed=seed)
+        request = replace(request, safety_check=await self._safety_for(guild_id))
         return await self._create_and_submit(NewJob(
             kind=JobKind.REROLL, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,
             request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
@@ -401,6 +411,13 @@ class Tessera:
             await self.storage.jobs.transition(job.id, JobState.FAILED, error="The job could not be queued.")
             raise
         return job
+
+    async def _safety_for(self, guild_id: int | None) -> bool:
+        """Whether this job's images go through the safety checker: SAFETY_CHECKER turns it on
+        everywhere; a server's admins turn it on for their server (/admin nsfw)."""
+        if self.settings.safety_checker:
+            return True
+        return guild_id is not None and (await self.storage.settings.guild(guild_id)).safety_checker
 
     async def _check_words(self, text: str, guild_id: int | None) -> None:
         words = list(DEFAULT_BANNED_WORDS) + list(self.settings.banned_words)
@@ -444,6 +461,9 @@ class Tessera:
             await self.wait_ready()
             loaded = getattr(self.executor, "model", None)
             profile = getattr(loaded, "profile", None)
+            remote = getattr(self.queue, "model_profile", None)  # Redis: as a live worker loaded it
+            if profile is None and remote is not None:
+                profile = remote(model)
         if profile is None:
             from engine.models import PROFILES
 

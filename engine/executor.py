@@ -46,6 +46,7 @@ class WorkResult:
 
     images: list[Image] | None = None
     error: BaseException | None = None
+    flagged: list[int] = field(default_factory=list)  # images the safety checker replaced by its notice
 
 
 class BatchControl(Protocol):
@@ -123,7 +124,11 @@ class EngineExecutor:
         upscale_tile: int = 256,
         upscale_overlap: int = 16,
         upscale_max_side: int = 4096,
+        safety_checker: bool = False,
+        safety_checker_model: str = "",
     ) -> None:
+        from engine.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
+
         self.model_ref = model_ref
         self.device = device
         self.dtype = dtype
@@ -134,6 +139,9 @@ class EngineExecutor:
         self._generator: Any = None
         self._upscaler: Any = None
         self._other: tuple[str, Any] | None = None
+        # Runs on jobs whose request asks (safety_check); loaded at prepare when on everywhere.
+        self.safety = SafetyFilter(model_ref, fallback=safety_checker_model or DEFAULT_SAFETY_MODEL, device=device,
+                                   dtype=dtype, eager=safety_checker)
 
     @classmethod
     def from_settings(cls, settings: Any) -> EngineExecutor:
@@ -144,12 +152,14 @@ class EngineExecutor:
             cpu_offload=settings.cpu_offload, weights_dir=settings.weights_dir,
             upscale_tile=settings.upscale_tile, upscale_overlap=settings.upscale_tile_overlap,
             upscale_max_side=settings.upscale_max_side,
+            safety_checker=settings.safety_checker,
+            safety_checker_model=getattr(settings, "safety_checker_model", ""),
         )
 
     def prepare(self) -> None:
-        if self._generator is not None:
-            return
-        self.model, self._generator = self._load(self.model_ref)
+        if self._generator is None:
+            self.model, self._generator = self._load(self.model_ref)
+        self.safety.prepare()
 
     def _load(self, ref: str) -> tuple[Any, Any]:
         from engine.generate import Generator
@@ -209,7 +219,9 @@ class EngineExecutor:
         generator = self._generator_for(requests[0].model)
 
         def on_step(index: int, progress: Any) -> None:
-            control.on_step(index, progress.step, progress.total, progress.preview)
+            # No live preview of an image the safety checker has not seen yet.
+            preview = None if requests[index].safety_check else progress.preview
+            control.on_step(index, progress.step, progress.total, preview)
 
         outcomes = generator.generate_each(requests, on_step=on_step, should_stop=control.should_stop)
         results: list[WorkResult] = []
@@ -218,15 +230,29 @@ class EngineExecutor:
                 results.append(WorkResult(error=outcome))
             elif control.should_stop(index) and not outcome:
                 results.append(WorkResult(error=JobCancelled()))
+            elif requests[index].safety_check:
+                results.append(self._checked(list(outcome)))
             else:
                 results.append(WorkResult(images=list(outcome)))
         return results
+
+    def _checked(self, images: list[Image]) -> WorkResult:
+        """Flagged images replaced by the notice; a checker that cannot load fails the job
+        (its images are never shown unchecked)."""
+        try:
+            images, flagged = self.safety.apply(images)
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
+            return WorkResult(error=error)
+        return WorkResult(images=images, flagged=flagged)
 
     def close(self) -> None:
         self._generator = None
         self.model = None
         self._other = None
         self._upscaler = None
+        self.safety.close()
 
 
 class _Shifted:

@@ -88,6 +88,7 @@ class GenerationRequest:
     image_prompts: tuple[str, ...] = ()  # URLs of image prompts (init_image is their local copy)
     image_weight: float | None = None  # --iw as given
     variation: str | None = None  # "subtle" / "strong" for variations
+    safety_check: bool = False  # run the safety checker on the results (set from server/global settings)
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)

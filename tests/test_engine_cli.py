@@ -88,3 +88,71 @@ def test_cli_errors_are_one_clear_line(data_dir: Path, tmp_path: Path, capsys: p
     assert code == 1 and "4:1" in err
     code, results, err = run(capsys, "vary", "nosuchjob", "1")
     assert code == 1 and "nosuchjob" in err.lower()
+
+
+def test_progress_bars_follow_queue_events() -> None:
+    import io
+
+    from bot.subcommands._submit import ProgressBars
+    from engine.queue import QueueEvent
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    bars = ProgressBars(terminal)
+    assert bars.enabled
+    bars(QueueEvent("queued", "job1", position=3))  # announced while the job is submitted
+    bars.watch(["job1"])
+    for event in (QueueEvent("progress", "other", step=1, total=9),
+                  QueueEvent("started", "job1"), QueueEvent("progress", "job1", step=1, total=4),
+                  QueueEvent("progress", "job1", step=3, total=4)):
+        bars(event)
+    shown = terminal.getvalue()
+    assert "job1" in shown and "queued #3" in shown and "3/4" in shown and "other" not in shown
+    bars(QueueEvent("done", "job1"))
+    assert "4/4" in terminal.getvalue()
+
+    piped = io.StringIO()  # not a terminal: nothing is drawn
+    quiet = ProgressBars(piped)
+    quiet.watch(["job1"])
+    quiet(QueueEvent("progress", "job1", step=1, total=4))
+    assert not quiet.enabled and piped.getvalue() == ""
+
+
+def test_imagine_runs_on_a_redis_worker_when_queue_url_is_set(
+        small_model: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With QUEUE_URL the CLI only queues: a worker (here a fake executor in a thread) makes the images."""
+    import threading
+
+    from engine.worker import Worker
+    from tests.fixtures.redis_server import redis_server
+    from tests.queue_helpers import FakeExecutor
+
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as server:
+        executor = FakeExecutor(steps=2)
+        worker = Worker(server.url, executor, worker_id="cli-test", poll_s=0.05)
+        thread = threading.Thread(target=asyncio.run, args=(worker.run(),), daemon=True)
+        thread.start()
+        try:
+            monkeypatch.setenv("DATA_DIR", str(data_dir))
+            monkeypatch.setenv("MODEL_ID", str(small_model))
+            monkeypatch.setenv("QUEUE_URL", server.url)
+            out = tmp_path / "out"
+            code, [result], err = run(capsys, "imagine", "a red kite --ar 2:1 --seed 11", "--out", str(out))
+        finally:
+            while worker._loop is None and thread.is_alive():
+                thread.join(0.05)
+            if worker._loop is not None:
+                worker._loop.call_soon_threadsafe(worker.request_stop)
+            thread.join(10)
+    assert code == 0, err
+    assert executor.batches == [[result["job_id"]]]  # the worker ran it
+    assert (result["seed"], result["width"], result["height"]) == (11, 192, 64)
+    with Image.open(result["files"][0]) as first:  # the worker's image, stored by the bot side
+        assert first.size == (192, 64) and first.getpixel((0, 0)) != (0, 0, 0)
+    job, images = asyncio.run(stored(data_dir, result["job_id"]))
+    assert job.state == "done" and len(images) == 4

@@ -85,12 +85,12 @@ def test_upscale_records_a_child_job_and_writes_the_png(configured: Path, tmp_pa
 
     # Chaining: the upscale's own image (INDEX 1) would pass UPSCALE_MAX_SIDE=256 at ×4.
     assert main(["upscale", printed["job_id"], "1", "--out", str(out)]) == 1
-    assert "over the limit of 256" in capsys.readouterr().err
+    assert "larger than the 256 px limit" in capsys.readouterr().err
 
 
 def test_bad_index_and_unknown_job_are_clear_errors(configured: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parent_id = asyncio.run(_grid_job(configured))
     assert main(["upscale", parent_id, "5"]) == 1
-    assert "INDEX must be 1 to 4" in capsys.readouterr().err
+    assert "no image 5" in (err := capsys.readouterr().err) and "choose 1 to 4" in err
     assert main(["upscale", "nosuchjob", "1"]) == 1
     assert "nosuchjob" in capsys.readouterr().err

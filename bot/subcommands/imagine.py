@@ -1,21 +1,18 @@
 """Generate a 2x2 grid from a prompt, as the bot would.
 
 The prompt is Midjourney's language (`--ar`, `--no`, `--seed`, `::` weights, `{a, b}`, image
-URLs in front). Each job it makes is recorded in storage like a bot job, its four PNGs are
-written to --out with the grid (`<prompt words>_<job>_1.png` ... `_grid.png`), and one JSON
-object is printed per job: {"job_id", "seed", "width", "height", "steps", "files", "grid",
-"ignored"}. A progress bar is shown on stderr when it is a terminal.
+URLs in front). It goes through the job service like a bot command: checked, stored, queued
+(with `QUEUE_URL=redis://…` a GPU worker runs it). Each job's four PNGs are written to --out
+with the grid (`<prompt words>_<job>_1.png` ... `_grid.png`), and one JSON object is printed
+per job: {"job_id", "seed", "width", "height", "steps", "files", "grid", "ignored"}.
+A progress bar is shown on stderr when it is a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
-from bot.subcommands._gridjob import add_common_options
-
-if TYPE_CHECKING:
-    from bot.config import Settings
+from bot.subcommands._submit import add_common_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,56 +23,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bot.subcommands._submit import run_command
+
+    return run_command("imagine", lambda: _imagine(args))
+
+
+async def _imagine(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.config import load_settings
-    from bot.subcommands._gridjob import report_error
-    from engine.errors import JobCancelled, TesseraError
-
-    settings = load_settings()
-    try:
-        return asyncio.run(_imagine(settings, args))
-    except TesseraError as exc:
-        return report_error("imagine", exc)
-    except (JobCancelled, KeyboardInterrupt):
-        return report_error("imagine", KeyboardInterrupt("cancelled"))
-
-
-async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
-    import asyncio
-
-    from bot.subcommands._gridjob import load, print_result, run_job
-    from engine.imagefetch import fetch_init_image
+    from bot.service import Tessera
+    from bot.subcommands._submit import run_jobs, write_grid
     from engine.models import check_model_ref
-    from engine.prompt import PromptLimits, parse
-    from engine.request import Defaults, resolve
     from engine.samplers import check_sampler
-    from storage.db import Storage
-    from storage.models import JobKind, NewJob
 
-    prompt = parse(args.prompt, PromptLimits(settings.prompt_max_length, settings.prompt_max_jobs))
-    ref = args.model or settings.model_id
-    check_model_ref(ref)
-    storage = await Storage.open(settings.data_dir)
-    try:
-        user = await storage.settings.user(args.user)
-        sampler = check_sampler(args.sampler or user.sampler or settings.sampler).name
-        defaults = Defaults(quality=user.quality, aspect=user.aspect, stylize=user.stylize)
-        model = await asyncio.to_thread(load, settings, ref)
-        for expansion in prompt.expansions:
-            init_image = None
-            if expansion.images:
-                init_image = str(await fetch_init_image(
-                    expansion.images, settings.data_dir / "inputs", max_bytes=settings.image_prompt_max_bytes,
-                    timeout_s=settings.image_fetch_timeout_s))
-            for _ in range(expansion.params.repeat or 1):
-                request = resolve(expansion, profile=model.profile, model=ref, sampler=sampler, defaults=defaults,
-                                  init_image=init_image)
-                text = prompt.raw if len(prompt.expansions) == 1 else expansion.source
-                new_job = NewJob(kind=JobKind.IMAGINE, user_id=args.user, prompt_text=text,
-                                 prompt_json=expansion.to_json(), request_json=request.to_json(), seed=request.seed,
-                                 model=ref)
-                print_result(await run_job(storage, model, new_job, request, args.out))
-    finally:
-        await storage.close()
-    return 0
+    sampler = check_sampler(args.sampler).name if args.sampler else None
+    overrides: dict[str, object] = {}
+    if args.model:
+        await asyncio.to_thread(check_model_ref, args.model)  # names the path, before settings reject it
+        # This model for this run only: MODEL_ID becomes it, and no stored user choice replaces it.
+        overrides = {"model_id": args.model, "allowed_models": []}
+    settings = load_settings(**overrides)
+
+    async def submit(service: Tessera) -> list:
+        return await service.imagine(user_id=args.user, prompt_text=args.prompt, confirmed=True, sampler=sampler)
+
+    return await run_jobs("imagine", settings, submit, write_grid, args.out)
