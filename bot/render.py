@@ -99,9 +99,28 @@ def ignored_notice(ignored: Iterable[str]) -> str:
     return f"-# accepted but not used here: {', '.join(names)}"
 
 
-def done_text(job: Job, ignored: Iterable[str] = ()) -> str:
+def safety_notice(flagged: Iterable[int], *, single: bool = False) -> str:
+    """Which images the safety checker replaced with its notice (0-based indices in).
+
+    Said in words because the notice image alone looks like a broken result, and users who
+    hit U2 on it would upscale the notice."""
+    numbers = sorted({int(index) + 1 for index in flagged})
+    if not numbers:
+        return ""
+    if single:
+        return "The image was hidden by this server's safety filter."
+    if len(numbers) == 1:
+        return f"Image {numbers[0]} was hidden by this server's safety filter."
+    listed = ", ".join(str(n) for n in numbers[:-1]) + f" and {numbers[-1]}"
+    return f"Images {listed} were hidden by this server's safety filter."
+
+
+def done_text(job: Job, ignored: Iterable[str] = (), flagged: Iterable[int] = ()) -> str:
     """The finished message that carries the grid (or the upscaled image)."""
     lines = [_line(job, None)]
+    hidden = safety_notice(flagged, single=job.kind is JobKind.UPSCALE)
+    if hidden:
+        lines.append(hidden)
     notice = ignored_notice(ignored)
     if notice:
         lines.append(notice)

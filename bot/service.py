@@ -121,8 +121,8 @@ def peek_profile(ref: str) -> ModelProfile | None:
     return profile
 
 
-def build_queue(settings: Settings, storage: Storage, executor: Executor) -> JobQueue:
-    """The in-process queue, or the Redis one when QUEUE_URL is set."""
+def build_queue(settings: Settings, storage: Storage, executor: Executor | None) -> JobQueue:
+    """The in-process queue, or the Redis one when QUEUE_URL is set (it needs no executor)."""
     options: dict[str, Any] = {"limits": limits_from_settings(settings), "job_timeout_s": settings.job_timeout_s,
                                "max_attempts": settings.job_max_attempts}
     if settings.queue_url:
@@ -134,13 +134,15 @@ def build_queue(settings: Settings, storage: Storage, executor: Executor) -> Job
             raise ConfigError("invalid setting QUEUE_URL: the Redis queue is not available in this build; "
                               "leave QUEUE_URL empty for the in-process queue") from None
         return RedisQueue(storage, settings.queue_url, **options)
+    if executor is None:
+        raise ValueError("the in-process queue needs an executor")
     return InProcessQueue(storage, executor, **options)
 
 
 class Tessera:
     """Settings, storage, the engine and the queue, behind one Discord-free API."""
 
-    def __init__(self, settings: Settings, storage: Storage, queue: JobQueue, executor: Executor) -> None:
+    def __init__(self, settings: Settings, storage: Storage, queue: JobQueue, executor: Executor | None) -> None:
         self.settings = settings
         self.storage = storage
         self.queue = queue
@@ -152,11 +154,20 @@ class Tessera:
 
     # ----- life cycle -------------------------------------------------------------------
     @classmethod
-    async def start(cls, settings: Settings, *, executor: Executor | None = None) -> Tessera:
-        """Open storage, build the queue, load the model in the background, resume jobs."""
+    async def start(cls, settings: Settings, *, executor: Executor | None = None, resume: bool = True) -> Tessera:
+        """Open storage, build the queue, load the model in the background, resume jobs.
+
+        With `QUEUE_URL=redis://…` the GPU workers hold the model: this machine may have no
+        weights, so nothing is checked or loaded here (`executor` is then unused and may be
+        None; the model's profile comes from a live worker's heartbeat).
+
+        `resume=False` leaves the jobs already stored in DATA_DIR alone: the CLI runs only
+        the jobs it submits, so pointing it at a running bot's DATA_DIR never runs the bot's
+        jobs a second time.
+        """
         from storage.db import Storage
 
-        if executor is None:
+        if executor is None and not settings.queue_url:
             from engine.executor import EngineExecutor
             from engine.models import check_model_ref
 
@@ -171,7 +182,7 @@ class Tessera:
         try:
             queue = build_queue(settings, storage, executor)
             service = cls(settings, storage, queue, executor)
-            await queue.start()
+            await queue.start(resume=resume)
             if settings.metrics_port:
                 from engine.metrics import MetricsServer
 

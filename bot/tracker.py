@@ -47,6 +47,7 @@ class Tracked:
     editor: ProgressEditor
     position: int | None = None
     ignored: tuple[str, ...] = ()
+    flagged: tuple[int, ...] = ()  # images the safety checker hid (said in the result message)
     preview: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -202,6 +203,7 @@ class JobTracker:
             file = (tracked.preview, f"preview_{job.id}.jpg") if tracked.preview else None
             editor.push(Update(render.progress_text(job, event.step, event.total), file=file))
         elif kind == "done":
+            tracked.flagged = tuple(event.flagged)
             if event.upload is not None:
                 editor.push(self._result(tracked, event.upload))
             else:
@@ -215,7 +217,7 @@ class JobTracker:
         job = tracked.job
         suffix = f"_u{(job.parent_index or 0) + 1}" if job.kind.value == "upscale" else ""
         name = render.file_name(job.prompt_text, job.id, upload.mime, suffix=suffix)
-        return Update(render.done_text(job, tracked.ignored), file=(upload.data, name),
+        return Update(render.done_text(job, tracked.ignored, tracked.flagged), file=(upload.data, name),
                       view=result_view(job.kind.value, job.id), final=True)
 
     async def _done_without_upload(self, tracked: Tracked) -> None:

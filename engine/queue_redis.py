@@ -132,8 +132,9 @@ class RedisQueue(QueueCore):
         self._workers_seen = asyncio.Event()
 
     # ----- life cycle -------------------------------------------------------------------
-    async def start(self) -> None:
-        """Connect, resume stored jobs, start handing batches to workers."""
+    async def start(self, *, resume: bool = True) -> None:
+        """Connect, resume stored jobs (unless `resume` is False: the CLI hands over only its
+        own), start handing batches to workers."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._workers_seen = asyncio.Event()
@@ -149,7 +150,8 @@ class RedisQueue(QueueCore):
         self._broker = TesseraStreamBroker(self.url, keys=self.keys)
         await self._broker.startup()
         await self._poll_workers()
-        await self._resume()
+        if resume:
+            await self._resume()
         for name, coro in (("dispatch", self._dispatch_loop()), ("results", self._results_loop()),
                            ("events", self._events_loop()), ("workers", self._workers_loop())):
             self._tasks.append(asyncio.create_task(coro, name=f"tessera-redis-{name}"))

@@ -253,9 +253,11 @@ def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
         value = data.get(name)
         if not isinstance(value, str) or not 0 < len(value) <= 500:
             raise PayloadError(f"{what}.{name} must be a non-empty string")
-    for name in ("tile", "safety_check"):
-        if not isinstance(data.get(name, False), bool):
-            raise PayloadError(f"{what}.{name} must be true or false")
+    if not isinstance(data.get("tile", False), bool):
+        raise PayloadError(f"{what}.tile must be true or false")
+    # Required, not defaulted: a payload that lost the field must not run without the filter.
+    if not isinstance(data.get("safety_check"), bool):
+        raise PayloadError(f"{what}.safety_check must be true or false")
     if data.get("stop") is not None:
         _int(data["stop"], f"{what}.stop", 1, 100)
     init = data.get("init_image")
@@ -376,10 +378,13 @@ def parse_result(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Re
     flagged = raw.get("flagged", [])
     if not isinstance(flagged, list) or len(flagged) > MAX_IMAGES:
         raise PayloadError("flagged must be a list of image indexes")
+    flagged_ids = tuple(_int(i, "flagged[]", 0, len(images) - 1) for i in flagged)  # only images it carries
+    if len(set(flagged_ids)) != len(flagged_ids):
+        raise PayloadError("flagged must not name an image twice")
     return ResultPayload(
         job_id=job_id, token=_name(raw, "token"), worker=_name(raw, "worker"), status=status,
         images=tuple(unb64(i, "images[]", max_bytes=max_bytes) for i in images),
-        flagged=tuple(_int(i, "flagged[]", 0, len(images) - 1) for i in flagged), error=error,
+        flagged=flagged_ids, error=error,
         attempts=_int(raw.get("attempts", 0), "attempts", 0, 1_000_000),
         run_s=_number(raw.get("run_s", 0.0), "run_s", 0.0, 1e9),
     )

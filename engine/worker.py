@@ -269,7 +269,8 @@ class Worker:
         if error is None and result.images:
             kind = next(j.kind for j in batch.jobs if j.job_id == job_id)
             pngs = await asyncio.to_thread(_encode_pngs, kind, result.images)
-            answer = replace(answer, images=tuple(pngs), flagged=tuple(result.flagged))
+            flagged = sorted({i for i in result.flagged if 0 <= i < len(pngs)})  # the bot refuses any other
+            answer = replace(answer, images=tuple(pngs), flagged=tuple(flagged))
         elif error is None or isinstance(error, JobCancelled):
             if job_id in run.dropped:
                 return  # nobody waits for it

@@ -6,8 +6,10 @@ or on a GPU worker when `QUEUE_URL=redis://…` is set. Each command submits its
 each one's final event, copies the stored PNGs to --out and prints one JSON object per job, in
 the order the jobs were submitted. A failed job is one line on stderr and exit status 1.
 
-The service resumes jobs left queued in DATA_DIR when it starts, as the bot does: run the
-CLI on a data folder the bot is not using at the same moment (or use the Redis queue).
+Unlike the bot, the CLI starts the service with `resume=False`: it runs only the jobs it
+submits and leaves every other job stored in DATA_DIR (queued or running) to the bot that
+owns it, so it may share a running bot's DATA_DIR, with either queue, without running that
+bot's jobs a second time.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
     from bot.service import Tessera
     from engine.errors import TesseraError
 
-    service = await Tessera.start(settings, executor=executor)
+    service = await Tessera.start(settings, executor=executor, resume=False)
     bars = bars if bars is not None else ProgressBars()
     service.subscribe(bars)
     jobs: list[Job] = []
