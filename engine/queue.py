@@ -15,6 +15,7 @@ to the next batch. The Redis backend reuses the same `Scheduler`, events and res
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import queue as thread_queue
@@ -45,6 +46,7 @@ EventKind = Literal["queued", "position", "started", "progress", "done", "failed
 
 PROGRESS_INTERVAL_S = 0.5  # at most one progress event per job this often (plus first and last step)
 POSITION_DEBOUNCE_S = 0.25  # position updates are coalesced: the bot edits messages, slowly
+POSITION_EXACT_UNTIL = 50  # further back, a job hears of a new position once it moved by a tenth
 STATS_WINDOW = 200  # jobs the mean wait and run times are taken over
 
 INTERNAL_ERROR = ("Something went wrong while making this job (job {job_id}). It was logged; "
@@ -63,6 +65,7 @@ class QueueEvent:
     upload: EncodedImage | None = None  # done: the Discord-ready file
     error: str | None = None  # failed: a message fit to show the user
     ignored: tuple[str, ...] = ()  # started/done: prompt params accepted but not honoured
+    flagged: tuple[int, ...] = ()  # done: indices of images the safety checker replaced with its notice
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ Callback = Callable[[QueueEvent], Awaitable[None] | None]
 
 
 class JobQueue(Protocol):
-    async def start(self) -> None: ...
+    async def start(self, *, resume: bool = True) -> None: ...
     async def stop(self) -> None: ...
     async def submit(self, job: Job) -> int: ...
     async def cancel(self, job_id: str) -> bool: ...
@@ -130,7 +133,7 @@ class EventHub:
             except Exception:
                 for_job(log, event.job_id).exception("an event subscriber failed on %s", event.kind)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
@@ -192,6 +195,8 @@ class QueueCore:
         self._finishing: set[asyncio.Task] = set()
         self._published: dict[str, int] = {}
         self._positions_scheduled = False
+        # job -> (its request_json, the request parsed from it) from `submit`, reused when it starts
+        self._requests: dict[str, tuple[dict | None, GenerationRequest | None]] = {}
         self._timing = _Timing()
         self._lock = threading.Lock()  # guards _cancel_requested / _timed_out across threads
 
@@ -208,8 +213,10 @@ class QueueCore:
 
     async def submit(self, job: Job) -> int:
         """Queue a stored job (state queued); return its position. Raises QueueLimitError."""
-        entry = Entry(job.id, job.user_id, job.priority, batch_key_of(job))
-        position = self.scheduler.add(entry)
+        request = request_of(job)
+        key = None if request is None else ("generate", *request.batch_key())
+        position = self.scheduler.add(Entry(job.id, job.user_id, job.priority, key))
+        self._requests[job.id] = (job.request_json, request)
         self._published[job.id] = position
         self.events.emit(QueueEvent("queued", job.id, position=position))
         self._queue_moved()
@@ -220,6 +227,7 @@ class QueueCore:
         entry = self.scheduler.remove(job_id)
         if entry is not None:
             self._published.pop(job_id, None)
+            self._requests.pop(job_id, None)
             await self.storage.jobs.transition(job_id, _state("cancelled"))
             self._timing.cancelled += 1
             self.events.emit(QueueEvent("cancelled", job_id))
@@ -242,6 +250,10 @@ class QueueCore:
             busy_fraction=min(1.0, busy / elapsed), workers=self._workers(), model_ready=self._model_ready(),
             done=t.done, failed=t.failed, cancelled=t.cancelled,
         )
+
+    def model_ready(self) -> bool:
+        """Whether jobs can run now (the model is loaded / a worker is live); cheap, unlike `stats`."""
+        return self._model_ready()
 
     # ----- for subclasses ---------------------------------------------------------------
     def _busy_now(self) -> float:
@@ -285,36 +297,50 @@ class QueueCore:
         self.events.emit(QueueEvent("failed", job_id, error=message))
 
     async def _take_batch(self, batch_size: int | None = None) -> list[_Running]:
-        """Pick the next batch, mark its jobs running in storage, emit `started`."""
+        """Pick the next batch, mark its jobs running in storage, emit `started`.
+
+        The batch's jobs are marked running side by side, so storage writes them in one trip
+        and one commit while the GPU waits."""
         while len(self.scheduler):
             entries = self.scheduler.next_batch(batch_size)
             if not entries:
                 return []
-            batch: list[_Running] = []
-            now = time.monotonic()
             for entry in entries:
                 self._published.pop(entry.job_id, None)
-                try:
-                    try:
-                        job = await self.storage.jobs.transition(entry.job_id, _state("running"))
-                    except StorageError:  # cancelled or deleted behind our back: not ours to run
-                        self.scheduler.finish(entry.job_id)
-                        continue
-                    item = WorkItem(job.id, str(job.kind), request_of(job), dict(job.options), job.prompt_text)
-                except Exception:
-                    for_job(log, entry.job_id).exception("could not start job")
-                    self.scheduler.finish(entry.job_id)
-                    await self._fail_stored(entry.job_id, INTERNAL_ERROR.format(job_id=entry.job_id))
-                    continue
-                self._timing.waits.append(now - entry.enqueued_at)
-                self._running[job.id] = _Running(job, item, now, job.user_id)
-                batch.append(self._running[job.id])
-                ignored = tuple(item.request.ignored) if item.request is not None else ()
-                self.events.emit(QueueEvent("started", job.id, ignored=ignored))
+            if len(entries) == 1:
+                started = [await self._start(entries[0])]
+            else:
+                started = await asyncio.gather(*(self._start(entry) for entry in entries))
+            batch = [running for running in started if running is not None]
+            for running in batch:
+                ignored = tuple(running.item.request.ignored) if running.item.request is not None else ()
+                self.events.emit(QueueEvent("started", running.job.id, ignored=ignored))
             self._queue_moved()
             if batch:
                 return batch
         return []
+
+    async def _start(self, entry: Entry) -> _Running | None:
+        """Mark one picked job running; None if it is not to run after all."""
+        cached = self._requests.pop(entry.job_id, None)
+        try:
+            try:
+                job = await self.storage.jobs.transition(entry.job_id, _state("running"))
+            except StorageError:  # cancelled or deleted behind our back: not ours to run
+                self.scheduler.finish(entry.job_id)
+                return None
+            # The request parsed at submission, unless the stored one changed since.
+            request = cached[1] if cached is not None and cached[0] == job.request_json else request_of(job)
+            item = WorkItem(job.id, str(job.kind), request, dict(job.options), job.prompt_text)
+        except Exception:
+            for_job(log, entry.job_id).exception("could not start job")
+            self.scheduler.finish(entry.job_id)
+            await self._fail_stored(entry.job_id, INTERNAL_ERROR.format(job_id=entry.job_id))
+            return None
+        now = time.monotonic()
+        self._timing.waits.append(now - entry.enqueued_at)
+        running = self._running[job.id] = _Running(job, item, now, job.user_id)
+        return running
 
     # ----- worker-thread callbacks (thread-safe) ----------------------------------------
     def should_stop(self, job_id: str) -> bool:
@@ -381,7 +407,8 @@ class QueueCore:
                 await self.storage.jobs.transition(job_id, _state("done"))
                 self._timing.done += 1
                 ignored = tuple(running.item.request.ignored) if running.item.request is not None else ()
-                self.events.emit(QueueEvent("done", job_id, images=records, upload=upload, ignored=ignored))
+                self.events.emit(QueueEvent("done", job_id, images=records, upload=upload, ignored=ignored,
+                                            flagged=tuple(result.flagged)))
             elif isinstance(error, JobCancelled) or error is None:
                 if timed_out and not cancel_requested:
                     await self._fail(job_id, f"This job took longer than the {self.job_timeout_s:g} s limit and was stopped.")
@@ -424,9 +451,15 @@ class QueueCore:
         positions = self.scheduler.positions()
         published = self._published
         for job_id, position in positions.items():
-            if published.get(job_id) != position:
-                published[job_id] = position
-                self.events.emit(QueueEvent("position", job_id, position=position))
+            last = published.get(job_id)
+            if last == position:
+                continue
+            # Far back, every move of the queue changes every position: tell those jobs only of
+            # moves of a tenth or more (about 30 events from place 1000 to 50, not 950).
+            if last is not None and position > POSITION_EXACT_UNTIL and abs(last - position) * 10 < last:
+                continue
+            published[job_id] = position
+            self.events.emit(QueueEvent("position", job_id, position=position))
         for job_id in [j for j in published if j not in positions]:
             del published[job_id]
 
@@ -468,14 +501,16 @@ class InProcessQueue(QueueCore):
         self._load_error: BaseException | None = None
         self._busy_since: float | None = None
 
-    async def start(self) -> None:
-        """Resume stored jobs, start the worker thread (it loads the model first)."""
+    async def start(self, *, resume: bool = True) -> None:
+        """Resume stored jobs (unless `resume` is False: the CLI runs only its own), start the
+        worker thread (it loads the model first)."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._timing = _Timing()
-        await self._resume()
+        if resume:
+            await self._resume()
         self._thread = threading.Thread(target=self._worker, name="tessera-gpu", daemon=True)
         self._thread.start()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="tessera-dispatch")
@@ -581,6 +616,7 @@ class InProcessQueue(QueueCore):
         self._idle.set()
 
 
+@functools.cache
 def _state(name: str) -> Any:
     from storage.models import JobState
 

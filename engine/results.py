@@ -73,13 +73,16 @@ class ResultWriter:
     async def write(self, job: Job, request: GenerationRequest | None, images: Sequence[Image]
                     ) -> tuple[tuple[ImageRecord, ...], EncodedImage]:
         """Make the upload first, then store every PNG."""
+        from storage.models import NewImage
+
         upload, pngs = await self._off_loop(_encode_all, job, request, images)
-        # Written side by side: each file is fsynced on its own, so their waits overlap. A job
+        # The files are written side by side (each is fsynced on its own, so their waits
+        # overlap), then all rows in one statement: the job has every image or none. A job
         # re-run after a crash replaces the rows its first run left (storage allows that).
-        records = await asyncio.gather(*(
-            self.storage.images.add(job.id, index, data, image.width, image.height)
+        records = await self.storage.images.add_many(job.id, [
+            NewImage(index, data, image.width, image.height)
             for index, (image, data) in enumerate(zip(images, pngs, strict=True))
-        ))
+        ])
         return tuple(records), upload
 
     async def upload_for(self, job: Job) -> EncodedImage:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from engine.errors import QueueLimitError
@@ -122,10 +122,11 @@ class Scheduler:
         if enforce_limits:
             self.check(entry.user_id)
         self._entries[entry.job_id] = entry
-        self._tiers.setdefault(entry.priority, {}).setdefault(entry.user_id, deque()).append(entry)
+        jobs = self._tiers.setdefault(entry.priority, {}).setdefault(entry.user_id, deque())
+        jobs.append(entry)
         self._waiting_per_user[entry.user_id] = self.waiting_for(entry.user_id) + 1
         self._rotation.setdefault(entry.user_id, None)
-        return self.position(entry.job_id) or 0
+        return self._position(entry, len(jobs) - 1)
 
     def remove(self, job_id: str) -> Entry | None:
         """Take a waiting job out of the queue (cancel); None if it is not waiting."""
@@ -182,15 +183,17 @@ class Scheduler:
         entry = self._entries.get(job_id)
         if entry is None:
             return None
-        ahead = sum(len(jobs) for p, tier in self._tiers.items() if p > entry.priority for jobs in tier.values())
+        return self._position(entry, self._tiers[entry.priority][entry.user_id].index(entry))
+
+    def _position(self, entry: Entry, depth: int) -> int:
+        """`entry`'s position given its `depth` in its user's line (how many of theirs are ahead)."""
+        higher = sorted((p for p in self._tiers if p > entry.priority), reverse=True)
+        ahead = sum(len(jobs) for p in higher for jobs in self._tiers[p].values())
         tier = self._tiers[entry.priority]
-        depth = tier[entry.user_id].index(entry)
         # Users come in rotation order, but tiers above this one reorder the rotation first.
-        rotation = list(self._rotation)
-        for priority in sorted(self._tiers, reverse=True):
-            if priority <= entry.priority:
-                break
-            rotation = _after_tier(rotation, self._tiers[priority])
+        rotation: Iterable[int] = self._rotation
+        for priority in higher:
+            rotation = _after_tier(list(rotation), self._tiers[priority])
         before = True  # users ahead of ours in the rotation also take a job in our round
         for user in rotation:
             jobs = tier.get(user)

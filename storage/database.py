@@ -13,11 +13,15 @@ NORMAL never corrupts the database and a crashed *process* loses nothing (the WA
 cache at commit), but a power cut may roll back the last commits. A write that acknowledges
 something to a user (a new job, a finished job, a saved setting, a share, a like) therefore
 does not return until the WAL file is fsynced, which is what `synchronous=FULL` would do at
-COMMIT. Doing it ourselves, after COMMIT and outside the writer lock, on a worker thread,
-has two gains: the connection thread never waits for the disk, and durable writes that arrive
-together share one fsync (group commit). The WAL is append-only between checkpoints, so one
-fsync also makes every earlier NORMAL commit (a job going "running", the image rows written
-before "done") durable. Bookkeeping between acknowledgements skips the fsync.
+COMMIT. Doing it ourselves lets writes that arrive together share one commit and one fsync
+(group commit): single statements that queue up while the connection is busy go to its
+thread as one batch, run in one transaction, and the batch is fsynced once, before its
+results come back, if any of them asked for durability (one trip between threads per batch,
+which is most of a small write's cost; see `_execute_batch`). Multi-statement transactions
+fsync after COMMIT, outside the writer lock, on a worker thread. The WAL is append-only
+between checkpoints, so one fsync also makes every earlier NORMAL commit (a job going
+"running", the image rows written before "done") durable. Bookkeeping between
+acknowledgements skips the fsync.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -183,22 +188,18 @@ class Database:
         With `durable` (the default) it returns only once the commit would survive a power cut;
         `durable=False` is for bookkeeping a later durable write will cover (module docstring).
         """
-        found = await self._statement(sql, params)
-        if durable:
-            # Issued after our commit, so only an fsync started after it can satisfy the wait.
-            await self._wal.wait(self._wal.committed())
-        return found
+        return await self._statement(sql, params, durable=durable)
 
-    async def _statement(self, sql: str, params: Params) -> list[sqlite3.Row]:
-        """Run one statement in autocommit mode (its own transaction) and return its rows.
+    async def _statement(self, sql: str, params: Params, *, durable: bool = False) -> list[sqlite3.Row]:
+        """Run one statement and return its rows once it is committed (and fsynced if `durable`).
 
         Statements that arrive while the connection is busy queue up and then go to aiosqlite's
-        thread together, in order, as one trip: with many coroutines writing, the cost of a
-        trip between threads (the main cost of a small statement) is shared. Each still
-        commits, or fails, on its own.
+        thread together, in order, as one trip and one transaction: with many coroutines
+        writing, the cost of a trip between threads and of a commit is shared. Each still
+        succeeds, or fails, on its own (`_execute_batch`).
         """
         future: asyncio.Future[list[sqlite3.Row]] = asyncio.get_running_loop().create_future()
-        self._pending.append((sql, params, future))
+        self._pending.append((sql, params, durable, future))
         if self._drainer is None:
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
@@ -209,10 +210,10 @@ class Database:
                 while self._pending:
                     batch, self._pending = self._pending, []
                     try:
-                        outcomes = await self._run_batch([(sql, params) for sql, params, _ in batch])
+                        outcomes = await self._run_batch([(sql, params, durable) for sql, params, durable, _ in batch])
                     except BaseException as exc:  # the connection itself failed (closed, thread died)
                         outcomes = [(False, exc)] * len(batch)
-                    for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    for (_, _, _, future), (ok, value) in zip(batch, outcomes, strict=True):
                         if future.done():  # its caller was cancelled
                             continue
                         if ok:
@@ -224,17 +225,20 @@ class Database:
             if self._pending:  # arrived after the loop ended (e.g. while we were cancelled)
                 self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
-    async def _run_batch(self, batch: list[tuple[str, Params]]) -> list[tuple[bool, object]]:
+    async def _run_batch(self, batch: list[tuple[str, Params, bool]]) -> list[tuple[bool, object]]:
         run = getattr(self._conn, "_execute", None)
         if run is None:  # an aiosqlite without its (private) queue entry point: one trip each
             outcomes: list[tuple[bool, object]] = []
-            for sql, params in batch:
+            for sql, params, durable in batch:
                 try:
-                    outcomes.append((True, list(await self._conn.execute_fetchall(sql, params))))
+                    found = list(await self._conn.execute_fetchall(sql, params))
+                    if durable:
+                        await self._wal.wait(self._wal.committed())
+                    outcomes.append((True, found))
                 except Exception as exc:
                     outcomes.append((False, exc))
             return outcomes
-        return await run(_execute_batch, self._conn._conn, batch)
+        return await run(_execute_batch, self._conn._conn, batch, self._wal.fsync_now)
 
     @asynccontextmanager
     async def transaction(self, *, durable: bool = True) -> AsyncIterator[Transaction]:
@@ -265,17 +269,60 @@ class Database:
                 self._wal.close()
 
 
-def _execute_batch(conn: sqlite3.Connection, batch: list[tuple[str, Params]]) -> list[tuple[bool, object]]:
-    """On the connection's thread: run each statement, keeping its rows or its exception."""
+def _execute_batch(conn: sqlite3.Connection, batch: list[tuple[str, Params, bool]],
+                   fsync: Callable[[], None]) -> list[tuple[bool, object]]:
+    """On the connection's thread: run each statement, keeping its rows or its exception.
+
+    Several statements share one transaction (group commit): one commit writes each touched
+    page to the WAL once instead of once per statement, which is most of a small write's
+    cost. Each statement still succeeds or fails on its own: SQLite undoes a failed
+    statement's changes and keeps the transaction, and if an error does end the transaction
+    (disk full, I/O error), the statements it took with it report that error too. If any
+    statement asked for durability, one fsync of the WAL after the commit covers the whole
+    batch. Nobody hears of a result before the commit (and fsync) that made it true.
+    """
     outcomes: list[tuple[bool, object]] = []
-    for sql, params in batch:
+    if len(batch) == 1 or conn.in_transaction:
+        outcomes = [_execute_one(conn, sql, params) for sql, params, _ in batch]
+    else:
+        pending: list[int] = []  # indexes of outcomes that the open transaction holds
+        for sql, params, _ in batch:
+            try:
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")  # may time out behind another process's writer
+                outcomes.append((True, conn.execute(sql, params).fetchall()))
+                pending.append(len(outcomes) - 1)
+            except Exception as exc:
+                outcomes.append((False, exc))
+                if not conn.in_transaction:  # the error rolled back the whole transaction
+                    for index in pending:
+                        outcomes[index] = (False, exc)
+                    pending = []
+        if conn.in_transaction:
+            try:
+                conn.execute("COMMIT")
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                for index in pending:
+                    outcomes[index] = (False, exc)
+    if any(durable and ok for (_, _, durable), (ok, _) in zip(batch, outcomes, strict=True)):
         try:
-            outcomes.append((True, conn.execute(sql, params).fetchall()))
-        except Exception as exc:
-            if conn.in_transaction:  # never leave a failed statement's transaction open
-                conn.rollback()
-            outcomes.append((False, exc))
+            fsync()
+        except OSError as exc:  # committed, but not known to be on disk: say so to those who asked
+            outcomes = [(False, exc) if durable and ok else (ok, value)
+                        for (_, _, durable), (ok, value) in zip(batch, outcomes, strict=True)]
     return outcomes
+
+
+def _execute_one(conn: sqlite3.Connection, sql: str, params: Params) -> tuple[bool, object]:
+    """One statement in autocommit mode: its rows or its exception."""
+    try:
+        return True, conn.execute(sql, params).fetchall()
+    except Exception as exc:
+        if conn.in_transaction:  # never leave a failed statement's transaction open
+            conn.rollback()
+        return False, exc
 
 
 class _WalSync:
@@ -298,6 +345,7 @@ class _WalSync:
         self._issued = 0
         self._synced = 0
         self._running: asyncio.Task[None] | None = None
+        self._fsync_lock = threading.Lock()  # the connection thread and `wait` may both fsync
 
     def committed(self) -> int:
         self._issued += 1
@@ -309,9 +357,14 @@ class _WalSync:
                 self._running = asyncio.get_running_loop().create_task(self._sync(self._issued))
             await asyncio.shield(self._running)
 
+    def fsync_now(self) -> None:
+        """Blocking: make every commit so far durable (the connection thread calls it)."""
+        with self._fsync_lock:
+            self._fsync()
+
     async def _sync(self, upto: int) -> None:
         try:
-            await asyncio.to_thread(self._fsync)
+            await asyncio.to_thread(self.fsync_now)
             self._synced = max(self._synced, upto)
         finally:
             self._running = None

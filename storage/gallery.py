@@ -3,6 +3,13 @@
 Search runs on an FTS5 index over prompt and title. "relevance" ranks by BM25 nudged by
 likes (`bm25 - LIKES_WEIGHT * ln(1 + likes)`, lower is better), so among equally good text
 matches the liked ones come first without a popular entry drowning a precise match.
+
+Scoring costs a few microseconds per match, and a common word matches thousands of the
+100,000 prompts a busy gallery holds. So relevance ranks the matches in windows of
+`RELEVANCE_WINDOW`, newest first: the newest thousand matches in score order, then the next
+thousand, and so on. A search with fewer matches (most) is ranked all at once; a word so
+common that it has more is ranked among its recent uses, which is what a gallery browser
+wants, in constant time. Searches of one author's shares are ranked all at once.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from storage.search import to_fts_query
 SORTS = ("relevance", "likes", "recent")
 LIKES_WEIGHT = 0.5
 MAX_PAGE = 100
+RELEVANCE_WINDOW = 1000  # matches ranked together (newest first); see the module docstring
 
+_WEIGHTS = "1.0, 2.0"  # BM25 column weights: the prompt counts once, the title twice
+_BM25 = f"bm25(gallery_fts, {_WEIGHTS})"
 _ORDER = {
-    "relevance": f"bm25(gallery_fts, 1.0, 2.0) - {LIKES_WEIGHT} * ln(1 + g.likes), g.id DESC",
+    "relevance": f"{_BM25} - {LIKES_WEIGHT} * ln(1 + g.likes), g.id DESC",
     "likes": "g.likes DESC, g.created_at DESC, g.id DESC",
     "recent": "g.created_at DESC, g.id DESC",
 }
@@ -29,11 +39,35 @@ _ORDER = {
 def search_sql(sort: str, *, by_author: bool) -> str:
     """The search statement. CROSS JOIN makes SQLite drive the loop from the FTS matches:
     left to itself it may walk the whole gallery in likes or date order (an index fits the
-    ORDER BY) and test MATCH per row, which takes seconds at 100,000 entries instead of ms."""
+    ORDER BY) and test MATCH per row, which takes seconds at 100,000 entries instead of ms.
+
+    Relevance without an author ranks the newest `:window` matches (FTS5 walks its matches
+    newest first and stops there); `relevance_windows_sql` continues past them."""
+    if sort == "relevance" and not by_author:
+        return f"""SELECT g.* FROM (
+                       SELECT rowid AS id, {_BM25} AS score FROM gallery_fts
+                       WHERE gallery_fts MATCH :match ORDER BY rowid DESC LIMIT :window) AS best
+                   CROSS JOIN gallery AS g ON g.id = best.id
+                   WHERE g.removed = 0
+                   ORDER BY best.score - {LIKES_WEIGHT} * ln(1 + g.likes), g.id DESC LIMIT :limit OFFSET :offset"""
     author = "AND g.author_id = :author" if by_author else ""
     return f"""SELECT g.* FROM gallery_fts CROSS JOIN gallery AS g ON g.id = gallery_fts.rowid
                WHERE gallery_fts MATCH :match AND g.removed = 0 {author}
                ORDER BY {_ORDER[sort]} LIMIT :limit OFFSET :offset"""
+
+
+def relevance_windows_sql() -> str:
+    """Relevance over every match: window by window (each `:window` matches, newest first),
+    in score order within a window. Scores every match, so it is only for pages beyond the
+    newest window."""
+    return f"""SELECT g.* FROM (
+                   SELECT rowid AS id, rank AS score,
+                          (row_number() OVER (ORDER BY rowid DESC) - 1) / :window AS tier
+                   FROM gallery_fts WHERE gallery_fts MATCH :match AND rank MATCH 'bm25({_WEIGHTS})') AS best
+               CROSS JOIN gallery AS g ON g.id = best.id
+               WHERE g.removed = 0
+               ORDER BY best.tier, best.score - {LIKES_WEIGHT} * ln(1 + g.likes), g.id DESC
+               LIMIT :limit OFFSET :offset"""
 
 
 def _page(limit: int, offset: int) -> tuple[int, int]:
@@ -43,8 +77,9 @@ def _page(limit: int, offset: int) -> tuple[int, int]:
 class GalleryRepository:
     """Typed access to the `gallery`, `gallery_likes` and `gallery_fts` tables."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, relevance_window: int = RELEVANCE_WINDOW) -> None:
         self._db = db
+        self.relevance_window = relevance_window
 
     async def share(self, job_id: str, index: int, *, author_id: int, title: str | None,
                     guild_id: int | None, prompt_text: str) -> GalleryEntry:
@@ -134,11 +169,16 @@ class GalleryRepository:
             raise StorageError(f"unknown sort {sort!r}; choose one of {', '.join(SORTS)}")
         match = to_fts_query(query)
         limit, offset = _page(limit, offset)
-        sql = search_sql(sort, by_author=author_id is not None)
+        windowed = sort == "relevance" and author_id is None
+        params = {"match": match, "author": author_id, "limit": limit, "offset": offset,
+                  "window": self.relevance_window}
         try:
-            found = await self._db.fetchall(
-                sql, {"match": match, "author": author_id, "limit": limit, "offset": offset}
-            )
+            found = await self._db.fetchall(search_sql(sort, by_author=author_id is not None), params)
+            if windowed and len(found) < limit and await self._db.fetchone(
+                    "SELECT 1 FROM gallery_fts WHERE gallery_fts MATCH :match ORDER BY rowid DESC "
+                    "LIMIT 1 OFFSET :window", params) is not None:
+                # A page past the newest window's matches, and older matches exist.
+                found = await self._db.fetchall(relevance_windows_sql(), params)
         except sqlite3.OperationalError as exc:
             if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
                 raise StorageError(f"cannot search for {query[:80]!r}: use plain words, \"a phrase\", "

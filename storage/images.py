@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from engine.errors import StorageError
 from storage import files, ids, rows
 from storage.database import Database
-from storage.models import ImageRecord
+from storage.models import ImageRecord, NewImage
 
 _INSERT = """INSERT INTO images (job_id, idx, path, width, height, format, sha256, bytes, created_at)
               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_MANY = """INSERT INTO images (job_id, idx, path, width, height, format, sha256, bytes, created_at)
+                   VALUES {rows}"""
+_UPSERT = _INSERT + """ ON CONFLICT (job_id, idx) DO UPDATE SET path = excluded.path,
+    width = excluded.width, height = excluded.height, format = excluded.format,
+    sha256 = excluded.sha256, bytes = excluded.bytes, created_at = excluded.created_at
+    RETURNING *"""
 
 
 def _check_shape(index: int, width: int, height: int) -> None:
@@ -79,29 +85,82 @@ class ImageRepository:
                 await self.release_files([stored.relative])
             raise StorageError(f"no job with id {job_id!r} to add an image to") from exc
 
+    async def add_many(self, job_id: str, images: Sequence[NewImage]) -> list[ImageRecord]:
+        """`add` for all of a job's images at once: the files side by side, then every row in
+        one statement, so the job has all of them or (on any error) none of these.
+
+        Rows the job already has at those indexes (a re-run after a crash) are replaced, in one
+        transaction; old files no other row uses are deleted. Records come back in `images` order.
+        """
+        indexes = [image.index for image in images]
+        if len(set(indexes)) != len(indexes):
+            raise StorageError(f"each image of a job needs its own index, not {indexes}")
+        for image in images:
+            _check_shape(image.index, image.width, image.height)
+            try:
+                files.extension_for(image.format)
+            except ValueError as exc:
+                raise StorageError(str(exc)) from None
+        if not images:
+            return []
+        stored = await asyncio.gather(*(self.write_file(image.data, image.format) for image in images))
+        key = ids.normalise(job_id)
+        stamp = rows.now()
+        values = [(key, image.index, written.relative, image.width, image.height, written.format, written.sha256,
+                   written.bytes, stamp) for image, written in zip(images, stored, strict=True)]
+        try:
+            found = None
+            if all(written.created for written in stored):
+                # The common case, one statement (see `add_file` for why new files are safe).
+                try:
+                    found = await self._db.write(
+                        _INSERT_MANY.format(rows=", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(values)))
+                        + " RETURNING *", [v for row in values for v in row], durable=False)
+                except sqlite3.IntegrityError as exc:
+                    if "UNIQUE" not in str(exc):
+                        raise
+            if found is None:  # some rows exist already, or some files were there before
+                found = await self._replace_many(values, stored, [image.data for image in images])
+        except Exception as exc:
+            created = [written.relative for written in stored if written.created]
+            if created:  # no row points at them (nothing was written), so they go
+                await self.release_files(created)
+            if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc):
+                raise StorageError(f"no job with id {job_id!r} to add an image to") from exc
+            raise
+        by_index = {row["idx"]: row for row in found}
+        return [rows.image(by_index[index], self.root) for index in indexes]
+
     async def _replace(self, values: tuple, stored: files.WrittenFile, data: bytes | None) -> ImageRecord:
         """Insert or replace a row, making sure its (shared) file still exists; drop the old file."""
-        async with self._db.transaction(durable=False) as tx:
-            if not (self.root / stored.relative).is_file():
-                if data is not None:
-                    # Deleted by `release_files` (same content, another row) since we looked:
-                    # write it again while we hold the lock that `release_files` also takes.
-                    await asyncio.to_thread(files.write_image, self.root, data, stored.format)
-                else:
-                    raise StorageError(f"the image file {stored.relative} was deleted before its row was written; "
-                                   "write it again")
-            old = await tx.fetchone("SELECT path FROM images WHERE job_id = ? AND idx = ?", values[:2])
-            row = await tx.fetchone(
-                _INSERT + """ ON CONFLICT (job_id, idx) DO UPDATE SET path = excluded.path,
-                    width = excluded.width, height = excluded.height, format = excluded.format,
-                    sha256 = excluded.sha256, bytes = excluded.bytes, created_at = excluded.created_at
-                    RETURNING *""",
-                values,
-            )
-        assert row is not None
-        if old is not None and old["path"] != stored.relative:
-            await self.release_files([old["path"]])
+        (row,) = await self._replace_many([values], [stored], [data])
         return rows.image(row, self.root)
+
+    async def _replace_many(self, values: Sequence[tuple], stored: Sequence[files.WrittenFile],
+                            datas: Sequence[bytes | None]) -> list[sqlite3.Row]:
+        """Insert or replace rows in one transaction, making sure their (shared) files still
+        exist; then drop the old files no row uses any more."""
+        found: list[sqlite3.Row] = []
+        old_paths: list[str] = []
+        async with self._db.transaction(durable=False) as tx:
+            for row_values, written, data in zip(values, stored, datas, strict=True):
+                if not (self.root / written.relative).is_file():
+                    if data is not None:
+                        # Deleted by `release_files` (same content, another row) since we looked:
+                        # write it again while we hold the lock that `release_files` also takes.
+                        await asyncio.to_thread(files.write_image, self.root, data, written.format)
+                    else:
+                        raise StorageError(f"the image file {written.relative} was deleted before its row was "
+                                           "written; write it again")
+                old = await tx.fetchone("SELECT path FROM images WHERE job_id = ? AND idx = ?", row_values[:2])
+                if old is not None and old["path"] != written.relative:
+                    old_paths.append(old["path"])
+                row = await tx.fetchone(_UPSERT, row_values)
+                assert row is not None
+                found.append(row)
+        if old_paths:
+            await self.release_files(old_paths)
+        return found
 
     async def for_job(self, job_id: str) -> list[ImageRecord]:
         found = await self._db.fetchall(

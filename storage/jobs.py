@@ -25,7 +25,7 @@ _SOURCES: dict[JobState, tuple[str, ...]] = {
     for target in JobState
 }
 
-_TRANSITION_SQL = """
+_TRANSITION_TEMPLATE = """
 UPDATE jobs SET
     state = :to,
     attempts = attempts + (:to = 'running'),
@@ -36,6 +36,10 @@ UPDATE jobs SET
 WHERE id = :id AND state IN ({sources})
 RETURNING *
 """
+_TRANSITION_SQL: dict[JobState, str] = {
+    target: _TRANSITION_TEMPLATE.format(sources=", ".join(f"'{s}'" for s in sources))
+    for target, sources in _SOURCES.items() if sources
+}
 
 
 def _check_int(name: str, value: int | None) -> None:
@@ -126,10 +130,10 @@ class JobRepository:
         """
         to = JobState(to)
         key = ids.normalise(job_id)
-        sources = _SOURCES[to]
-        if sources:
+        sql = _TRANSITION_SQL.get(to)
+        if sql is not None:
             found = await self._db.write(
-                _TRANSITION_SQL.format(sources=", ".join(f"'{s}'" for s in sources)),
+                sql,
                 {"to": to.value, "now": rows.now(), "error": error, "id": key},
                 durable=to.finished,
             )

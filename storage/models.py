@@ -99,6 +99,17 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class NewImage:
+    """One image to store with `images.add_many`: its place in the job and its encoded bytes."""
+
+    index: int  # 0-3 for grid images; 0 for an upscale's single image
+    data: bytes
+    width: int
+    height: int
+    format: str = "PNG"
+
+
+@dataclass(frozen=True)
 class UserSettings:
     user_id: int
     quality: float | None = None

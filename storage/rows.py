@@ -30,33 +30,42 @@ def dump_json(value: Any) -> str | None:
 
 
 def load_json(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    if value is None:
+        return None
+    return {} if value == "{}" else json.loads(value)  # the usual options
+
+
+_KINDS = {kind.value: kind for kind in JobKind}
+_STATES = {state.value: state for state in JobState}
 
 
 def job(row: sqlite3.Row) -> Job:
+    # By name through a dict: `sqlite3.Row` looks names up one column at a time, and a job
+    # is read back on every state change.
+    values = dict(zip(row.keys(), row, strict=True))
     return Job(
-        id=row["id"],
-        kind=JobKind(row["kind"]),
-        state=JobState(row["state"]),
-        user_id=row["user_id"],
-        prompt_text=row["prompt_text"],
-        prompt_json=load_json(row["prompt_json"]),
-        request_json=load_json(row["request_json"]),
-        seed=row["seed"],
-        model=row["model"],
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        message_id=row["message_id"],
-        parent_id=row["parent_id"],
-        parent_index=row["parent_index"],
-        options=load_json(row["options_json"]) or {},
-        priority=row["priority"],
-        attempts=row["attempts"],
-        error=row["error"],
-        created_at=to_datetime(row["created_at"]),  # type: ignore[arg-type]
-        queued_at=to_datetime(row["queued_at"]),
-        started_at=to_datetime(row["started_at"]),
-        finished_at=to_datetime(row["finished_at"]),
+        id=values["id"],
+        kind=_KINDS[values["kind"]],
+        state=_STATES[values["state"]],
+        user_id=values["user_id"],
+        prompt_text=values["prompt_text"],
+        prompt_json=load_json(values["prompt_json"]),
+        request_json=load_json(values["request_json"]),
+        seed=values["seed"],
+        model=values["model"],
+        guild_id=values["guild_id"],
+        channel_id=values["channel_id"],
+        message_id=values["message_id"],
+        parent_id=values["parent_id"],
+        parent_index=values["parent_index"],
+        options=load_json(values["options_json"]) or {},
+        priority=values["priority"],
+        attempts=values["attempts"],
+        error=values["error"],
+        created_at=to_datetime(values["created_at"]),  # type: ignore[arg-type]
+        queued_at=to_datetime(values["queued_at"]),
+        started_at=to_datetime(values["started_at"]),
+        finished_at=to_datetime(values["finished_at"]),
     )
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from engine.errors import StorageError
 from storage import Storage
-from storage.gallery import search_sql
+from storage.gallery import relevance_windows_sql, search_sql
 from storage.models import JobKind, JobState, NewJob
 from storage.search import to_fts_query
 
@@ -167,13 +167,41 @@ async def test_fts_syntax_in_ordinary_text_is_just_text(storage: Storage, query:
 @pytest.mark.parametrize("by_author", [False, True])
 async def test_search_is_driven_by_the_text_index(storage: Storage, sort: str, by_author: bool) -> None:
     # Otherwise SQLite may walk the whole gallery in likes/date order testing MATCH on each row.
-    plan = await storage.db.fetchall(
-        "EXPLAIN QUERY PLAN " + search_sql(sort, by_author=by_author),
-        {"match": '"fox"', "author": 1, "limit": 10, "offset": 0},
-    )
-    steps = [row["detail"] for row in plan if row["detail"].startswith(("SCAN", "SEARCH"))]
-    assert steps[0].startswith("SCAN gallery_fts VIRTUAL TABLE"), steps
-    assert steps[1].startswith("SEARCH g USING INTEGER PRIMARY KEY"), steps
+    for sql in [search_sql(sort, by_author=by_author)] + ([relevance_windows_sql()] if sort == "relevance" else []):
+        plan = await storage.db.fetchall(
+            "EXPLAIN QUERY PLAN " + sql, {"match": '"fox"', "author": 1, "limit": 10, "offset": 0, "window": 5},
+        )
+        steps = [row["detail"] for row in plan if row["detail"].startswith(("SCAN", "SEARCH"))]
+        assert steps[0].startswith("SCAN gallery_fts VIRTUAL TABLE"), steps
+        # The gallery is only looked up by id for each match, never walked.
+        assert [s for s in steps if s.split()[1] == "g"] == [steps[-1]], steps
+        assert steps[-1].startswith("SEARCH g USING INTEGER PRIMARY KEY"), steps
+
+
+async def test_relevance_ranks_the_newest_window_first_then_older_ones(storage: Storage) -> None:
+    storage.gallery.relevance_window = 3
+    # Seven matches, oldest first; likes decide the order within a window (the texts tie).
+    likes = [5, 0, 9, 1, 0, 7, 2]
+    entries = [await shared(storage, f"a fox number {n}", author=n) for n in range(len(likes))]
+    await shared(storage, "a lighthouse at dusk")
+    for entry, count in zip(entries, likes, strict=True):
+        for user in range(count):
+            await storage.gallery.toggle_like(entry.id, user)
+    await storage.gallery.remove(entries[3].id)  # removed after windowing: window 2 keeps two
+
+    newest, middle, oldest = entries[6:3:-1], entries[3:0:-1], entries[:1]
+    def by_likes(window: list) -> list[int]:
+        kept = [e for e in window if e.id != entries[3].id]
+        return [e.id for e in sorted(kept, key=lambda e: -likes[entries.index(e)])]
+    expected = by_likes(newest) + by_likes(middle) + by_likes(oldest)
+
+    everything = [e.id for e in await storage.gallery.search("fox", limit=50)]
+    assert everything == expected
+    pages = [[e.id for e in await storage.gallery.search("fox", limit=2, offset=o)] for o in range(0, 8, 2)]
+    assert [i for page in pages for i in page] == expected  # pages agree: no repeats, no gaps
+    assert pages[0] == [entries[5].id, entries[6].id]  # the fast path: the newest window only
+    storage.gallery.relevance_window = 100  # one window: the plain ranking over every match
+    assert [e.id for e in await storage.gallery.search("fox", limit=50)] == by_likes(entries[::-1])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
