@@ -28,7 +28,6 @@ from engine.errors import (
     QueueLimitError,
     StorageError,
     TesseraError,
-    UpscaleError,
 )
 from engine.joblog import for_job
 from engine.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
@@ -50,7 +49,6 @@ CONFIRM_ABOVE_JOBS = 4
 # Upscales are short and go ahead of full grids; a server's priority role adds PRIORITY_ROLE_BOOST.
 UPSCALE_PRIORITY = 1
 PRIORITY_ROLE_BOOST = 2
-UPSCALE_SCALES = (2, 4)
 # Refused everywhere, on top of BANNED_WORDS and each server's own list. Deliberately short:
 # servers add their own words; this only catches the most common requests for explicit images.
 DEFAULT_BANNED_WORDS: tuple[str, ...] = ("nsfw", "nude", "nudity", "naked", "porn", "pornographic", "hentai",
@@ -300,16 +298,12 @@ class Tessera:
     async def upscale(self, *, user_id: int, job_id: str, index: int, scale: int = 4, guild_id: int | None = None,
                       channel_id: int | None = None, priority: int = 0) -> Job:
         """Queue an upscale of image `index` (0-based) of a finished job."""
-        if scale not in UPSCALE_SCALES:
-            raise UpscaleError(f"Upscales are ×2 or ×4, got ×{scale}.")
+        from engine.upscale import check_upscale_factor, check_upscale_size
+
+        check_upscale_factor(scale)
         parent = await self._done_job(job_id)
         record = await self._image(parent, index)
-        limit = self.settings.upscale_max_side
-        if max(record.width, record.height) * scale > limit:
-            raise UpscaleError(
-                f"Upscaling this {record.width}×{record.height} image ×{scale} would make it "
-                f"{record.width * scale}×{record.height * scale}, larger than the {limit} px limit."
-            )
+        check_upscale_size(record.width, record.height, scale, self.settings.upscale_max_side)
         await self._check_limits(user_id, guild_id, 1)
         return await self._create_and_submit(NewJob(
             kind=JobKind.UPSCALE, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,

@@ -82,6 +82,31 @@ class _Loaded:
     name: str
 
 
+def check_upscale_factor(scale: int) -> None:
+    """Refuse an upscale factor other than 2 or 4 (the factors the Real-ESRGAN models give)."""
+    if scale not in SCALES:
+        raise UpscaleError(f"The upscale factor must be 2 or 4, not ×{scale}.")
+
+
+def check_upscale_size(width: int, height: int, scale: int, max_side: int) -> None:
+    """Refuse an upscale factor other than 2 or 4, or a result longer than `max_side` pixels.
+
+    One rule for the service (before a job is queued) and the upscaler (before it runs), so the
+    user reads the same message wherever the limit is hit.
+    """
+    check_upscale_factor(scale)
+    if width < 1 or height < 1:
+        raise UpscaleError(f"Cannot upscale an empty image ({width}×{height}).")
+    new_w, new_h = width * scale, height * scale
+    if max(new_w, new_h) <= max_side:
+        return
+    hint = f"; ×2 would give {width * 2}×{height * 2}" if scale == 4 and max(width, height) * 2 <= max_side else ""
+    raise UpscaleError(
+        f"Upscaling this {width}×{height} image ×{scale} would make it {new_w}×{new_h}, larger than the "
+        f"{max_side} px limit on the longest side{hint}."
+    )
+
+
 @dataclass
 class Upscaler:
     """Real-ESRGAN models loaded once on one device; `upscale` is called from the GPU worker.
@@ -127,20 +152,7 @@ class Upscaler:
 
     def check_scale(self, width: int, height: int, scale: int) -> None:
         """Raise `UpscaleError` if `scale` is not 2 or 4 or the result would pass `max_side`."""
-        if scale not in SCALES:
-            raise UpscaleError(f"the upscale factor must be 2 or 4, not {scale}")
-        if width < 1 or height < 1:
-            raise UpscaleError(f"cannot upscale an empty image ({width}×{height})")
-        new_w, new_h = width * scale, height * scale
-        if max(new_w, new_h) <= self.max_side:
-            return
-        hint = ""
-        if scale == 4 and max(width, height) * 2 <= self.max_side:
-            hint = f"; ×2 would give {width * 2}×{height * 2}"
-        raise UpscaleError(
-            f"upscaling this {width}×{height} image ×{scale} would make it {new_w}×{new_h}, over the limit of "
-            f"{self.max_side} pixels on the longest side{hint}"
-        )
+        check_upscale_size(width, height, scale, self.max_side)
 
     # -- models -----------------------------------------------------------------------------
 
