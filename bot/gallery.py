@@ -6,10 +6,11 @@ a link back to the original message, with the gallery buttons (`bot.gallery_view
 row is stored before the post is made, so the post's buttons can carry the entry id; if
 Discord refuses the post, the row is taken back out.
 
-Rules: an image is shared once (a second try answers with a link to the first share); a
-result whose author keeps results private (user setting) is shared by that author only;
-removing a share (its author or a server manager) deletes the post and takes the row out of
-the gallery, while the image stays with its job. A gallery post deleted by a moderator is
+Rules: an image is shared once (a second try answers with a link to the first share); who may
+share or remove a share is `Tessera.authorize`'s to say (`bot.permissions`: a result whose
+author keeps results private is shared by that author only; a share is removed by its author
+or a manager of the server it was shared in). Removing deletes the post and takes the row out
+of the gallery, while the image stays with its job. A gallery post deleted by a moderator is
 marked removed when Discord tells us (`forget_deleted_posts`, from the client's raw
 message-delete events).
 """
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
+from bot.permissions import Act, Actor
 from engine.errors import TesseraError
 from engine.joblog import for_job
 from storage.models import GalleryEntry, ImageRecord, Job, JobKind, JobState
@@ -191,20 +193,6 @@ async def gallery_channel_for(service: Any, guild_id: int | None) -> int:
     raise TesseraError(NOT_SET_UP)
 
 
-async def check_may_share(storage: Any, job: Job, user_id: int) -> None:
-    """Refuse to share someone else's private result (an upscale of it included)."""
-    current: Job | None = job
-    for _ in range(32):
-        if current is None:
-            return
-        if current.user_id != user_id and (await storage.settings.user(current.user_id)).private:
-            raise TesseraError("This image belongs to someone who keeps their results private, "
-                               "so only they can share it.")
-        if current.kind is not JobKind.UPSCALE or not current.parent_id:
-            return
-        current = await storage.jobs.get(current.parent_id)
-
-
 def _encode_post_image(path: Path, stem: str) -> EncodedImage:
     """The stored PNG as Discord will take it (the PNG itself when under 10 MiB)."""
     from PIL import Image
@@ -228,13 +216,14 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
     from bot.gallery_views import gallery_view
 
     storage = service.storage
+    # Who may share: `bot.permissions` (the owner; members of the job's own server unless private).
+    await service.authorize(Actor(user_id=sharer_id, guild_id=guild_id), job, Act.SHARE)
     if job.state is not JobState.DONE:
         raise TesseraError(f"Job `{job.id}` is not finished; only finished images can be shared.")
     facts = await image_facts(storage, job, index)
     if facts.image is None:
         count = len(await storage.images.for_job(job.id))
         raise TesseraError(f"Job `{job.id}` has no image {index + 1}; it has {count}.")
-    await check_may_share(storage, job, sharer_id)
     channel: Any = client.get_channel(channel_id) or client.get_partial_messageable(channel_id, guild_id=guild_id)
     post_guild = getattr(getattr(channel, "guild", None), "id", None) or guild_id
     key = (job.id, index)
@@ -299,10 +288,6 @@ def job_link(job: Job) -> str | None:
 
 
 # ----- removing ----------------------------------------------------------------------------------
-
-
-def may_remove(entry: GalleryEntry, user_id: int, *, admin: bool) -> bool:
-    return admin or user_id == entry.author_id
 
 
 async def remove_share(client: discord.Client, service: Any, entry: GalleryEntry) -> bool:

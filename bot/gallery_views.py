@@ -162,15 +162,16 @@ async def _like(interaction: discord.Interaction, entry_id: int, guard: Any) -> 
 
 
 async def _delete(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
-    """🗑: the share's author or a server manager takes it out of the gallery (the image stays)."""
-    from bot.gallery import may_remove, remove_share
-    from commands.common import is_admin, reply, service_of
+    """🗑: the share's author, or a manager of the server it was shared in, takes it out of the
+    gallery (the image stays)."""
+    from bot.gallery import remove_share
+    from bot.permissions import Act
+    from commands.common import actor_of, reply, service_of
 
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
     guard.job_id = entry.job_id
-    if not may_remove(entry, interaction.user.id, admin=is_admin(interaction)):
-        raise TesseraError("Only the person who made this image or a server manager can remove it from the gallery.")
+    await service.authorize(actor_of(interaction), entry, Act.REMOVE_SHARE)
     await interaction.response.defer(ephemeral=True, thinking=True)
     deleted = await remove_share(interaction.client, service, entry)
     text = "Removed from the gallery; the image is still kept with its job." if deleted else (

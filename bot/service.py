@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from bot.permissions import Act, Actor, Subject, decide
 from engine.errors import (
     ImageFetchError,
     PromptError,
@@ -32,7 +33,7 @@ from engine.errors import (
 from engine.joblog import for_job
 from engine.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
 from engine.request import GenerationRequest
-from storage.models import Job, JobKind, JobState, NewJob
+from storage.models import GalleryEntry, Job, JobKind, JobState, NewJob
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -148,6 +149,9 @@ class Tessera:
         self._profiles: dict[str, ModelProfile] = {}
         self._metrics: Any = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
+        # Admission: the limits are checked and a request's jobs created and queued under this
+        # lock, so concurrent requests cannot all pass a check that only one of them fits.
+        self._admission = asyncio.Lock()
         queue.subscribe(self._wake_waiters)
 
     # ----- life cycle -------------------------------------------------------------------
@@ -286,14 +290,11 @@ class Tessera:
                     request = replace(request, image_prompts=(image_url, *request.image_prompts))
                 plans.append((expansion, request))
         text_for = (lambda e: e.source) if len(prompt.expansions) > 1 else (lambda e: prompt_text)
-        jobs = []
-        for expansion, request in plans:
-            jobs.append(await self._create_and_submit(NewJob(
-                kind=JobKind.IMAGINE, user_id=user_id, prompt_text=text_for(expansion),
-                prompt_json=_expansion_json(expansion), request_json=request.to_json(), seed=request.seed,
-                model=model, guild_id=guild_id, channel_id=channel_id, priority=priority,
-            )))
-        return jobs
+        return await self._admit(user_id, guild_id, [NewJob(
+            kind=JobKind.IMAGINE, user_id=user_id, prompt_text=text_for(expansion),
+            prompt_json=_expansion_json(expansion), request_json=request.to_json(), seed=request.seed,
+            model=model, guild_id=guild_id, channel_id=channel_id, priority=priority,
+        ) for expansion, request in plans])
 
     async def upscale(self, *, user_id: int, job_id: str, index: int, scale: int = 4, guild_id: int | None = None,
                       channel_id: int | None = None, priority: int = 0) -> Job:
@@ -305,7 +306,7 @@ class Tessera:
         record = await self._image(parent, index)
         check_upscale_size(record.width, record.height, scale, self.settings.upscale_max_side)
         await self._check_limits(user_id, guild_id, 1)
-        return await self._create_and_submit(NewJob(
+        return await self._admit_one(user_id, guild_id, NewJob(
             kind=JobKind.UPSCALE, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,
             seed=parent.seed, model=parent.model, guild_id=guild_id, channel_id=channel_id, parent_id=parent.id,
             parent_index=index, options={"scale": scale, "source": str(record.path)},
@@ -329,7 +330,7 @@ class Tessera:
         request = variation_of(base_request, index=base_index, init_image=str(record.path), strength=strength,
                                expansion=expansion, seed=seed)
         request = replace(request, safety_check=await self._safety_for(guild_id))
-        return await self._create_and_submit(NewJob(
+        return await self._admit_one(user_id, guild_id, NewJob(
             kind=JobKind.VARIATION, user_id=user_id, prompt_text=prompt_text or parent.prompt_text,
             prompt_json=_expansion_json(expansion) if expansion else parent.prompt_json,
             request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
@@ -355,7 +356,7 @@ class Tessera:
                                      sampler=user.sampler or self.settings.sampler, strength=strength,
                                      expansion=expansion)
         request = replace(request, safety_check=await self._safety_for(guild_id))
-        return await self._create_and_submit(NewJob(
+        return await self._admit_one(user_id, guild_id, NewJob(
             kind=JobKind.VARIATION, user_id=user_id, prompt_text=prompt_text,
             prompt_json=_expansion_json(expansion) if expansion else None, request_json=request.to_json(),
             seed=request.seed, model=model, guild_id=guild_id, channel_id=channel_id,
@@ -375,23 +376,53 @@ class Tessera:
         await self._check_limits(user_id, guild_id, 1)
         request = reroll_of(GenerationRequest.from_json(parent.request_json), seed=seed)
         request = replace(request, safety_check=await self._safety_for(guild_id))
-        return await self._create_and_submit(NewJob(
+        return await self._admit_one(user_id, guild_id, NewJob(
             kind=JobKind.REROLL, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,
             request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
             channel_id=channel_id, parent_id=parent.id, options=dict(parent.options), priority=priority,
         ))
 
-    async def cancel(self, *, user_id: int, job_id: str, is_admin: bool = False) -> Job:
-        """Cancel a waiting job (at once) or a running one (at its next step)."""
+    async def cancel(self, *, actor: Actor, job_id: str) -> Job:
+        """Cancel a waiting job (at once) or a running one (at its next step).
+
+        Its owner may, from anywhere; a manager only from the job's own server (`authorize`)."""
         job = await self.storage.jobs.require(job_id)
-        if job.user_id != user_id and not is_admin:
-            raise TesseraError(f"Job {job.id} is not yours; you can only cancel your own jobs.")
+        await self.authorize(actor, job, Act.CANCEL)
         if job.state.finished:
             raise TesseraError(f"Job {job.id} is already {job.state}; there is nothing to cancel.")
         if not await self.queue.cancel(job.id) and job.state == JobState.QUEUED:
             # Stored as queued but not in the queue (e.g. the queue refused it): cancel the row.
             await self.storage.jobs.transition(job.id, JobState.CANCELLED)
         return await self.storage.jobs.require(job.id)
+
+    async def authorize(self, actor: Actor, target: Job | GalleryEntry, act: Act) -> None:
+        """Refuse (`TesseraError`) unless `actor` may do `act` to a job or a gallery share.
+
+        The one place that decides (rules in `bot.permissions`): every command and button that
+        acts on someone's job or share asks here, with the job's own owner and server, never
+        the rights the actor has in whatever server they happen to be in."""
+        if isinstance(target, GalleryEntry):
+            subject = Subject(owner_id=target.author_id, guild_id=target.guild_id)
+        else:
+            private = act in (Act.SHARE, Act.SHOW, Act.SEED) and await self._private_to(target, actor.user_id)
+            subject = Subject(owner_id=target.user_id, guild_id=target.guild_id, private=private)
+        refusal = decide(actor, act, subject)
+        if refusal is not None:
+            raise TesseraError(refusal)
+
+    async def _private_to(self, job: Job, user_id: int) -> bool:
+        """Whether someone other than `user_id` keeps this result private: the job's owner, or
+        the owner of any image it was upscaled from (an upscale shows the same picture)."""
+        current: Job | None = job
+        for _ in range(32):
+            if current is None:
+                return False
+            if current.user_id != user_id and (await self.storage.settings.user(current.user_id)).private:
+                return True
+            if current.kind is not JobKind.UPSCALE or not current.parent_id:
+                return False
+            current = await self.storage.jobs.get(current.parent_id)
+        return False
 
     async def result_upload(self, job_id: str) -> EncodedImage:
         """Re-make the Discord file of a done job (for /show and after restarts)."""
@@ -404,18 +435,48 @@ class Tessera:
         return await writer.upload_for(job)
 
     # ----- helpers ----------------------------------------------------------------------
-    async def _create_and_submit(self, new: NewJob) -> Job:
-        job = await self.storage.jobs.create(new)
-        try:
-            await self.queue.submit(job)
-        except QueueLimitError:
-            await self.storage.jobs.delete(job.id)  # refused: leave no trace
-            raise
-        except BaseException:
-            for_job(log, job.id).exception("could not queue job")
-            await self.storage.jobs.transition(job.id, JobState.FAILED, error="The job could not be queued.")
-            raise
+    async def _admit_one(self, user_id: int, guild_id: int | None, new: NewJob) -> Job:
+        (job,) = await self._admit(user_id, guild_id, [new])
         return job
+
+    async def _admit(self, user_id: int, guild_id: int | None, news: Sequence[NewJob]) -> list[Job]:
+        """One admission decision for a whole request: all of its jobs are stored and queued, or none.
+
+        The limits were checked once before the expensive work (a quick refusal); here they are
+        checked again and the jobs created and submitted under `_admission`, with no other
+        request in between, so twenty concurrent prompts under a limit of three admit three.
+        If anything fails half-way, the jobs already made are taken out of the queue and
+        storage before the error goes on: a refused request leaves nothing that runs."""
+        async with self._admission:
+            await self._check_limits(user_id, guild_id, len(news))
+            made: list[Job] = []
+            submitted: list[Job] = []
+            try:
+                for new in news:
+                    made.append(await self.storage.jobs.create(new))
+                for job in made:
+                    await self.queue.submit(job)
+                    submitted.append(job)
+            except BaseException as exc:
+                if not isinstance(exc, QueueLimitError):
+                    for_job(log, made[0].id if made else None).exception(
+                        "could not queue %d job(s); taking them back", len(news))
+                await self._take_back(made, submitted)
+                raise
+            return made
+
+    async def _take_back(self, made: Sequence[Job], submitted: Sequence[Job]) -> None:
+        """Undo a half-done admission: out of the queue, then out of storage (no trace left)."""
+        for job in submitted:
+            try:
+                await self.queue.cancel(job.id)
+            except Exception:
+                for_job(log, job.id).exception("could not take job %s back out of the queue", job.id)
+        for job in made:
+            try:
+                await self.storage.jobs.delete(job.id)
+            except Exception:
+                for_job(log, job.id).exception("could not delete job %s after a refused request", job.id)
 
     async def _safety_for(self, guild_id: int | None) -> bool:
         """Whether this job's images go through the safety checker: SAFETY_CHECKER turns it on

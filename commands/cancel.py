@@ -1,7 +1,7 @@
 """`/cancel [job]`: stop a waiting job at once, or a running one at its next step.
 
-Without a job it cancels your most recent waiting or running one. Server managers may cancel
-anyone's job.
+Without a job it cancels your most recent waiting or running one. A server's managers may
+cancel any job made in that server (and only there: see `bot.permissions`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from commands.common import defer_private, find_job, guarded, is_admin, job_choices, reply, service_of
+from commands.common import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
 from engine.errors import TesseraError
 from storage.models import JobState
 
@@ -30,7 +30,7 @@ async def cancel(interaction: discord.Interaction, job: str | None = None) -> No
                 raise TesseraError("You have no waiting or running jobs to cancel.")
             found = active[0]
         guard.job_id = found.id
-        cancelled = await service.cancel(user_id=interaction.user.id, job_id=found.id, is_admin=is_admin(interaction))
+        cancelled = await service.cancel(actor=actor_of(interaction), job_id=found.id)
         if cancelled.state is JobState.CANCELLED:
             text = f"Cancelled job `{cancelled.id}`."
         else:

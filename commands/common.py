@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 
 from bot import render
+from bot.permissions import Actor
 from bot.progress import Target, Update
 from engine.errors import StorageError, TesseraError
 from engine.joblog import for_job
@@ -57,6 +58,12 @@ def is_admin(interaction: discord.Interaction) -> bool:
     """Server managers (and, in DMs, nobody) may use admin commands and delete any result."""
     perms = interaction.permissions
     return interaction.guild_id is not None and (perms.manage_guild or perms.administrator)
+
+
+def actor_of(interaction: discord.Interaction) -> Actor:
+    """Who is acting and where, for `Tessera.authorize`: Discord's permissions are those of
+    the server the interaction came from, so `manages_guild` speaks for that server only."""
+    return Actor(user_id=interaction.user.id, guild_id=interaction.guild_id, manages_guild=is_admin(interaction))
 
 
 async def defer_public(interaction: discord.Interaction) -> None:

@@ -13,7 +13,9 @@ import discord
 from discord import app_commands
 
 from bot import render
-from commands.common import defer_private, find_job, guarded, job_choices, reply
+from bot.permissions import Act, Actor
+from commands.common import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
+from engine.errors import TesseraError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ async def seed(interaction: discord.Interaction, job: str | None = None) -> None
         await defer_private(interaction)
         found = await find_job(interaction, job)
         guard.job_id = found.id
+        await service_of(interaction).authorize(actor_of(interaction), found, Act.SEED)
         await reply(interaction, render.seed_text(found), ephemeral=True)
 
 
@@ -42,6 +45,11 @@ async def on_envelope_reaction(client: discord.Client, payload: discord.RawReact
     service = client.service  # type: ignore[attr-defined]
     job = await service.storage.jobs.find_by_message(payload.message_id)
     if job is None:
+        return
+    try:  # a reaction carries no permissions: whoever reacts is a member of the message's server
+        await service.authorize(Actor(user_id=payload.user_id, guild_id=payload.guild_id), job, Act.SEED)
+    except TesseraError as refused:  # no interaction to answer privately, and a notice would be public
+        log.info("not sending the seed of job %s to user %s: %s", job.id, payload.user_id, refused)
         return
     try:
         dm = await client.create_dm(discord.Object(id=payload.user_id))

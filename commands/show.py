@@ -13,13 +13,14 @@ import discord
 from discord import app_commands
 
 from bot import render
+from bot.permissions import Act
 from bot.views import result_view
 from commands.common import (
+    actor_of,
     check_channel,
     defer_public,
     find_job,
     guarded,
-    is_admin,
     job_choices,
     require_done,
     service_of,
@@ -38,8 +39,10 @@ async def show(interaction: discord.Interaction, job: str) -> None:
         await check_channel(interaction)
         found = await find_job(interaction, job)
         guard.job_id = found.id
+        service = service_of(interaction)
+        await service.authorize(actor_of(interaction), found, Act.SHOW)
         require_done(found, "showing a result")
-        upload = await service_of(interaction).result_upload(found.id)
+        upload = await service.result_upload(found.id)
         suffix = f"_u{(found.parent_index or 0) + 1}" if found.kind is JobKind.UPSCALE else ""
         name = render.file_name(found.prompt_text, found.id, upload.mime, suffix=suffix)
         message = await interaction.edit_original_response(
@@ -49,13 +52,14 @@ async def show(interaction: discord.Interaction, job: str) -> None:
 
 
 async def press_delete(interaction: discord.Interaction, job_id: str, index: int) -> None:
-    """🗑 under an upscale: remove the message (the job's owner or a server manager only).
+    """🗑 under an upscale: remove the message (its owner, or a manager of the job's own server).
 
     The stored job and its files stay (the gallery and `/show` may still use them)."""
-    job = await service_of(interaction).storage.jobs.get(job_id)
-    owner = job.user_id if job is not None else None
-    if interaction.user.id != owner and not is_admin(interaction):
-        raise TesseraError("Only the person who made this image or a server manager can delete it.")
+    service = service_of(interaction)
+    job = await service.storage.jobs.get(job_id)
+    if job is None:
+        raise TesseraError("This image's job is gone; a moderator can delete the message.")
+    await service.authorize(actor_of(interaction), job, Act.DELETE)
     await interaction.response.defer()
     with contextlib.suppress(discord.NotFound):  # already gone: that is what was asked
         await interaction.delete_original_response()

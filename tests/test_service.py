@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from bot.config import load_settings
+from bot.permissions import Actor
 from bot.service import NeedsConfirmation, Tessera, find_banned_word, peek_profile
 from engine.errors import (
     ImageFetchError,
@@ -154,12 +155,12 @@ async def test_cancel_rules(fake: tuple[Tessera, FakeExecutor, Recorder]) -> Non
     await wait_for(executor.started.is_set)
     (waiting,) = await service.imagine(user_id=6, prompt_text="a waiting one")
     with pytest.raises(TesseraError, match="not yours"):
-        await service.cancel(user_id=7, job_id=waiting.id)
-    cancelled = await service.cancel(user_id=6, job_id=waiting.id.upper())
+        await service.cancel(actor=Actor(7), job_id=waiting.id)
+    cancelled = await service.cancel(actor=Actor(6), job_id=waiting.id.upper())
     assert cancelled.state == JobState.CANCELLED
     with pytest.raises(TesseraError, match="already cancelled"):
-        await service.cancel(user_id=6, job_id=waiting.id)
-    await service.cancel(user_id=1, job_id=running.id, is_admin=True)
+        await service.cancel(actor=Actor(6), job_id=waiting.id)
+    await service.cancel(actor=Actor(6), job_id=running.id)
     (final,) = await recorder.wait(running.id)
     assert final.kind == "cancelled"
     executor.gate.set()

@@ -114,6 +114,7 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
     Interrupted (Ctrl-C), the jobs not finished yet are cancelled before the service stops,
     so they do not run on the next start.
     """
+    from bot.permissions import Actor
     from bot.service import Tessera
     from engine.errors import TesseraError
 
@@ -140,7 +141,7 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
             for job in jobs:
                 if job.id not in finished:
                     with contextlib.suppress(TesseraError):  # it finished meanwhile
-                        await service.cancel(user_id=job.user_id, job_id=job.id, is_admin=True)
+                        await service.cancel(actor=Actor(user_id=job.user_id), job_id=job.id)  # its owner
         finally:
             await service.close()
     return status
