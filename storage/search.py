@@ -10,7 +10,10 @@ and only a small, documented set of operators is recognised on top:
 - `-word` — exclude (`--ar` and other `--parameters` are plain words).
 
 Words are otherwise ANDed. Malformed use of these (an unclosed quote, a dangling OR, only
-excluded words) raises `StorageError` with a message that says what to type instead.
+excluded words) raises `StorageError` with a message that says what to type instead. So does
+text that is not valid Unicode (a lone surrogate such as "\udfff", which a Discord client or
+a JSON escape can deliver): SQLite takes UTF-8, and such text has no UTF-8 form, so it is
+refused here with a message instead of failing inside the database driver.
 """
 
 from __future__ import annotations
@@ -88,11 +91,22 @@ def _lex(query: str) -> list[_Term]:
     return terms
 
 
+def check_encodable(text: str) -> None:
+    """StorageError unless `text` can be stored or searched: it must have a UTF-8 form."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StorageError(f"the search has characters that cannot be searched (at character {exc.start + 1}, "
+                           "a broken emoji or other invalid text): retype it with ordinary letters, digits and "
+                           "emoji") from None
+
+
 def to_fts_query(query: str) -> str:
     """The FTS5 MATCH expression for a user's search text, or StorageError if it is malformed."""
     text = _CONTROL.sub(" ", query).strip()
     if len(text) > MAX_QUERY_CHARS:
         raise StorageError(f"a search can be at most {MAX_QUERY_CHARS} characters, not {len(text)}")
+    check_encodable(text)
     terms = _lex(text)
     if not terms:
         raise StorageError("type at least one word (letters or digits) to search for")
