@@ -15,7 +15,7 @@ import pytest
 from bot import render
 from commands.admin import listing
 from commands.info import fit_lines
-from storage.models import GuildSettings
+from storage.models import GuildSettings, JobState
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import (
     ADMIN_ID,
@@ -67,6 +67,8 @@ async def test_info_lists_many_long_jobs_within_the_field_limit(bot: Bot) -> Non
     bot.executor.gate.clear()
     await bot.service.imagine(user_id=USER_ID, prompt_text="a_b*c~d|e " * 8 + "--repeat 10",
                               guild_id=GUILD_ID, confirmed=True)
+    # the ten arrive together; wait until the first batch is marked running (two per user)
+    await bot.until(lambda: _count_running(bot, 2))
     interaction = await bot.h.run_command("info", {})
     embed = bot.http.for_token(interaction.token)[-1].body["embeds"][0]
     (mine,) = [f for f in embed["fields"] if f["name"] == "Your jobs"]
@@ -75,6 +77,10 @@ async def test_info_lists_many_long_jobs_within_the_field_limit(bot: Bot) -> Non
     assert lines[-1].startswith("… and ") and lines[-1].endswith(" more")
     assert len(lines) >= 5  # as many whole lines as fit
     bot.executor.gate.set()
+
+
+async def _count_running(bot: Bot, expected: int) -> bool:
+    return len([j for j in await bot.jobs(USER_ID) if j.state is JobState.RUNNING]) == expected
 
 
 def test_fit_lines_counts_what_it_leaves_out() -> None:

@@ -291,6 +291,6 @@ async def test_wait_for_jobs_returns_final_events_even_after_the_fact(
     assert again[jobs[0].id].kind == "done" and again[jobs[0].id].upload is not None
     executor.gate.clear()  # it is waiting or held on its first step when the cancel comes
     (cancelled,) = await service.imagine(user_id=12, prompt_text="a quiet sea")
-    await service.cancel(user_id=12, job_id=cancelled.id)
+    await service.cancel(actor=Actor(12), job_id=cancelled.id)
     executor.gate.set()
     assert (await service.wait_for_jobs([cancelled.id], timeout=5))[cancelled.id].kind == "cancelled"
