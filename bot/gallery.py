@@ -7,7 +7,7 @@ row is stored before the post is made, so the post's buttons can carry the entry
 Discord refuses the post, the row is taken back out.
 
 Rules: an image is shared once (a second try answers with a link to the first share); who may
-share or remove a share is `Tessera.authorize`'s to say (`bot.permissions`: a result whose
+share or remove a share is `Tessera.authorize`'s to say (`bot.authorization`: a result whose
 author keeps results private is shared by that author only; a share is removed by its author
 or a manager of the server it was shared in). Removing deletes the post and takes the row out
 of the gallery, while the image stays with its job. A gallery post deleted by a moderator is
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
-from bot.permissions import Act, Actor
+from bot.authorization import Act, Actor
 from engine.errors import TesseraError
 from engine.joblog import for_job
 from storage.models import GalleryEntry, ImageRecord, Job, JobKind, JobState
@@ -216,7 +216,7 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
     from bot.gallery_views import gallery_view
 
     storage = service.storage
-    # Who may share: `bot.permissions` (the owner; members of the job's own server unless private).
+    # Who may share: `bot.authorization` (the owner; members of the job's own server unless private).
     await service.authorize(Actor(user_id=sharer_id, guild_id=guild_id), job, Act.SHARE)
     if job.state is not JobState.DONE:
         raise TesseraError(f"Job `{job.id}` is not finished; only finished images can be shared.")

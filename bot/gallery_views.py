@@ -164,8 +164,8 @@ async def _like(interaction: discord.Interaction, entry_id: int, guard: Any) -> 
 async def _delete(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
     """🗑: the share's author, or a manager of the server it was shared in, takes it out of the
     gallery (the image stays)."""
+    from bot.authorization import Act
     from bot.gallery import remove_share
-    from bot.permissions import Act
     from commands.common import actor_of, reply, service_of
 
     service = service_of(interaction)

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot.permissions import Act, Actor, Subject, decide
+from bot.authorization import Act, Actor, Subject, decide
 from engine.errors import (
     ImageFetchError,
     PromptError,
@@ -398,7 +398,7 @@ class Tessera:
     async def authorize(self, actor: Actor, target: Job | GalleryEntry, act: Act) -> None:
         """Refuse (`TesseraError`) unless `actor` may do `act` to a job or a gallery share.
 
-        The one place that decides (rules in `bot.permissions`): every command and button that
+        The one place that decides (rules in `bot.authorization`): every command and button that
         acts on someone's job or share asks here, with the job's own owner and server, never
         the rights the actor has in whatever server they happen to be in."""
         if isinstance(target, GalleryEntry):

@@ -1,7 +1,7 @@
 """`/cancel [job]`: stop a waiting job at once, or a running one at its next step.
 
 Without a job it cancels your most recent waiting or running one. A server's managers may
-cancel any job made in that server (and only there: see `bot.permissions`).
+cancel any job made in that server (and only there: see `bot.authorization`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.permissions import Actor
+from bot.authorization import Actor
 from bot.progress import Target, Update
 from engine.errors import StorageError, TesseraError
 from engine.joblog import for_job

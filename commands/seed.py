@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.permissions import Act, Actor
+from bot.authorization import Act, Actor
 from commands.common import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
 from engine.errors import TesseraError
 

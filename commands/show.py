@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.permissions import Act
+from bot.authorization import Act
 from bot.views import result_view
 from commands.common import (
     actor_of,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bot.permissions import Act, Actor, Subject, decide
+from bot.authorization import Act, Actor, Subject, decide
 from storage.models import GuildSettings, Job, JobKind, JobState, UserSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import (

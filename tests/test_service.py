@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.authorization import Actor
 from bot.config import load_settings
-from bot.permissions import Actor
 from bot.service import NeedsConfirmation, Tessera, find_banned_word, peek_profile
 from engine.errors import (
     ImageFetchError,

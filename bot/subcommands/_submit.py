@@ -114,7 +114,7 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
     Interrupted (Ctrl-C), the jobs not finished yet are cancelled before the service stops,
     so they do not run on the next start.
     """
-    from bot.permissions import Actor
+    from bot.authorization import Actor
     from bot.service import Tessera
     from engine.errors import TesseraError
 
