@@ -7,11 +7,19 @@ The steps, in order (`parse`):
 1. refuse a prompt longer than `PromptLimits.max_length`;
 2. expand `{a, b}` permutations into one text per option (counting first, so a prompt that
    would make thousands of texts is refused before any is built);
-3. parse each expanded text: leading image URLs, the text with its `::` parts, then the
-   `--parameter` section, where every word after `--x` belongs to `--x`.
+3. parse each expanded text: leading image URLs (at most `PromptLimits.max_images`), the
+   text with its `::` parts, then the `--parameter` section, where every word after `--x`
+   belongs to `--x`.
 
 Nothing is silently corrected: a value out of range or a word after a parameter is an error
 whose message names the problem and what is allowed, because users see it verbatim.
+
+Every member of every server is a stranger and parsing runs on the event loop, so every step
+is linear in the prompt's length: the regular expressions here have no nested or adjacent
+unbounded quantifiers over the same characters (none can backtrack more than a constant per
+character), a parameter's value is refused above `_VALUE_MAX` characters *before* any pattern
+looks at it, and loose values (`--ar 1.5:1`) are read by plain string code.
+`tests/test_prompt_hostile.py` holds this to under 50 ms for 6,000-character hostile prompts.
 """
 
 from __future__ import annotations
@@ -154,13 +162,17 @@ class PromptLimits:
     """Limits that protect the bot (PROMPT_MAX_LENGTH, PROMPT_MAX_JOBS).
 
     `max_expansions` is Midjourney's own cap on `{a, b}` permutations (40); `max_jobs` caps
-    expansions x `--repeat` and is the operator's setting.
+    expansions x `--repeat` and is the operator's setting. `max_images` caps the image links
+    at the front of one expansion (Midjourney's own limit is 5): each one is a download, a
+    decode and an encode later, so a prompt of hundreds of links is refused here, before
+    anything is fetched. New fields go last: callers pass the first two by position.
     """
 
     max_length: int = 6000
     max_jobs: int = 40
     max_expansions: int = 40
     max_nesting: int = 10  # `{` inside `{` inside ...: deeper is surely a mistake
+    max_images: int = 5
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -305,9 +317,22 @@ _MARKER = re.compile(r"(?<!\S)(?:--|—(?=[^\W\d_]))")
 _WHOLE = re.compile(r"-?\d+")
 _DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _RATIO = re.compile(r"(\d+):(\d+)")
-_LOOSE_RATIO = re.compile(r"(\d*\.?\d*):(\d*\.?\d*)")
 _AR_SIDE_MAX = 99999
+# The longest value one word of a parameter may have. Real values are a few characters
+# ("16:9", "4294967295", "raw"); checking the length first keeps every later step (patterns,
+# int(), Fraction(), messages) small whatever was pasted.
+_VALUE_MAX = 100
 _QUALITIES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _bounded(typed: str, value: str, what: str) -> str:
+    """`value` if it is at most `_VALUE_MAX` characters; checked before any pattern sees it."""
+    if len(value) > _VALUE_MAX:
+        raise PromptError(
+            f"{typed} must be {what}, got a value {len(value):,} characters long "
+            f"({_show(value)}); the most is {_VALUE_MAX}"
+        )
+    return value
 
 
 def _one_word(typed: str, words: list[str], what: str) -> str:
@@ -315,7 +340,7 @@ def _one_word(typed: str, words: list[str], what: str) -> str:
     if len(words) != 1:
         hint = " (text goes before the --parameters)" if len(words) > 1 else ""
         raise PromptError(f"{typed} must be {what}, got {_show(' '.join(words))}{hint}")
-    return words[0]
+    return _bounded(typed, words[0], what)
 
 
 def _whole(lo: int, hi: int) -> Callable[[str, list[str]], int]:
@@ -357,15 +382,35 @@ def _ratio(typed: str, words: list[str]) -> str:
         if all(len(side) <= 5 and 1 <= int(side) <= _AR_SIDE_MAX for side in match.groups()):
             return value
         raise PromptError(f"{typed} must be two whole numbers from 1 to {_AR_SIDE_MAX} like 16:9, got {_show(value)}")
-    hint = ""
-    loose = _LOOSE_RATIO.fullmatch(value)
-    if loose and all(any(c.isdigit() for c in side) and len(side) <= 12 for side in loose.groups()):
-        width, height = (Fraction(side) for side in loose.groups())
-        if width > 0 and height > 0:
-            ratio = width / height
-            if ratio.numerator <= _AR_SIDE_MAX and ratio.denominator <= _AR_SIDE_MAX:
-                hint = f" (try {ratio.numerator}:{ratio.denominator})"
-    raise PromptError(f"{typed} must be {what}, got {_show(value)}{hint}")
+    raise PromptError(f"{typed} must be {what}, got {_show(value)}{_ratio_hint(value)}")
+
+
+def _loose_side(side: str) -> Fraction | None:
+    r"""One side of a loose ratio ("1.39", ".5", "2.") as a fraction, else None.
+
+    Plain string code, not a pattern: the pattern this replaces, `(\d*\.?\d*):(\d*\.?\d*)`,
+    tried every split of a digit run between its two `\d*` and took minutes on a long one.
+    """
+    whole, _, fraction = side.partition(".")
+    if len(side) > 12 or not (whole or fraction):
+        return None
+    if not all(part == "" or part.isdecimal() for part in (whole, fraction)):
+        return None
+    return Fraction(f"{whole or 0}.{fraction or 0}")
+
+
+def _ratio_hint(value: str) -> str:
+    """` (try 3:2)` for a ratio written with decimals, like 1.5:1; "" when there is none."""
+    width_text, colon, height_text = value.partition(":")
+    if not colon:
+        return ""
+    width, height = _loose_side(width_text), _loose_side(height_text)
+    if width is None or height is None or width <= 0 or height <= 0:
+        return ""
+    ratio = width / height
+    if ratio.numerator <= _AR_SIDE_MAX and ratio.denominator <= _AR_SIDE_MAX:
+        return f" (try {ratio.numerator}:{ratio.denominator})"
+    return ""
 
 
 def _word(example: str, lower: bool = False) -> Callable[[str, list[str]], str]:
@@ -385,7 +430,7 @@ def _optional_word(typed: str, words: list[str]) -> str:
         raise PromptError(
             f"{typed} takes at most one word, got {_show(' '.join(words))} (text goes before the --parameters)"
         )
-    return words[0] if words else ""
+    return _bounded(typed, words[0], "at most one word") if words else ""
 
 
 def _flag(typed: str, words: list[str]) -> bool:
@@ -545,11 +590,12 @@ def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
     return tuple(parts)
 
 
-def _parse_one(source: str) -> Expansion:
-    """Parse one expanded text (no braces left to expand)."""
-    marker = _MARKER.search(source)
-    head, section = (source[:marker.start()], source[marker.start():]) if marker else (source, "")
+def _leading_images(head: str, max_images: int) -> tuple[list[str], str]:
+    """The image links at the front of `head` and the text after them.
 
+    More than `max_images` links is refused here, naming how many there are, before any
+    other step looks at them (each one would be a download and a decode later).
+    """
     images: list[str] = []
     text = ""
     for match in _TOKEN.finditer(head):
@@ -558,6 +604,20 @@ def _parse_one(source: str) -> Expansion:
             text = head[match.start():]
             break
         images.append(url)
+    if len(images) > max_images:
+        raise PromptError(
+            f"this prompt has {len(images)} image links; the most is {max_images}. "
+            "Remove some image links from the front of the prompt"
+        )
+    return images, text
+
+
+def _parse_one(source: str, limits: PromptLimits) -> Expansion:
+    """Parse one expanded text (no braces left to expand)."""
+    marker = _MARKER.search(source)
+    head, section = (source[:marker.start()], source[marker.start():]) if marker else (source, "")
+
+    images, text = _leading_images(head, limits.max_images)
 
     prompts = _multi_prompt(text)
     values, negative, extra = _parse_params(section)
@@ -592,7 +652,7 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
     expansions: list[Expansion] = []
     for source in sources:
         try:
-            expansions.append(_parse_one(source))
+            expansions.append(_parse_one(source, limits))
         except PromptError as exc:
             if len(sources) == 1:
                 raise
