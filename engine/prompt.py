@@ -173,6 +173,10 @@ class PromptLimits:
     max_expansions: int = 40
     max_nesting: int = 10  # `{` inside `{` inside ...: deeper is surely a mistake
     max_images: int = 5
+    # The characters all `{a, b}` expansions of one prompt may have together (never less than
+    # `max_length`). Each expansion is parsed and later encoded on its own, so 40 copies of a
+    # 6,000-character text would be 40 times the work of the longest prompt allowed.
+    max_expanded_length: int = 24_000
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -267,26 +271,44 @@ def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
     return root
 
 
-def _count(seq: list[str | _Group], cap: int) -> int:
-    """How many texts `seq` expands to, saturating at `cap + 1` (the answer can be astronomic)."""
-    total = 1
+def _size(seq: list[str | _Group], cap: int) -> tuple[int, int]:
+    """(how many texts `seq` expands to, their characters in all), each saturating at `cap + 1`.
+
+    Both can be astronomic (`{a,b}` twenty times is a million texts), so they are computed
+    from the tree without building a text: a sequence's count is the product of its items'
+    counts, and each item's characters appear once in every combination of the others.
+    The characters are an upper bound (options are trimmed when they are built).
+    """
+    count, chars = 1, 0
     for item in seq:
         if isinstance(item, _Group):
-            total *= min(cap + 1, sum(_count(option, cap) for option in item.options))
-            total = min(total, cap + 1)
-    return total
+            sizes = [_size(option, cap) for option in item.options]
+            item_count = min(cap + 1, sum(c for c, _ in sizes))
+            item_chars = min(cap + 1, sum(n for _, n in sizes))
+        else:
+            item_count, item_chars = 1, len(item)
+        count, chars = min(cap + 1, count * item_count), min(cap + 1, chars * item_count + item_chars * count)
+    return count, chars
 
 
 def _expand_seq(seq: list[str | _Group]) -> list[str]:
-    """All texts of `seq`; the leftmost group changes slowest, options are trimmed."""
-    results = [""]
+    """All texts of `seq`; the leftmost group changes slowest, options are trimmed.
+
+    Each text is built as a list of pieces joined once at the end: adding piece by piece to
+    a string copies the text so far every time, which is quadratic for a prompt of many
+    pieces (every `\\,` escape is one).
+    """
+    results: list[list[str]] = [[]]
     for item in seq:
         if isinstance(item, _Group):
             options = [text.strip() for option in item.options for text in _expand_seq(option)]
-            results = [head + option for head in results for option in options]
-        else:
-            results = [head + item for head in results]
-    return results
+            if len(options) > 1:
+                results = [[*pieces, option] for pieces in results for option in options]
+                continue
+            item = options[0]
+        for pieces in results:
+            pieces.append(item)
+    return ["".join(pieces) for pieces in results]
 
 
 def expand(text: str, limits: PromptLimits = PromptLimits()) -> list[str]:
@@ -294,7 +316,7 @@ def expand(text: str, limits: PromptLimits = PromptLimits()) -> list[str]:
     if "{" not in text and "}" not in text and "\\" not in text:
         return [text]
     tree = _brace_tree(text, limits.max_nesting)
-    count = _count(tree, 10**6)
+    count, chars = _size(tree, 10**9)
     shown = f"{count:,}" if count <= 10**6 else "over 1,000,000"
     if count > limits.max_expansions:
         raise PromptError(
@@ -305,6 +327,12 @@ def expand(text: str, limits: PromptLimits = PromptLimits()) -> list[str]:
         raise PromptError(
             f"the {{}} options in this prompt would make {shown} jobs; the most is {limits.max_jobs}. "
             "Use fewer options or fewer {} groups"
+        )
+    most_chars = max(limits.max_expanded_length, limits.max_length)
+    if chars > most_chars:
+        raise PromptError(
+            f"the {{}} options in this prompt would make {count} prompts of {chars:,} characters in all; "
+            f"the most is {most_chars:,}. Use fewer options or a shorter prompt"
         )
     return _expand_seq(tree)
 
