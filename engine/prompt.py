@@ -230,33 +230,34 @@ def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
     pos = 0
     for match in _BRACE_TOKEN.finditer(text):
         token = match.group()
+        start = match.start()
         if token[0] == "\\":
-            seq.append(text[pos:match.start()] + token[1])
-            pos = match.end()
+            seq.append(text[pos:start] + token[1])
+            pos = start + 2
             continue
         if token == "," and not stack:
             continue  # a comma outside braces is plain text
-        if match.start() > pos:
-            seq.append(text[pos:match.start()])
-        pos = match.end()
+        if start > pos:
+            seq.append(text[pos:start])
+        pos = start + 1
         if token == "{":
             if len(stack) >= max_nesting:
                 raise PromptError(
-                    f"the {{ at {_where(text, match.start())} is nested more than {max_nesting} deep; "
+                    f"the {{ at {_where(text, start)} is nested more than {max_nesting} deep; "
                     f"use fewer {{}} inside {{}}"
                 )
             group = _Group()
             seq.append(group)
-            stack.append((seq, group, match.start()))
+            stack.append((seq, group, start))
             seq = group.options[0]
         elif token == ",":
             group = stack[-1][1]
-            group.options.append([])
-            seq = group.options[-1]
+            seq = []
+            group.options.append(seq)
         else:  # "}"
             if not stack:
                 raise PromptError(
-                    f"the }} at {_where(text, match.start())} has no {{ before it; "
+                    f"the }} at {_where(text, start)} has no {{ before it; "
                     "remove it, or write \\} for a literal brace"
                 )
             seq = stack.pop()[0]
