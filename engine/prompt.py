@@ -260,7 +260,11 @@ def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
                     f"the }} at {_where(text, start)} has no {{ before it; "
                     "remove it, or write \\} for a literal brace"
                 )
-            seq = stack.pop()[0]
+            seq, group, _ = stack.pop()
+            if len(group.options) == 1 and all(type(piece) is str for piece in group.options[0]):
+                # `{a}` stands for "a" alone: keep it as text, so a prompt of thousands of
+                # one-option groups costs no more to count and expand than plain text
+                seq[-1] = "".join(group.options[0]).strip()
     if stack:
         index = stack[0][2]
         raise PromptError(
@@ -286,9 +290,9 @@ def _size(seq: list[str | _Group], cap: int) -> tuple[int, int]:
             sizes = [_size(option, cap) for option in item.options]
             item_count = min(cap + 1, sum(c for c, _ in sizes))
             item_chars = min(cap + 1, sum(n for _, n in sizes))
+            count, chars = min(cap + 1, count * item_count), min(cap + 1, chars * item_count + item_chars * count)
         else:
-            item_count, item_chars = 1, len(item)
-        count, chars = min(cap + 1, count * item_count), min(cap + 1, chars * item_count + item_chars * count)
+            chars = min(cap + 1, chars + len(item) * count)
     return count, chars
 
 
