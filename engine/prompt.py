@@ -201,8 +201,16 @@ def _normalise(text: str) -> str:
 
 # --- permutations: {a, b, c} ----------------------------------------------------------------
 
-# A backslash escapes `,`, `{` and `}`; unescaped braces and commas are structure.
-_BRACE_TOKEN = re.compile(r"\\[,{}]|[{},]")
+# A backslash escapes `,`, `{` and `}`; unescaped braces and commas are structure. A token is
+# a brace, a comma, or a run of text with its escapes: the three kinds of run character start
+# differently (a `\` is only literal when no brace or comma follows), so the run never backtracks,
+# and a prompt of thousands of `\,` is one token, not thousands of steps in Python.
+_BRACE_TOKEN = re.compile(r"(?:[^{},\\]|\\[,{}]|\\(?![,{}]))+|[{},]")
+_ESCAPE = re.compile(r"\\([,{}])")
+# The most `{}` groups one prompt may have. 40 expansions need only a few; a wall of `{a}` is
+# thousands, each a step of Python work before anything can be refused.
+_GROUPS_MAX = 100
+_STRUCTURE = frozenset("{},")
 
 
 class _Group:
@@ -227,24 +235,24 @@ def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
     root: list[str | _Group] = []
     seq = root
     stack: list[tuple[list[str | _Group], _Group, int]] = []  # (parent sequence, group, `{` index)
-    pos = 0
+    groups = 0
     for match in _BRACE_TOKEN.finditer(text):
         token = match.group()
-        start = match.start()
-        if token[0] == "\\":
-            seq.append(text[pos:start] + token[1])
-            pos = start + 2
+        if token not in _STRUCTURE or (token == "," and not stack):  # a comma outside braces is text
+            seq.append(_ESCAPE.sub(r"\1", token) if "\\" in token else token)
             continue
-        if token == "," and not stack:
-            continue  # a comma outside braces is plain text
-        if start > pos:
-            seq.append(text[pos:start])
-        pos = start + 1
+        start = match.start()
         if token == "{":
             if len(stack) >= max_nesting:
                 raise PromptError(
                     f"the {{ at {_where(text, start)} is nested more than {max_nesting} deep; "
                     f"use fewer {{}} inside {{}}"
+                )
+            groups += 1
+            if groups > _GROUPS_MAX:
+                total = text.count("{") - text.count("\\{")  # every `\{` is an escape, never a group
+                raise PromptError(
+                    f"this prompt has {total:,} {{}} groups; the most is {_GROUPS_MAX}. Use fewer {{}} groups"
                 )
             group = _Group()
             seq.append(group)
@@ -271,8 +279,6 @@ def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
             f"the {{ at {_where(text, index)} is never closed; close it with }}, "
             "or write \\{ for a literal brace"
         )
-    if pos < len(text):
-        seq.append(text[pos:])
     return root
 
 
@@ -474,11 +480,24 @@ def _flag(typed: str, words: list[str]) -> bool:
     return True
 
 
+# The most `::` parts one prompt, and things one `--no`, may have. Each is run through the
+# text encoder on its own for every job (engine.conditioning), and each costs the parser an
+# object per expansion; people write a handful, a pasted wall of `::` or commas is thousands.
+_PARTS_MAX = 100
+
+
 def _negative(typed: str, words: list[str]) -> tuple[str, ...]:
-    items = tuple(item for item in (_normalise(part) for part in " ".join(words).split(",")) if item)
+    items: list[str] = []
+    for part in " ".join(words).split(","):
+        item = _normalise(part)
+        if not item:
+            continue
+        if len(items) == _PARTS_MAX:
+            raise PromptError(f"{typed} lists more than {_PARTS_MAX} things to leave out; the most is {_PARTS_MAX}")
+        items.append(item)
     if not items:
         raise PromptError(f"{typed} needs at least one thing to leave out, like {typed} people, cars")
-    return items
+    return tuple(items)
 
 
 @dataclass(frozen=True)
@@ -515,6 +534,9 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", extra=True),
     _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", extra=True),
 )
+# The most `--parameters` one prompt may have: more than enough to give each kind once, and a
+# bound on the work a wall of `--tile --tile …` makes (in every one of 40 expansions).
+_PARAMS_MAX = 50
 _BY_NAME: dict[str, _Spec] = {name: spec for spec in _SPECS for name in (spec.name, *spec.aliases)}
 _KNOWN = ", ".join("/".join(f"--{n}" for n in (s.name, *s.aliases)) for s in _SPECS)
 
@@ -539,6 +561,11 @@ def _parse_params(section: str) -> tuple[dict[str, object], tuple[str, ...] | No
     extra: dict[str, str] = {}
     negative: tuple[str, ...] | None = None
     markers = list(_MARKER.finditer(section))
+    if len(markers) > _PARAMS_MAX:
+        raise PromptError(
+            f"this prompt has {len(markers)} --parameters; the most is {_PARAMS_MAX} "
+            f"(there are {len(_SPECS)} kinds, and a repeated one only counts the last time)"
+        )
     for i, marker in enumerate(markers):
         end = markers[i + 1].start() if i + 1 < len(markers) else len(section)
         body = section[marker.end():end]
@@ -589,11 +616,16 @@ def _image_url(token: str) -> str | None:
 _SEPARATOR = re.compile(r"::(-?(?:\d+(?:\.\d*)?|\.\d+)(?!\S))?")
 
 
+_TOO_MANY_PARTS = f"the multi-prompt has more than {_PARTS_MAX} :: parts; the most is {_PARTS_MAX}. Join some parts"
+
+
 def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
     """The `::` parts of `text` with their weights as written."""
     parts: list[WeightedText] = []
     pos = 0
     for match in _SEPARATOR.finditer(text):
+        if len(parts) == _PARTS_MAX:
+            raise PromptError(_TOO_MANY_PARTS)
         part = _normalise(text[pos:match.start()])
         weight = 1.0
         if match.group(1) is not None:
@@ -610,6 +642,8 @@ def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
         pos = match.end()
     last = _normalise(text[pos:])
     if last:  # a trailing `::` adds no empty part
+        if len(parts) == _PARTS_MAX:
+            raise PromptError(_TOO_MANY_PARTS)
         parts.append(WeightedText(last, 1.0))
     if parts:
         total = math.fsum(p.weight for p in parts)
