@@ -134,7 +134,7 @@ def test_hostile_prompts_parse_or_are_refused_in_under_50_ms(
     assert 1 <= len(outcome.expansions) <= 40
     assert sum(len(e.source) for e in outcome.expansions) <= PromptLimits().max_expanded_length
     for expansion in outcome.expansions:
-        assert len(expansion.images) <= 5
+        assert len(expansion.images) <= 5 and len(expansion.prompts) <= 100 and len(expansion.negative) <= 100
         json.dumps(expansion.to_json(), allow_nan=False)
 
 
@@ -207,3 +207,42 @@ def test_gallery_title_of_a_hostile_prompt_is_quick_and_drops_the_parameters() -
     assert title.startswith("a cat --a --a") and title.endswith("…")  # not on the last line: kept, as before
     assert post_title(entry("a lighthouse --ar 16:9 --seed 7")) == "a lighthouse"
     assert post_title(entry("first line\nsecond line —ar 2:3\n")) == "first line second line"
+
+
+# --- counts that are work in every expansion ------------------------------------------------
+
+def test_at_most_100_multi_prompt_parts() -> None:
+    assert len(parse("::".join(["a"] * 100)).expansions[0].prompts) == 100
+    assert len(parse("::2 ".join(["a"] * 100) + "::").expansions[0].prompts) == 100  # a trailing :: adds none
+    expected = "the multi-prompt has more than 100 :: parts; the most is 100. Join some parts"
+    assert refused_fast("::".join(["a"] * 101)) == expected
+    assert refused_fast(hostile("{a, b, c, d} ", [("a::", 1)])).startswith(expected)
+
+
+def test_at_most_100_things_to_leave_out() -> None:
+    assert len(parse("a cat --no " + ", ".join(["x"] * 100) + ",,").expansions[0].negative) == 100
+    assert refused_fast("a cat --no " + ", ".join(["x"] * 101)) == (
+        "--no lists more than 100 things to leave out; the most is 100"
+    )
+
+
+def test_at_most_50_parameters() -> None:
+    assert parse("a" + " --seed 1" * 50).expansions[0].params.seed == 1  # repeated: the last one counts
+    assert refused_fast(hostile("a ", [("--tile ", 1)])) == (
+        "this prompt has 857 --parameters; the most is 50 (there are 21 kinds, and a repeated one only counts "
+        "the last time)"
+    )
+
+
+def test_at_most_100_brace_groups_and_escaped_braces_do_not_count() -> None:
+    assert len(parse("{a}" * 100 + " \\{" * 500).expansions) == 1
+    assert refused_fast("{a}" * 1990) == "this prompt has 1,990 {} groups; the most is 100. Use fewer {} groups"
+    assert "nested more than 10 deep" in refused_fast("{" * 500 + "}" * 500)  # depth is still told first
+
+
+def test_thousands_of_escapes_expand_quickly_and_correctly() -> None:
+    text = "{a, b, c} " + "\\," * 2900
+    took, outcome = parse_ms(text)
+    assert took < LIMIT_MS, f"{took:.1f} ms"
+    assert isinstance(outcome, Prompt)
+    assert [e.prompts[0].text for e in outcome.expansions] == [f"{o} " + "," * 2900 for o in "abc"]
