@@ -735,7 +735,7 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
 
 SYNTAX_HELP = """\
 **Prompt syntax** (Midjourney's): `[image links] text [--parameters]`
-• Image links (.png .jpg .jpeg .gif .webp) count only at the very front; one image needs text or a second image.
+• Image links (.png .jpg .jpeg .gif .webp) count only at the very front, at most 5; one image needs text or a second image.
 • `--parameters` come last: every word after `--x` is `--x`'s value. `—` works as `--`.
   `--ar 16:9` aspect (whole numbers) · `--seed 1234` (0–4294967295) · `--no people, cars` leave out
   `--q .25|.5|1|2|4` quality · `--s 0–1000` stylize · `--c 0–100` chaos · `--w 0–3000` weird
