@@ -119,10 +119,23 @@ def _cut(text: str, room: int) -> str:
     return text if len(text) <= room else text[: room - 1].rstrip() + "…"
 
 
+# A `--parameter` and everything after it. `.` stops at a newline, so only a match on the last
+# line can reach `$`: searching that line alone is linear, where searching the whole text ran
+# every ` --x` to its line's end and failed there (quadratic for many ` --x` on one line).
+_PARAMETERS = re.compile(r"\s(?:--|—)[A-Za-z].*$")
+
+
+def _without_parameters(text: str) -> str:
+    """`text` less the `--parameters` at its end, for a title (the same result as one re.sub)."""
+    body = text[:-1] if text.endswith("\n") else text
+    cut = max(body.rfind("\n"), 0)
+    return text[:cut] + _PARAMETERS.sub("", text[cut:])
+
+
 def post_title(entry: GalleryEntry) -> str:
     if entry.title:
         return _cut(entry.title, EMBED_TITLE_ROOM)
-    text = " ".join(re.sub(r"\s(?:--|—)[A-Za-z].*$", "", " " + entry.prompt_text).split())
+    text = " ".join(_without_parameters(" " + entry.prompt_text).split())
     return _cut(text or "Untitled", 80)
 
 

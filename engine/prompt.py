@@ -7,11 +7,19 @@ The steps, in order (`parse`):
 1. refuse a prompt longer than `PromptLimits.max_length`;
 2. expand `{a, b}` permutations into one text per option (counting first, so a prompt that
    would make thousands of texts is refused before any is built);
-3. parse each expanded text: leading image URLs, the text with its `::` parts, then the
-   `--parameter` section, where every word after `--x` belongs to `--x`.
+3. parse each expanded text: leading image URLs (at most `PromptLimits.max_images`), the
+   text with its `::` parts, then the `--parameter` section, where every word after `--x`
+   belongs to `--x`.
 
 Nothing is silently corrected: a value out of range or a word after a parameter is an error
 whose message names the problem and what is allowed, because users see it verbatim.
+
+Every member of every server is a stranger and parsing runs on the event loop, so every step
+is linear in the prompt's length: the regular expressions here have no nested or adjacent
+unbounded quantifiers over the same characters (none can backtrack more than a constant per
+character), a parameter's value is refused above `_VALUE_MAX` characters *before* any pattern
+looks at it, and loose values (`--ar 1.5:1`) are read by plain string code.
+`tests/test_prompt_hostile.py` holds this to under 50 ms for 6,000-character hostile prompts.
 """
 
 from __future__ import annotations
@@ -154,13 +162,21 @@ class PromptLimits:
     """Limits that protect the bot (PROMPT_MAX_LENGTH, PROMPT_MAX_JOBS).
 
     `max_expansions` is Midjourney's own cap on `{a, b}` permutations (40); `max_jobs` caps
-    expansions x `--repeat` and is the operator's setting.
+    expansions x `--repeat` and is the operator's setting. `max_images` caps the image links
+    at the front of one expansion (Midjourney's own limit is 5): each one is a download, a
+    decode and an encode later, so a prompt of hundreds of links is refused here, before
+    anything is fetched. New fields go last: callers pass the first two by position.
     """
 
     max_length: int = 6000
     max_jobs: int = 40
     max_expansions: int = 40
     max_nesting: int = 10  # `{` inside `{` inside ...: deeper is surely a mistake
+    max_images: int = 5
+    # The characters all `{a, b}` expansions of one prompt may have together (never less than
+    # `max_length`). Each expansion is parsed and later encoded on its own, so 40 copies of a
+    # 6,000-character text would be 40 times the work of the longest prompt allowed.
+    max_expanded_length: int = 24_000
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -185,8 +201,16 @@ def _normalise(text: str) -> str:
 
 # --- permutations: {a, b, c} ----------------------------------------------------------------
 
-# A backslash escapes `,`, `{` and `}`; unescaped braces and commas are structure.
-_BRACE_TOKEN = re.compile(r"\\[,{}]|[{},]")
+# A backslash escapes `,`, `{` and `}`; unescaped braces and commas are structure. A token is
+# a brace, a comma, or a run of text with its escapes: the three kinds of run character start
+# differently (a `\` is only literal when no brace or comma follows), so the run never backtracks,
+# and a prompt of thousands of `\,` is one token, not thousands of steps in Python.
+_BRACE_TOKEN = re.compile(r"(?:[^{},\\]|\\[,{}]|\\(?![,{}]))+|[{},]")
+_ESCAPE = re.compile(r"\\([,{}])")
+# The most `{}` groups one prompt may have. 40 expansions need only a few; a wall of `{a}` is
+# thousands, each a step of Python work before anything can be refused.
+_GROUPS_MAX = 100
+_STRUCTURE = frozenset("{},")
 
 
 class _Group:
@@ -211,70 +235,91 @@ def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
     root: list[str | _Group] = []
     seq = root
     stack: list[tuple[list[str | _Group], _Group, int]] = []  # (parent sequence, group, `{` index)
-    pos = 0
+    groups = 0
     for match in _BRACE_TOKEN.finditer(text):
         token = match.group()
-        if token[0] == "\\":
-            seq.append(text[pos:match.start()] + token[1])
-            pos = match.end()
+        if token not in _STRUCTURE or (token == "," and not stack):  # a comma outside braces is text
+            seq.append(_ESCAPE.sub(r"\1", token) if "\\" in token else token)
             continue
-        if token == "," and not stack:
-            continue  # a comma outside braces is plain text
-        if match.start() > pos:
-            seq.append(text[pos:match.start()])
-        pos = match.end()
+        start = match.start()
         if token == "{":
             if len(stack) >= max_nesting:
                 raise PromptError(
-                    f"the {{ at {_where(text, match.start())} is nested more than {max_nesting} deep; "
+                    f"the {{ at {_where(text, start)} is nested more than {max_nesting} deep; "
                     f"use fewer {{}} inside {{}}"
+                )
+            groups += 1
+            if groups > _GROUPS_MAX:
+                total = text.count("{") - text.count("\\{")  # every `\{` is an escape, never a group
+                raise PromptError(
+                    f"this prompt has {total:,} {{}} groups; the most is {_GROUPS_MAX}. Use fewer {{}} groups"
                 )
             group = _Group()
             seq.append(group)
-            stack.append((seq, group, match.start()))
+            stack.append((seq, group, start))
             seq = group.options[0]
         elif token == ",":
             group = stack[-1][1]
-            group.options.append([])
-            seq = group.options[-1]
+            seq = []
+            group.options.append(seq)
         else:  # "}"
             if not stack:
                 raise PromptError(
-                    f"the }} at {_where(text, match.start())} has no {{ before it; "
+                    f"the }} at {_where(text, start)} has no {{ before it; "
                     "remove it, or write \\} for a literal brace"
                 )
-            seq = stack.pop()[0]
+            seq, group, _ = stack.pop()
+            if len(group.options) == 1 and all(type(piece) is str for piece in group.options[0]):
+                # `{a}` stands for "a" alone: keep it as text, so a prompt of thousands of
+                # one-option groups costs no more to count and expand than plain text
+                seq[-1] = "".join(group.options[0]).strip()
     if stack:
         index = stack[0][2]
         raise PromptError(
             f"the {{ at {_where(text, index)} is never closed; close it with }}, "
             "or write \\{ for a literal brace"
         )
-    if pos < len(text):
-        seq.append(text[pos:])
     return root
 
 
-def _count(seq: list[str | _Group], cap: int) -> int:
-    """How many texts `seq` expands to, saturating at `cap + 1` (the answer can be astronomic)."""
-    total = 1
+def _size(seq: list[str | _Group], cap: int) -> tuple[int, int]:
+    """(how many texts `seq` expands to, their characters in all), each saturating at `cap + 1`.
+
+    Both can be astronomic (`{a,b}` twenty times is a million texts), so they are computed
+    from the tree without building a text: a sequence's count is the product of its items'
+    counts, and each item's characters appear once in every combination of the others.
+    The characters are an upper bound (options are trimmed when they are built).
+    """
+    count, chars = 1, 0
     for item in seq:
         if isinstance(item, _Group):
-            total *= min(cap + 1, sum(_count(option, cap) for option in item.options))
-            total = min(total, cap + 1)
-    return total
+            sizes = [_size(option, cap) for option in item.options]
+            item_count = min(cap + 1, sum(c for c, _ in sizes))
+            item_chars = min(cap + 1, sum(n for _, n in sizes))
+            count, chars = min(cap + 1, count * item_count), min(cap + 1, chars * item_count + item_chars * count)
+        else:
+            chars = min(cap + 1, chars + len(item) * count)
+    return count, chars
 
 
 def _expand_seq(seq: list[str | _Group]) -> list[str]:
-    """All texts of `seq`; the leftmost group changes slowest, options are trimmed."""
-    results = [""]
+    """All texts of `seq`; the leftmost group changes slowest, options are trimmed.
+
+    Each text is built as a list of pieces joined once at the end: adding piece by piece to
+    a string copies the text so far every time, which is quadratic for a prompt of many
+    pieces (every `\\,` escape is one).
+    """
+    results: list[list[str]] = [[]]
     for item in seq:
         if isinstance(item, _Group):
             options = [text.strip() for option in item.options for text in _expand_seq(option)]
-            results = [head + option for head in results for option in options]
-        else:
-            results = [head + item for head in results]
-    return results
+            if len(options) > 1:
+                results = [[*pieces, option] for pieces in results for option in options]
+                continue
+            item = options[0]
+        for pieces in results:
+            pieces.append(item)
+    return ["".join(pieces) for pieces in results]
 
 
 def expand(text: str, limits: PromptLimits = PromptLimits()) -> list[str]:
@@ -282,7 +327,7 @@ def expand(text: str, limits: PromptLimits = PromptLimits()) -> list[str]:
     if "{" not in text and "}" not in text and "\\" not in text:
         return [text]
     tree = _brace_tree(text, limits.max_nesting)
-    count = _count(tree, 10**6)
+    count, chars = _size(tree, 10**9)
     shown = f"{count:,}" if count <= 10**6 else "over 1,000,000"
     if count > limits.max_expansions:
         raise PromptError(
@@ -293,6 +338,12 @@ def expand(text: str, limits: PromptLimits = PromptLimits()) -> list[str]:
         raise PromptError(
             f"the {{}} options in this prompt would make {shown} jobs; the most is {limits.max_jobs}. "
             "Use fewer options or fewer {} groups"
+        )
+    most_chars = max(limits.max_expanded_length, limits.max_length)
+    if chars > most_chars:
+        raise PromptError(
+            f"the {{}} options in this prompt would make {count} prompts of {chars:,} characters in all; "
+            f"the most is {most_chars:,}. Use fewer options or a shorter prompt"
         )
     return _expand_seq(tree)
 
@@ -305,9 +356,22 @@ _MARKER = re.compile(r"(?<!\S)(?:--|—(?=[^\W\d_]))")
 _WHOLE = re.compile(r"-?\d+")
 _DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _RATIO = re.compile(r"(\d+):(\d+)")
-_LOOSE_RATIO = re.compile(r"(\d*\.?\d*):(\d*\.?\d*)")
 _AR_SIDE_MAX = 99999
+# The longest value one word of a parameter may have. Real values are a few characters
+# ("16:9", "4294967295", "raw"); checking the length first keeps every later step (patterns,
+# int(), Fraction(), messages) small whatever was pasted.
+_VALUE_MAX = 100
 _QUALITIES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _bounded(typed: str, value: str, what: str) -> str:
+    """`value` if it is at most `_VALUE_MAX` characters; checked before any pattern sees it."""
+    if len(value) > _VALUE_MAX:
+        raise PromptError(
+            f"{typed} must be {what}, got a value {len(value):,} characters long "
+            f"({_show(value)}); the most is {_VALUE_MAX}"
+        )
+    return value
 
 
 def _one_word(typed: str, words: list[str], what: str) -> str:
@@ -315,7 +379,7 @@ def _one_word(typed: str, words: list[str], what: str) -> str:
     if len(words) != 1:
         hint = " (text goes before the --parameters)" if len(words) > 1 else ""
         raise PromptError(f"{typed} must be {what}, got {_show(' '.join(words))}{hint}")
-    return words[0]
+    return _bounded(typed, words[0], what)
 
 
 def _whole(lo: int, hi: int) -> Callable[[str, list[str]], int]:
@@ -357,15 +421,35 @@ def _ratio(typed: str, words: list[str]) -> str:
         if all(len(side) <= 5 and 1 <= int(side) <= _AR_SIDE_MAX for side in match.groups()):
             return value
         raise PromptError(f"{typed} must be two whole numbers from 1 to {_AR_SIDE_MAX} like 16:9, got {_show(value)}")
-    hint = ""
-    loose = _LOOSE_RATIO.fullmatch(value)
-    if loose and all(any(c.isdigit() for c in side) and len(side) <= 12 for side in loose.groups()):
-        width, height = (Fraction(side) for side in loose.groups())
-        if width > 0 and height > 0:
-            ratio = width / height
-            if ratio.numerator <= _AR_SIDE_MAX and ratio.denominator <= _AR_SIDE_MAX:
-                hint = f" (try {ratio.numerator}:{ratio.denominator})"
-    raise PromptError(f"{typed} must be {what}, got {_show(value)}{hint}")
+    raise PromptError(f"{typed} must be {what}, got {_show(value)}{_ratio_hint(value)}")
+
+
+def _loose_side(side: str) -> Fraction | None:
+    r"""One side of a loose ratio ("1.39", ".5", "2.") as a fraction, else None.
+
+    Plain string code, not a pattern: the pattern this replaces, `(\d*\.?\d*):(\d*\.?\d*)`,
+    tried every split of a digit run between its two `\d*` and took minutes on a long one.
+    """
+    whole, _, fraction = side.partition(".")
+    if len(side) > 12 or not (whole or fraction):
+        return None
+    if not all(part == "" or part.isdecimal() for part in (whole, fraction)):
+        return None
+    return Fraction(f"{whole or 0}.{fraction or 0}")
+
+
+def _ratio_hint(value: str) -> str:
+    """` (try 3:2)` for a ratio written with decimals, like 1.5:1; "" when there is none."""
+    width_text, colon, height_text = value.partition(":")
+    if not colon:
+        return ""
+    width, height = _loose_side(width_text), _loose_side(height_text)
+    if width is None or height is None or width <= 0 or height <= 0:
+        return ""
+    ratio = width / height
+    if ratio.numerator <= _AR_SIDE_MAX and ratio.denominator <= _AR_SIDE_MAX:
+        return f" (try {ratio.numerator}:{ratio.denominator})"
+    return ""
 
 
 def _word(example: str, lower: bool = False) -> Callable[[str, list[str]], str]:
@@ -385,7 +469,7 @@ def _optional_word(typed: str, words: list[str]) -> str:
         raise PromptError(
             f"{typed} takes at most one word, got {_show(' '.join(words))} (text goes before the --parameters)"
         )
-    return words[0] if words else ""
+    return _bounded(typed, words[0], "at most one word") if words else ""
 
 
 def _flag(typed: str, words: list[str]) -> bool:
@@ -396,11 +480,24 @@ def _flag(typed: str, words: list[str]) -> bool:
     return True
 
 
+# The most `::` parts one prompt, and things one `--no`, may have. Each is run through the
+# text encoder on its own for every job (engine.conditioning), and each costs the parser an
+# object per expansion; people write a handful, a pasted wall of `::` or commas is thousands.
+_PARTS_MAX = 100
+
+
 def _negative(typed: str, words: list[str]) -> tuple[str, ...]:
-    items = tuple(item for item in (_normalise(part) for part in " ".join(words).split(",")) if item)
+    items: list[str] = []
+    for part in " ".join(words).split(","):
+        item = _normalise(part)
+        if not item:
+            continue
+        if len(items) == _PARTS_MAX:
+            raise PromptError(f"{typed} lists more than {_PARTS_MAX} things to leave out; the most is {_PARTS_MAX}")
+        items.append(item)
     if not items:
         raise PromptError(f"{typed} needs at least one thing to leave out, like {typed} people, cars")
-    return items
+    return tuple(items)
 
 
 @dataclass(frozen=True)
@@ -437,6 +534,9 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", extra=True),
     _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", extra=True),
 )
+# The most `--parameters` one prompt may have: more than enough to give each kind once, and a
+# bound on the work a wall of `--tile --tile …` makes (in every one of 40 expansions).
+_PARAMS_MAX = 50
 _BY_NAME: dict[str, _Spec] = {name: spec for spec in _SPECS for name in (spec.name, *spec.aliases)}
 _KNOWN = ", ".join("/".join(f"--{n}" for n in (s.name, *s.aliases)) for s in _SPECS)
 
@@ -461,6 +561,11 @@ def _parse_params(section: str) -> tuple[dict[str, object], tuple[str, ...] | No
     extra: dict[str, str] = {}
     negative: tuple[str, ...] | None = None
     markers = list(_MARKER.finditer(section))
+    if len(markers) > _PARAMS_MAX:
+        raise PromptError(
+            f"this prompt has {len(markers)} --parameters; the most is {_PARAMS_MAX} "
+            f"(there are {len(_SPECS)} kinds, and a repeated one only counts the last time)"
+        )
     for i, marker in enumerate(markers):
         end = markers[i + 1].start() if i + 1 < len(markers) else len(section)
         body = section[marker.end():end]
@@ -511,11 +616,16 @@ def _image_url(token: str) -> str | None:
 _SEPARATOR = re.compile(r"::(-?(?:\d+(?:\.\d*)?|\.\d+)(?!\S))?")
 
 
+_TOO_MANY_PARTS = f"the multi-prompt has more than {_PARTS_MAX} :: parts; the most is {_PARTS_MAX}. Join some parts"
+
+
 def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
     """The `::` parts of `text` with their weights as written."""
     parts: list[WeightedText] = []
     pos = 0
     for match in _SEPARATOR.finditer(text):
+        if len(parts) == _PARTS_MAX:
+            raise PromptError(_TOO_MANY_PARTS)
         part = _normalise(text[pos:match.start()])
         weight = 1.0
         if match.group(1) is not None:
@@ -532,6 +642,8 @@ def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
         pos = match.end()
     last = _normalise(text[pos:])
     if last:  # a trailing `::` adds no empty part
+        if len(parts) == _PARTS_MAX:
+            raise PromptError(_TOO_MANY_PARTS)
         parts.append(WeightedText(last, 1.0))
     if parts:
         total = math.fsum(p.weight for p in parts)
@@ -545,11 +657,12 @@ def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
     return tuple(parts)
 
 
-def _parse_one(source: str) -> Expansion:
-    """Parse one expanded text (no braces left to expand)."""
-    marker = _MARKER.search(source)
-    head, section = (source[:marker.start()], source[marker.start():]) if marker else (source, "")
+def _leading_images(head: str, max_images: int) -> tuple[list[str], str]:
+    """The image links at the front of `head` and the text after them.
 
+    More than `max_images` links is refused here, naming how many there are, before any
+    other step looks at them (each one would be a download and a decode later).
+    """
     images: list[str] = []
     text = ""
     for match in _TOKEN.finditer(head):
@@ -558,6 +671,20 @@ def _parse_one(source: str) -> Expansion:
             text = head[match.start():]
             break
         images.append(url)
+    if len(images) > max_images:
+        raise PromptError(
+            f"this prompt has {len(images)} image links; the most is {max_images}. "
+            "Remove some image links from the front of the prompt"
+        )
+    return images, text
+
+
+def _parse_one(source: str, limits: PromptLimits) -> Expansion:
+    """Parse one expanded text (no braces left to expand)."""
+    marker = _MARKER.search(source)
+    head, section = (source[:marker.start()], source[marker.start():]) if marker else (source, "")
+
+    images, text = _leading_images(head, limits.max_images)
 
     prompts = _multi_prompt(text)
     values, negative, extra = _parse_params(section)
@@ -592,7 +719,7 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
     expansions: list[Expansion] = []
     for source in sources:
         try:
-            expansions.append(_parse_one(source))
+            expansions.append(_parse_one(source, limits))
         except PromptError as exc:
             if len(sources) == 1:
                 raise
@@ -608,7 +735,7 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
 
 SYNTAX_HELP = """\
 **Prompt syntax** (Midjourney's): `[image links] text [--parameters]`
-• Image links (.png .jpg .jpeg .gif .webp) count only at the very front; one image needs text or a second image.
+• Image links (.png .jpg .jpeg .gif .webp) count only at the very front, at most 5; one image needs text or a second image.
 • `--parameters` come last: every word after `--x` is `--x`'s value. `—` works as `--`.
   `--ar 16:9` aspect (whole numbers) · `--seed 1234` (0–4294967295) · `--no people, cars` leave out
   `--q .25|.5|1|2|4` quality · `--s 0–1000` stylize · `--c 0–100` chaos · `--w 0–3000` weird
