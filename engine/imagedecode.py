@@ -10,8 +10,8 @@ bytes: EPS runs Ghostscript, TIFF and BMP decode to huge buffers from tiny files
 3. reads the size from the header and refuses more than `max_pixels` *before* decoding;
 4. decodes one frame at a bounded size: JPEG is decoded at 1/2, 1/4 or 1/8 scale straight
    away (`Image.draft`) when the result would still cover `max_side`, everything else is
-   reduced right after loading, so a caller holding several decoded images holds several
-   small ones;
+   reduced by a whole factor right after loading (so the side ends at most `max_side`), and
+   a caller holding several decoded images holds several small ones;
 5. turns every failure Pillow can raise on a broken file (it raises `OSError`, `SyntaxError`,
    `ValueError`, `struct.error`, `EOFError`, ...) into an `ImageFetchError` that says what is
    allowed.
@@ -139,11 +139,8 @@ def _decode(image: Image.Image, max_side: int | None) -> Image.Image:
     if max_side is not None and max(frame.size) > max_side:
         if frame.mode not in _REDUCIBLE:  # palette and 1-bit pixels cannot be averaged as they are
             frame = frame.convert("RGB")
-        factor = max(frame.size) // max_side
-        if factor > 1:
-            frame = frame.reduce(factor)  # box filter by an integer factor: fast, one pass
-        if max(frame.size) > max_side:
-            frame = frame.copy() if frame is image else frame
-            frame.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        # Box filter by the smallest whole factor that fits: one fast pass that frees the big
+        # buffer. The init image is resampled to the request's size later anyway.
+        frame = frame.reduce(-(-max(frame.size) // max_side))
     upright = ImageOps.exif_transpose(frame) or frame
     return upright.convert("RGB") if upright.mode != "RGB" or upright is image else upright
