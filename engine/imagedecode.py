@@ -108,8 +108,12 @@ class _opened:
             raise ImageFetchError(f"{self.source} is {_mib(len(self.data))}; use {rule}.")
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # Our own pixel limit follows, with the size in the message; Pillow's only
+                # refuses here (DecompressionBombError) when far above any sane limit.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 self.image = Image.open(io.BytesIO(self.data), formats=ALLOWED_FORMATS)
+        except Image.DecompressionBombError:
+            raise ImageFetchError(f"{self.source} has far more than {self.max_pixels:,} pixels; use {rule}.") from None
         except Exception:
             raise ImageFetchError(f"{self.source} is not a {FORMAT_WORDS} image; use {rule}.") from None
         width, height = self.image.size
