@@ -8,7 +8,7 @@ image may be a decompression bomb, so `fetch_init_image`:
   only, allowed ports only, public addresses only, with the name resolved once and the
   connection made to the checked address; at most `policy.max_redirects` redirects;
 * downloads at most `FETCH_CONCURRENCY` links at once, each under `max_bytes` (checked on
-  `Content-Length` and again while streaming) and all of them within `timeout_s`;
+  `Content-Length` and again while streaming) and within `timeout_s` (redirects included);
 * decodes each in a worker thread with the one checked decoder (`engine.imagedecode`):
   allowed formats only, at most `max_pixels` per image and `max_total_pixels` per prompt
   (both checked on the header, before decoding), reduced at once to `DECODE_MAX_SIDE`;
@@ -165,9 +165,10 @@ async def fetch_images(urls: Sequence[str], *, policy: FetchPolicy | None = None
     async def one(position: int, url: str, session: aiohttp.ClientSession) -> Image.Image:
         async with gate:
             try:
-                data = await _download(session, url, policy, limits.max_bytes)
-            except _Failed as exc:
-                log.debug("image prompt %d of %d (%s) not fetched: %s", position, count, _host_of(url), exc)
+                async with asyncio.timeout(limits.timeout_s):  # each link, redirects included
+                    data = await _download(session, url, policy, limits.max_bytes)
+            except (_Failed, TimeoutError) as exc:
+                log.debug("image prompt %d of %d (%s) not fetched: %r", position, count, _host_of(url), exc)
                 raise _neutral(position, count, url, limits) from None
         async with lock:  # decode one at a time per prompt: peak memory is one full image
             try:
@@ -187,12 +188,7 @@ async def fetch_images(urls: Sequence[str], *, policy: FetchPolicy | None = None
                                      headers={"Accept": ", ".join(ALLOWED_CONTENT_TYPES)}) as session:
         tasks = [asyncio.ensure_future(one(i, url, session)) for i, url in enumerate(urls, start=1)]
         try:
-            async with asyncio.timeout(limits.timeout_s):
-                return list(await asyncio.gather(*tasks))
-        except TimeoutError:
-            log.debug("image prompts not fetched within %g s", limits.timeout_s)
-            late = next((i for i, t in enumerate(tasks, start=1) if not t.done()), 1)
-            raise _neutral(late, count, urls[late - 1], limits) from None
+            return list(await asyncio.gather(*tasks))
         finally:
             for task in tasks:
                 task.cancel()
