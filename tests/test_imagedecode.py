@@ -14,6 +14,7 @@ import shutil
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -160,3 +161,31 @@ async def test_a_large_upload_is_stored_reduced(service: Tessera) -> None:
     job = await service.vary_upload(user_id=2, image_bytes=buffer.getvalue())
     stored = Image.open(job.options["upload"])
     assert stored.size == (1667, 834) and stored.getpixel((3, 3)) == (90, 30, 200)
+
+
+@pytest.fixture
+async def bot(tiny_models: dict[str, Path], data_dir: Path) -> AsyncIterator[Any]:
+    from tests.bot_helpers import start_bot
+
+    running = await start_bot(tiny_models["sd15"], data_dir)
+    yield running
+    await running.close()
+
+
+async def test_hostile_uploads_through_discord_are_answered_privately(bot: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raw `/variation image:` payloads: a 12,000² PNG and a TIFF that says it is a PNG."""
+    served: dict[str, bytes] = {"huge.png": huge_png(), "photo.png": REFUSED["TIFF"]}
+
+    async def from_cdn(url: str) -> bytes:  # attachments are downloaded from Discord's CDN
+        return served[url.rsplit("/", 1)[1]]
+
+    monkeypatch.setattr(bot.h.client.http, "get_from_cdn", from_cdn)
+    for name, words in (("huge.png", "12,000×12,000 pixels"), ("photo.png", "not a PNG, JPEG, GIF or WebP image")):
+        attachment = {"filename": name, "size": len(served[name]), "content_type": "image/png",
+                      "url": f"https://cdn.discordapp.com/attachments/1/2/{name}",
+                      "proxy_url": f"https://media.discordapp.net/attachments/1/2/{name}"}
+        interaction = await bot.h.run_command("variation", {}, attachments={"image": attachment})
+        last = bot.http.for_token(interaction.token)[-1]
+        assert last.ephemeral and words in last.content and "megapixels" in last.content, last.content
+    assert await bot.jobs() == []
