@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     prompt_max_jobs: int = Field(default=40, ge=1)
     image_prompt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     image_fetch_timeout_s: float = Field(default=10.0, gt=0)
+    # Decoded pixels: per image (prompts and uploads, checked on the header before decoding)
+    # and for all of one prompt's images together.
+    image_prompt_max_pixels: int = Field(default=40_000_000, ge=1)
+    image_prompt_max_total_pixels: int = Field(default=200_000_000, ge=1)
+    # Image links may only reach public addresses on these ports; the listed hosts may be private.
+    image_fetch_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    image_fetch_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
 
     gallery_channel_id: int | None = None
     banned_words: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -112,6 +119,30 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("image_fetch_allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("image_fetch_ports", mode="before")
+    @classmethod
+    def _port_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            if not all(item.isascii() and item.isdigit() for item in items):
+                raise ValueError("must be comma-separated port numbers like 80,443")
+            return [int(item) for item in items]
+        return value
+
+    @field_validator("image_fetch_ports")
+    @classmethod
+    def _ports_in_range(cls, value: list[int]) -> list[int]:
+        if not value or not all(1 <= port <= 65535 for port in value):
+            raise ValueError("must be one or more port numbers from 1 to 65535, like 80,443")
         return value
 
     @field_validator("model_id")

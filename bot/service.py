@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import logging
 import os
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bot.authorization import Act, Actor, Subject, decide
 from engine.errors import (
-    ImageFetchError,
     PromptError,
     QueueLimitError,
     StorageError,
@@ -576,25 +574,29 @@ class Tessera:
         return self.settings.data_dir / "inputs"
 
     async def _fetch_inputs(self, urls: Sequence[str]) -> str:
-        """Fetch image prompts and store them (blended when several) as one init image file."""
-        from engine.imagefetch import fetch_init_image
+        """Fetch image prompts and store them (blended when several) as one init image file.
 
-        path = await fetch_init_image(urls, self.inputs_dir, max_bytes=self.settings.image_prompt_max_bytes,
-                                      timeout_s=self.settings.image_fetch_timeout_s)
+        Links may reach only public addresses on `IMAGE_FETCH_PORTS` (or the hosts in
+        `IMAGE_FETCH_ALLOWED_HOSTS`); decoding and blending run off the event loop."""
+        from engine.imagefetch import FetchLimits, FetchPolicy, fetch_init_image
+
+        settings = self.settings
+        policy = FetchPolicy.build(settings.image_fetch_allowed_hosts, settings.image_fetch_ports)
+        limits = FetchLimits(max_bytes=settings.image_prompt_max_bytes, timeout_s=settings.image_fetch_timeout_s,
+                             max_pixels=settings.image_prompt_max_pixels,
+                             max_total_pixels=settings.image_prompt_max_total_pixels)
+        path = await fetch_init_image(urls, self.inputs_dir, policy=policy, limits=limits)
         return str(path)
 
     def _store_input(self, data: bytes) -> tuple[Path, tuple[int, int]]:
-        from PIL import Image, UnidentifiedImageError
+        """Decode an upload with the same checked decoder as image prompts, then store it.
 
-        if len(data) > self.settings.image_prompt_max_bytes:
-            raise ImageFetchError(f"The image is {len(data)} bytes; at most {self.settings.image_prompt_max_bytes} "
-                                  "are allowed.")
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return self._store_input_image(image.copy())
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-            raise ImageFetchError("The upload is not an image Tessera can read (use PNG, JPEG, WebP or GIF).") from None
+        Blocking (decodes): call it in a worker thread. Raises `ImageFetchError`."""
+        from engine.imagedecode import decode_image
+
+        image = decode_image(data, max_bytes=self.settings.image_prompt_max_bytes,
+                             max_pixels=self.settings.image_prompt_max_pixels, source="The upload")
+        return self._store_input_image(image)
 
     def _store_input_image(self, image: Any) -> tuple[Path, tuple[int, int]]:
         """Save as PNG under DATA_DIR/inputs/<sha256>.png (atomic, content-addressed)."""

@@ -24,9 +24,10 @@ from commands.common import (
     remove_placeholder,
     service_of,
 )
-from engine.errors import ImageFetchError, TesseraError
+from engine.errors import TesseraError
+from engine.imagedecode import ALLOWED_CONTENT_TYPES, check_attachment
 
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+IMAGE_TYPES = ALLOWED_CONTENT_TYPES  # the decoder's rule; kept under this name for feature modules
 
 
 async def member_priority(interaction: discord.Interaction) -> int:
@@ -45,15 +46,12 @@ async def member_priority(interaction: discord.Interaction) -> int:
 
 
 def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
-    """The URL of an attached image prompt, after the checks Discord lets us make for free."""
+    """The URL of an attached image prompt, after the checks Discord lets us make for free
+    (declared type and size, the same rule and words as uploads); the fetch decodes it with
+    the one checked decoder."""
     if image is None:
         return None
-    kind = (image.content_type or "").split(";")[0].strip().lower()
-    if kind and kind not in IMAGE_TYPES:
-        raise ImageFetchError(f"`{image.filename}` is not an image Tessera can read; attach a PNG, JPEG or WebP.")
-    if image.size > max_bytes:
-        raise ImageFetchError(f"`{image.filename}` is {image.size / 2**20:.1f} MiB; image prompts can be at most "
-                              f"{max_bytes / 2**20:.0f} MiB.")
+    check_attachment(image.filename, image.content_type, image.size, max_bytes)
     return image.url
 
 

@@ -19,8 +19,9 @@ from commands.common import (
     require_grid,
     service_of,
 )
-from commands.imagine import IMAGE_TYPES, member_priority
+from commands.imagine import member_priority
 from engine.errors import ImageFetchError, TesseraError
+from engine.imagedecode import check_attachment
 from storage.models import JobKind
 
 Strength = Literal["subtle", "strong"]
@@ -38,12 +39,9 @@ async def run_vary(interaction: discord.Interaction, job_id: str, index: int, st
 
 
 async def read_upload(image: discord.Attachment, max_bytes: int) -> bytes:
-    kind = (image.content_type or "").split(";")[0].strip().lower()
-    if kind and kind not in IMAGE_TYPES:
-        raise ImageFetchError(f"`{image.filename}` is not an image Tessera can read; attach a PNG, JPEG or WebP.")
-    if image.size > max_bytes:
-        raise ImageFetchError(f"`{image.filename}` is {image.size / 2**20:.1f} MiB; uploads can be at most "
-                              f"{max_bytes / 2**20:.0f} MiB.")
+    """The bytes of an uploaded image, after the checks Discord lets us make before downloading
+    (the same rule as image prompts); the service decodes them with the one checked decoder."""
+    check_attachment(image.filename, image.content_type, image.size, max_bytes)
     try:
         return await image.read()
     except discord.HTTPException:

@@ -233,6 +233,10 @@ def image_server(tmp_path: Path) -> Iterator[str]:
 
 async def test_image_prompts_are_fetched_and_stored(fake: tuple[Tessera, FakeExecutor, Recorder], image_server: str) -> None:
     service, _, recorder = fake
+    # The test server is on loopback, which image links may not reach unless the operator allows it.
+    port = int(image_server.rsplit(":", 1)[1])
+    service.settings = service.settings.model_copy(update={"image_fetch_allowed_hosts": ["127.0.0.1"],
+                                                           "image_fetch_ports": [port]})
     (job,) = await service.imagine(user_id=11, prompt_text=f"{image_server}/blue.png a blue lagoon")
     request = GenerationRequest.from_json(job.request_json or {})
     assert request.init_image and Path(request.init_image).is_file() and request.strength is not None
