@@ -8,7 +8,8 @@ nothing here. The rules:
 - the owner (who made the job; for a share, who wrote the prompt) may act from anywhere;
 - a manager of the job's own server may cancel it, delete its result message and remove its
   share, but only while acting in that server;
-- members of the job's own server may show it, read its seed, share it (and use its buttons);
+- members of the job's own server may show it, read its seed, share it and use it (upscale,
+  vary, re-roll: by its buttons or by id);
 - a private result (its owner, or the owner of an image it was upscaled from, chose
   "results: private") is shown, seeded and shared by that owner only — managers included;
 - nobody else may do anything, and a job made in DMs belongs to its owner alone.
@@ -33,6 +34,7 @@ class Act(StrEnum):
     REMOVE_SHARE = "remove share"  # 🗑 on a gallery post
     SHOW = "show"  # /show: post the result again, with its buttons
     SEED = "seed"  # /seed, the ✉️ reaction
+    USE = "use"  # U1–U4, V1–V4, 🔄, /upscale and /variation by id: make a new job from it
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ _PRIVATE: dict[Act, str] = {
     Act.SHARE: "This image belongs to someone who keeps their results private, so only they can share it.",
     Act.SHOW: "That job belongs to someone who keeps their results private, so only they can show it.",
     Act.SEED: "That job belongs to someone who keeps their results private, so only they can see its seed.",
+    Act.USE: "That image belongs to someone who keeps their results private, so only they can upscale, vary "
+             "or re-roll it.",
 }
 _ELSEWHERE: dict[Act, str] = {
     Act.SHARE: "Only the person who made this image can share it outside the server it was made in.",
@@ -81,6 +85,8 @@ _ELSEWHERE: dict[Act, str] = {
               "can show it here.",
     Act.SEED: "That job is not yours: it was not made in this server, so only the person who made it can see "
               "its seed here.",
+    Act.USE: "That job was not made in this server, so only the person who made it can upscale, vary or "
+             "re-roll it here.",
 }
 
 

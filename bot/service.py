@@ -295,12 +295,17 @@ class Tessera:
         ) for expansion, request in plans])
 
     async def upscale(self, *, user_id: int, job_id: str, index: int, scale: int = 4, guild_id: int | None = None,
-                      channel_id: int | None = None, priority: int = 0) -> Job:
-        """Queue an upscale of image `index` (0-based) of a finished job."""
+                      channel_id: int | None = None, priority: int = 0, actor: Actor | None = None) -> Job:
+        """Queue an upscale of image `index` (0-based) of a finished job.
+
+        `actor` is who pressed the button or typed the id (Discord); the CLI, run by the
+        operator, passes none."""
         from engine.upscale import check_upscale_factor, check_upscale_size
 
         check_upscale_factor(scale)
         parent = await self._done_job(job_id)
+        if actor is not None:
+            await self.authorize(actor, parent, Act.USE)
         record = await self._image(parent, index)
         check_upscale_size(record.width, record.height, scale, self.settings.upscale_max_side)
         await self._check_limits(user_id, guild_id, 1)
@@ -313,11 +318,14 @@ class Tessera:
 
     async def vary(self, *, user_id: int, job_id: str, index: int, strength: Literal["subtle", "strong"] = "subtle",
                    prompt_text: str | None = None, guild_id: int | None = None, channel_id: int | None = None,
-                   priority: int = 0, seed: int | None = None) -> Job:
-        """Queue four variations of image `index` (0-based); `prompt_text` remixes the prompt."""
+                   priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
+        """Queue four variations of image `index` (0-based); `prompt_text` remixes the prompt.
+        `actor` as for `upscale`."""
         from engine.request import variation_of
 
         parent = await self._done_job(job_id)
+        if actor is not None:
+            await self.authorize(actor, parent, Act.USE)
         record = await self._image(parent, index)
         base_request, base_index = await self._request_behind(parent, index)
         expansion = None
@@ -362,11 +370,14 @@ class Tessera:
         ))
 
     async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
-                     priority: int = 0, seed: int | None = None) -> Job:
-        """Queue the same request as `job_id` with a new seed (`seed`, else a random one)."""
+                     priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
+        """Queue the same request as `job_id` with a new seed (`seed`, else a random one).
+        `actor` as for `upscale` (the gallery's 🎲 passes none: a share is public)."""
         from engine.request import reroll_of
 
         parent = await self.storage.jobs.require(job_id)
+        if actor is not None:
+            await self.authorize(actor, parent, Act.USE)
         if parent.kind == JobKind.UPSCALE:
             parent = await self.storage.jobs.require(parent.parent_id or "")
         if not parent.request_json:
@@ -402,7 +413,7 @@ class Tessera:
         if isinstance(target, GalleryEntry):
             subject = Subject(owner_id=target.author_id, guild_id=target.guild_id)
         else:
-            private = act in (Act.SHARE, Act.SHOW, Act.SEED) and await self._private_to(target, actor.user_id)
+            private = act in (Act.SHARE, Act.SHOW, Act.SEED, Act.USE) and await self._private_to(target, actor.user_id)
             subject = Subject(owner_id=target.user_id, guild_id=target.guild_id, private=private)
         refusal = decide(actor, act, subject)
         if refusal is not None:

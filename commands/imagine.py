@@ -15,6 +15,7 @@ from discord import app_commands
 from bot.client import PendingPrompt
 from bot.views import confirm_view
 from commands.common import (
+    actor_of,
     check_channel,
     client_of,
     defer_public,
@@ -121,7 +122,7 @@ async def press_reroll(interaction: discord.Interaction, job_id: str, index: int
     await check_channel(interaction)
     job = await service_of(interaction).reroll(user_id=interaction.user.id, job_id=job_id,
                                                guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                                               priority=await member_priority(interaction))
+                                               priority=await member_priority(interaction), actor=actor_of(interaction))
     await post_jobs(interaction, [job])
 
 

@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 
 from commands.common import (
+    actor_of,
     check_channel,
     defer_public,
     find_job,
@@ -28,7 +29,7 @@ async def run_upscale(interaction: discord.Interaction, job_id: str, index: int,
     await check_channel(interaction)
     job = await service_of(interaction).upscale(user_id=interaction.user.id, job_id=job_id, index=index, scale=scale,
                                                 guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                                                priority=await member_priority(interaction))
+                                                priority=await member_priority(interaction), actor=actor_of(interaction))
     await post_jobs(interaction, [job])
 
 

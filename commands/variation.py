@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 
 from commands.common import (
+    actor_of,
     check_channel,
     defer_public,
     find_job,
@@ -34,7 +35,7 @@ async def run_vary(interaction: discord.Interaction, job_id: str, index: int, st
     job = await service_of(interaction).vary(user_id=interaction.user.id, job_id=job_id, index=index,
                                              strength=strength, prompt_text=prompt or None,
                                              guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                                             priority=await member_priority(interaction))
+                                             priority=await member_priority(interaction), actor=actor_of(interaction))
     await post_jobs(interaction, [job])
 
 

@@ -238,3 +238,34 @@ async def test_share(bot: Bot, role: str, private: bool) -> None:
         assert entry is None
         said = last_words(bot, interaction.token)
         assert ("private" if private else "outside the server it was made in") in said
+
+
+USE_ACTIONS = {
+    "/upscale": lambda bot, job, grid, where: bot.h.run_command("upscale", {"job": job.id, "index": 1}, **where),
+    "/variation": lambda bot, job, grid, where: bot.h.run_command("variation", {"job": job.id, "index": 2}, **where),
+    "U1": lambda bot, job, grid, where: bot.h.press(f"tessera:upscale:{job.id}:0", grid, **where),
+    "V2": lambda bot, job, grid, where: bot.h.press(f"tessera:vary:{job.id}:1", grid, **where),
+    "🔄": lambda bot, job, grid, where: bot.h.press(f"tessera:reroll:{job.id}:0", grid, **where),
+}
+
+
+@pytest.mark.parametrize("private", [False, True])
+@pytest.mark.parametrize("role", list(ROLES))
+@pytest.mark.parametrize("action", list(USE_ACTIONS))
+async def test_use_a_job_by_button_or_id(bot: Bot, action: str, role: str, private: bool) -> None:
+    """Upscale, vary and re-roll make a new job from someone's image: members of its own
+    server may (unless it is private), a stranger elsewhere who learnt the id may not."""
+    job, grid = await done_grid(bot)
+    if private:
+        await make_private(bot)
+    where = ROLES[role].where
+    before = {j.id for j in await bot.service.storage.jobs.recent_for_user(where["user_id"], limit=50)}
+    await USE_ACTIONS[action](bot, job, grid, where)
+    made = [j for j in await bot.service.storage.jobs.recent_for_user(where["user_id"], limit=50)
+            if j.id not in before and j.parent_id == job.id]
+    if role in (PRIVATE if private else SEEN):
+        assert len(made) == 1
+    else:
+        assert made == []
+        said = [c.content for c in bot.http.calls if c.content]
+        assert any(("private" if private else "not made in this server") in text for text in said), said
