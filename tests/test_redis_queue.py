@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 from engine.errors import QueueLimitError
 from engine.executor import BatchControl, WorkItem, WorkResult
 from engine.queue import QueueEvent
-from engine.queue_redis import RedisQueue, RedisUnavailable, redact
+from engine.queue_redis import RedisQueue, RedisUnavailable
+from engine.redact import redact_url
 from engine.redis_wire import (
     BatchPayload,
     JobPayload,
@@ -96,7 +97,7 @@ class Cluster:
             self.storage = None
 
     async def add_worker(self, executor: FakeExecutor, *, wait: bool = True, **kw: object) -> Worker:
-        options: dict = {"visibility_timeout_s": 1.0, "poll_s": 0.05}
+        options: dict = {"visibility_timeout_s": 1.0, "poll_s": 0.05, "model_ref": "tiny"}  # make_request's model
         options.update(kw)
         worker = Worker(self.server.url, executor, namespace=self.namespace, worker_id=f"w{len(self.workers)}",
                         **options)
@@ -192,9 +193,9 @@ def test_oversized_payloads_and_results_are_refused() -> None:
 
 
 def test_passwords_are_kept_out_of_logs() -> None:
-    assert redact("redis://:s3cret@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
-    assert redact("rediss://bot:s3cret@host:6380/1") == "rediss://bot:***@host:6380/1"
-    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url("redis://:s3cret@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
+    assert redact_url("rediss://bot:s3cret@host:6380/1") == "rediss://bot:***@host:6380/1"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
 async def test_an_unreachable_redis_is_a_clear_error(data_dir: Path) -> None:

@@ -52,7 +52,8 @@ def main(args: argparse.Namespace) -> int:
     from engine.errors import TesseraError
     from engine.executor import EngineExecutor
     from engine.models import check_model_ref
-    from engine.queue_redis import redact
+    from engine.redact import redact_url
+    from engine.redis_wire import WorkerLimits
     from engine.worker import Worker
 
     try:
@@ -61,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"tessera worker: {exc}", file=sys.stderr)
         return 2
     worker = Worker(settings.queue_url, EngineExecutor.from_settings(settings), worker_id=args.worker_id,
-                    visibility_timeout_s=args.visibility_timeout, model_ref=settings.model_id, device=settings.device)
+                    visibility_timeout_s=args.visibility_timeout, model_ref=settings.model_id, device=settings.device,
+                    limits=WorkerLimits.from_settings(settings))
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -72,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except (OSError, RedisError) as exc:
-        print(f"tessera worker: cannot use Redis at {redact(settings.queue_url)}: {exc}", file=sys.stderr)
+        print(f"tessera worker: cannot use Redis at {redact_url(settings.queue_url)}: {exc}", file=sys.stderr)
         return 1
     except TesseraError as exc:
         print(f"tessera worker: {exc}", file=sys.stderr)
