@@ -215,7 +215,7 @@ def loads(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES, version: boo
     try:
         text = bytes(data).decode("utf-8")  # strict: json.loads would also guess UTF-16/32
     except UnicodeDecodeError:
-        raise PayloadError("payload is not UTF-8 text") from None
+        raise PayloadError("payload is not JSON (not UTF-8 text)") from None
     check_json_shape(text)
     try:
         value = json.loads(text, parse_constant=_no_constant)
