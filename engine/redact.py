@@ -5,7 +5,7 @@ accept: `redis://:pw@host/0`, `redis://user:pw@host/0`, `redis://host/0?password
 unencoded passwords such as `redis://user:P@ss/w#rd?x@host`, which `urllib.parse` splits in
 the wrong places (half the password becomes the path and the fragment). So `redact_url`
 does not trust a URL parser: it takes the userinfo up to the *last* "@" (a host never holds
-one), masks it whole but for a plain user name, masks the value of every credential-like
+one) and masks it whole, masks the value of every credential-like
 query parameter and everything after it, and shows only the scheme (`redis://***`) when
 what is left is not a plain `host[:port][/path][?query]`. It is the one function every log
 line and error message that shows a URL goes through.
@@ -20,7 +20,6 @@ __all__ = ["redact_url"]
 MASK = "***"
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
-_USER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST = re.compile(r"[A-Za-z0-9._%\[\]:-]{0,300}")  # name, IPv4, [IPv6], :port
 _PATH = re.compile(r"[A-Za-z0-9._~%/-]{0,300}")
 _KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -32,7 +31,7 @@ _SECRET_KEY = re.compile(r"pass|pwd|token|auth|secret|key|cred|sig", re.IGNORECA
 def redact_url(text: str) -> str:
     """`text` (a URL) with every credential replaced by `***`; never raises.
 
-    Userinfo becomes `user:***@` (or `***@`), credential-like query values become `***` (and
+    Userinfo becomes `***@`, credential-like query values become `***` (and
     so does the rest of the query after one, in case an unencoded `&` split the secret), and
     anything that does not look like a plain URL is shown as its scheme only.
     """
@@ -46,11 +45,8 @@ def redact_url(text: str) -> str:
     fallback = f"{scheme}://{MASK}"
     userinfo = ""
     at = rest.rfind("@")
-    if at >= 0:
-        raw_user, rest = rest[:at], rest[at + 1:]
-        name, colon, _password = raw_user.partition(":")
-        # Only a plain user name before a ":" is shown; "pw@host" may be a bare password.
-        userinfo = f"{name}:{MASK}@" if colon and (not name or _USER.fullmatch(name)) else f"{MASK}@"
+    if at >= 0:  # masked whole: "pw@host" may be a bare password, and a user name is half a login
+        userinfo, rest = f"{MASK}@", rest[at + 1:]
     if "#" in rest:
         return fallback
     location, _, query = rest.partition("?")

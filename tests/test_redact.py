@@ -56,8 +56,8 @@ def test_redact_url_hides_every_form_of_the_password(form: str, secret: str) -> 
 
 def test_redact_url_keeps_what_helps_the_operator() -> None:
     assert redact_url("redis://host:6379/0?password=s3cret") == "redis://host:6379/0?password=***"
-    assert redact_url("redis://:s3cret@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
-    assert redact_url("redis://user:P@ss/w#rd?x@host") == "redis://user:***@host"
+    assert redact_url("redis://:s3cret@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
+    assert redact_url("redis://user:P@ss/w#rd?x@host") == "redis://***@host"
     assert redact_url("redis://host/0?db=1&password=a&b=c") == "redis://host/0?db=1&password=***&***"
     assert redact_url("redis://[::1]:6379/2?db=2") == "redis://[::1]:6379/2?db=2"
     assert redact_url("redis://h/0?x=<script>") == "redis://***"  # not a plain URL: the scheme only
