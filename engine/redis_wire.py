@@ -4,7 +4,10 @@ Shared by `engine.queue_redis` (the bot side) and `engine.worker` (the GPU side)
 ends agree on one schema. Every message is JSON (images travel as base64 PNG/JPEG inside
 it), never pickle: a worker may sit on another machine, and whatever reaches Redis must not
 be able to run code. Every payload a worker takes is checked field by field by
-`parse_batch` before anything runs; a malformed one raises `PayloadError`.
+`parse_batch` before anything runs; a malformed one raises `PayloadError`. Size, UTF-8 and
+nesting depth are checked before `json.loads` (`check_json_shape`), so every parser here
+raises only `PayloadError`, whatever arrives. `check_batch` then holds a well-formed batch to
+the worker's `WorkerLimits` (its models, the bot's own bounds).
 
 Redis keys (all under one namespace, "tessera" by default):
 

@@ -8,7 +8,10 @@ decides the order (fair turns, limits, batching) and hands over only what is abo
 
 Per batch:
 1. the entry's JSON is checked field by field (`engine.redis_wire.parse_batch`); a
-   malformed one is logged and dropped, never run;
+   malformed one is logged and dropped (acknowledged, so it is never re-delivered to kill
+   the next worker), never run. A well-formed batch outside this worker's models or the
+   bot's own limits (`WorkerLimits`: size, steps, batch, timeout, attempts) is refused
+   before anything loads: each job is answered "failed" with the reason;
 2. each job is claimed on its `live` key: skipped if the bot no longer waits for this
    hand-over, answered "cancelled" if it was cancelled meanwhile, answered "gave_up" once it
    has been started `max_attempts` times (each earlier run died with its worker);

@@ -4,6 +4,8 @@ Run one per GPU, on any machine that reaches Redis: it loads its model once, the
 job (or batch) at a time, sending images and progress back through Redis. The bot keeps the
 queue, SQLite and the image folder; workers need none of them. The model and device come from
 --model / --device, else MODEL_ID / DEVICE (and DTYPE, UPSCALER_WEIGHTS_DIR, ... as for the bot).
+It runs only MODEL_ID and ALLOWED_MODELS, and refuses batches beyond its QUEUE_BATCH_SIZE,
+JOB_TIMEOUT_S and JOB_MAX_ATTEMPTS (give it the bot's values): such a job fails with the reason.
 Stop it with Ctrl-C or SIGTERM: a batch it is running is handed back to the queue.
 
   tessera worker --queue redis://:PASSWORD@10.0.0.5:6379/0 --device cuda:0
