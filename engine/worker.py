@@ -186,7 +186,7 @@ class Worker:
         """Check, run and answer one entry, then acknowledge it."""
         assert self._broker is not None
         try:
-            batch = parse_batch(entry.data)
+            batch = await asyncio.to_thread(parse_batch, entry.data)  # up to 64 MB: off the loop (heartbeats)
             if not (batch.reply_to.startswith(self.keys.results("")) and batch.events.startswith(self.keys.events(""))):
                 raise PayloadError("reply_to and events must be this namespace's result list and event channel")
         except Exception as exc:  # PayloadError, or anything parse_batch failed to foresee: never run, never again
