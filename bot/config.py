@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from engine.redact import redact_url
+
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 # A Hugging Face repo id: "name" or "owner/name", letters, digits, "-", "_", ".".
@@ -191,7 +193,7 @@ def _describe(error: dict) -> str:
     if name == "DISCORD_TOKEN":
         shown = "<hidden>"
     elif name == "QUEUE_URL" and isinstance(value, str):
-        shown = repr(re.sub(r"//([^@/]*)@", "//***@", value))  # never print a Redis password
+        shown = repr(redact_url(value))  # never print a Redis password, however it is written
     else:
         shown = repr(value)
     message = str(error.get("msg", "is invalid"))

@@ -46,9 +46,9 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -58,6 +58,7 @@ from engine.errors import JobCancelled, TesseraError
 from engine.executor import UPSCALE, WorkResult
 from engine.joblog import for_job
 from engine.queue import QueueCore, QueueEvent, _Running, _state, _Timing
+from engine.redact import redact_url
 from engine.redis_wire import (
     DEFAULT_NAMESPACE,
     LIVE_TTL_S,
@@ -68,6 +69,7 @@ from engine.redis_wire import (
     ResultPayload,
     TesseraStreamBroker,
     parse_event,
+    parse_heartbeat,
     parse_result,
 )
 
@@ -78,9 +80,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_WORKERS = 1000  # heartbeats read per poll (one per GPU; more is a flood, not a fleet)
 WORKER_POLL_S = 1.0  # how often the bot counts live workers (their heartbeats)
 RETRY_S = 1.0  # wait before handing a batch over again after Redis refused it
 MAX_PREVIEW_BYTES = 1024 * 1024
+SUPERVISE_MIN_S = 0.1  # first wait before restarting a failed background task; doubles each time
+SUPERVISE_MAX_S = 10.0
+SUPERVISE_RESET_S = 60.0  # a task that ran this long before failing starts again from the minimum wait
 
 
 class RemoteError(Exception):
@@ -89,18 +95,6 @@ class RemoteError(Exception):
 
 class RedisUnavailable(TesseraError):
     """Redis cannot be reached at start: the operator must fix QUEUE_URL or start Redis."""
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def _instance_id() -> str:
@@ -130,6 +124,8 @@ class RedisQueue(QueueCore):
         self._batches: dict[str, set[str]] = {}  # batch -> its jobs without a result yet
         self._workers_info: dict[str, dict] = {}
         self._workers_seen = asyncio.Event()
+        self.restarts: dict[str, int] = {}
+        self._bad_heartbeats: set[str] = set()  # background task -> times it was restarted (logs, tests)
 
     # ----- life cycle -------------------------------------------------------------------
     async def start(self, *, resume: bool = True) -> None:
@@ -144,7 +140,7 @@ class RedisQueue(QueueCore):
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             await self._redis.aclose()
-            raise RedisUnavailable(f"Cannot reach Redis at QUEUE_URL={redact(self.url)}: {exc}. Start Redis, "
+            raise RedisUnavailable(f"Cannot reach Redis at QUEUE_URL={redact_url(self.url)}: {exc}. Start Redis, "
                                    "check the host, port and password, or leave QUEUE_URL empty for the "
                                    "in-process queue.") from None
         self._broker = TesseraStreamBroker(self.url, keys=self.keys)
@@ -152,10 +148,10 @@ class RedisQueue(QueueCore):
         await self._poll_workers()
         if resume:
             await self._resume()
-        for name, coro in (("dispatch", self._dispatch_loop()), ("results", self._results_loop()),
-                           ("events", self._events_loop()), ("workers", self._workers_loop())):
-            self._tasks.append(asyncio.create_task(coro, name=f"tessera-redis-{name}"))
-        log.info("Redis queue at %s (instance %s, %d workers live)", redact(self.url), self.instance,
+        for name, loop in (("dispatch", self._dispatch_loop), ("results", self._results_loop),
+                           ("events", self._events_loop), ("workers", self._workers_loop)):
+            self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=f"tessera-redis-{name}"))
+        log.info("Redis queue at %s (instance %s, %d workers live)", redact_url(self.url), self.instance,
                  len(self._workers_info))
 
     async def stop(self) -> None:
@@ -181,6 +177,33 @@ class RedisQueue(QueueCore):
         if self._broker is not None:
             await self._broker.shutdown()
         self._pool.shutdown(wait=True)
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one background loop until the queue stops, restarting it whenever it fails.
+
+        Each loop handles the errors it expects (Redis going away, a malformed message); this
+        is for the ones nobody expected. Without it a loop that raised ended silently and the
+        bot went on without results, events or workers until someone restarted it.
+        """
+        backoff = SUPERVISE_MIN_S
+        while not self._stopping:
+            began = time.monotonic()
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the Redis queue's %s task failed; restarting it in %g s", name, backoff)
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+            else:
+                if self._stopping:
+                    return
+                log.error("the Redis queue's %s task ended by itself; restarting it in %g s", name, backoff)
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+            if time.monotonic() - began > SUPERVISE_RESET_S:
+                backoff = SUPERVISE_MIN_S  # it ran well for a while: this failure is not a crash loop
+            await asyncio.sleep(backoff)
+            backoff = min(SUPERVISE_MAX_S, backoff * 2)
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until at least one worker is live (True when one is)."""
@@ -220,6 +243,14 @@ class RedisQueue(QueueCore):
                     continue
         return None
 
+    def _warn_heartbeat(self, name: str, reason: str) -> None:
+        """Log a malformed heartbeat once per worker name (it is re-read every poll)."""
+        if len(self._bad_heartbeats) > MAX_WORKERS:
+            self._bad_heartbeats.clear()  # bounded: a flood of names must not grow it forever
+        if name not in self._bad_heartbeats:
+            self._bad_heartbeats.add(name)
+            log.warning("ignored the malformed heartbeat of worker %r: %s", name, reason)
+
     def _workers(self) -> int:
         return len(self._workers_info)
 
@@ -252,6 +283,9 @@ class RedisQueue(QueueCore):
                 log.warning("could not hand a batch to Redis (%s); retrying in %g s", exc, RETRY_S)
                 await self._put_back(batch)
                 await asyncio.sleep(RETRY_S)
+            except Exception:
+                await self._put_back(batch)  # the jobs wait again rather than stay "running" forever
+                raise  # _supervise logs it and restarts this loop
 
     async def _hand_over(self, batch: list[_Running]) -> None:
         token = secrets.token_hex(8)
@@ -362,7 +396,10 @@ class RedisQueue(QueueCore):
         try:
             result, images = await asyncio.get_running_loop().run_in_executor(self._pool, _decode_result, raw)
         except PayloadError as exc:
-            log.error("ignored a malformed result from Redis: %s", exc)
+            log.error("ignored a malformed result from Redis (%d bytes): %s", len(raw), exc)
+            return
+        except Exception:  # never let one message take the results down
+            log.exception("ignored a result from Redis that could not be read (%d bytes)", len(raw))
             return
         job_id = result.job_id
         jl = for_job(log, job_id)
@@ -419,11 +456,14 @@ class RedisQueue(QueueCore):
             await pubsub.aclose()
             await redis.aclose()
 
-    def _on_event(self, raw: bytes) -> None:
+    def _on_event(self, raw: Any) -> None:
         try:
             event = parse_event(raw)
         except PayloadError as exc:
-            log.warning("ignored a malformed worker event: %s", exc)
+            log.warning("ignored a malformed worker event (%d bytes): %s", len(raw), exc)
+            return
+        except Exception:  # parse_event raises only PayloadError; this is the net under it
+            log.exception("ignored a worker event that could not be read")
             return
         token = event["token"]
         if event["type"] == "started":
@@ -450,21 +490,23 @@ class RedisQueue(QueueCore):
                 log.warning("could not count the live workers (%s)", exc)
 
     async def _poll_workers(self) -> None:
-        import json
-
         redis = self._redis_client()
         keys = [key async for key in redis.scan_iter(match=self.keys.workers_pattern, count=200)]
+        keys = keys[:MAX_WORKERS]
         found: dict[str, dict] = {}
         for key, value in zip(keys, await redis.mget(keys) if keys else [], strict=True):
             if value is None:
                 continue
+            name = (key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)).rsplit(":", 1)[-1][:100]
             try:
-                info = json.loads(value)
-            except ValueError:
+                info = parse_heartbeat(value, name)
+            except PayloadError as exc:
+                self._warn_heartbeat(name, str(exc))
                 continue
-            if isinstance(info, dict):
-                name = key.decode() if isinstance(key, bytes) else str(key)
-                found[name.rsplit(":", 1)[-1]] = info
+            except Exception:  # parse_heartbeat raises only PayloadError; this is the net under it
+                self._warn_heartbeat(name, "it could not be read")
+                continue
+            found[name] = info.to_json()
         before = set(self._workers_info)
         self._workers_info = found
         if set(found) != before:

@@ -4,7 +4,10 @@ Shared by `engine.queue_redis` (the bot side) and `engine.worker` (the GPU side)
 ends agree on one schema. Every message is JSON (images travel as base64 PNG/JPEG inside
 it), never pickle: a worker may sit on another machine, and whatever reaches Redis must not
 be able to run code. Every payload a worker takes is checked field by field by
-`parse_batch` before anything runs; a malformed one raises `PayloadError`.
+`parse_batch` before anything runs; a malformed one raises `PayloadError`. Size, UTF-8 and
+nesting depth are checked before `json.loads` (`check_json_shape`), so every parser here
+raises only `PayloadError`, whatever arrives. `check_batch` then holds a well-formed batch to
+the worker's `WorkerLimits` (its models, the bot's own bounds).
 
 Redis keys (all under one namespace, "tessera" by default):
 
@@ -39,12 +42,17 @@ import json
 import math
 import re
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
+
+from engine.errors import TesseraError
+from engine.models import PROFILES
+from engine.prompt import _QUALITIES as QUALITIES  # the bot's --quality choices
+from engine.request import MAX_ASPECT, steps_for_quality
 
 WIRE_VERSION = 1
 DEFAULT_NAMESPACE = "tessera"
@@ -54,6 +62,9 @@ MAX_BATCH = 16
 MAX_SIDE = 8192
 MAX_STEPS = 1000
 MAX_IMAGES = 16
+MAX_DEPTH = 32  # our messages nest 4 levels; json.loads recurses once per level
+MAX_SKELETON_CHARS = 1024 * 1024  # JSON outside strings: ~1 KB per job in a real batch
+MAX_HEARTBEAT_BYTES = 16 * 1024
 RESULT_TTL_S = 24 * 3600  # an unread result list (its bot is gone) expires
 LIVE_TTL_S = 7 * 24 * 3600  # a live key the bot never deleted (it crashed) expires
 
@@ -159,22 +170,69 @@ def unb64(text: Any, what: str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
         raise PayloadError(f"{what} is not valid base64") from None
 
 
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def check_json_shape(text: str, *, max_depth: int = MAX_DEPTH, max_skeleton: int = MAX_SKELETON_CHARS) -> None:
+    """Refuse JSON nested deeper than `max_depth` before `json.loads` sees it.
+
+    `json.loads` recurses once per `[` or `{`, so `"[" * 100000` raises `RecursionError`
+    (not a `ValueError`), which killed every worker the message was re-delivered to. This is
+    a few linear passes in C (`str.replace`, `str.split`) and one short Python loop:
+
+    1. escape pairs are removed left to right (`\\\\` first, then `\\"`), as JSON pairs
+       them, so every `"` left opens or closes a string;
+    2. splitting on `"` leaves what is outside strings at the even indexes: that skeleton
+       (brackets, numbers, literals, separators) must be short, since our messages keep
+       their bulk (prompts, base64 images) in strings;
+    3. the skeleton's brackets are counted.
+
+    Up to the first syntax error this sees strings exactly as `json.loads` does, so any text
+    it passes cannot make the parser nest deeper than `max_depth`.
+    """
+    skeleton = "".join(text.replace("\\\\", "").replace('\\"', "").split('"')[0::2])
+    if len(skeleton) > max_skeleton:
+        raise PayloadError(f"payload has {len(skeleton)} characters outside strings; at most {max_skeleton} are accepted")
+    depth = 0
+    for char in _NOT_BRACKET.sub("", skeleton):
+        if char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise PayloadError(f"payload is nested deeper than {max_depth} levels")
+        else:
+            depth -= 1
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def loads(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
-    """JSON object from Redis bytes, refusing anything else (pickle, junk, oversize)."""
+    """JSON object from Redis bytes, refusing anything else (pickle, junk, oversize, deep).
+
+    Size, encoding and nesting are checked before parsing; every failure, whatever the
+    parser raises, is a `PayloadError`, so callers need to catch only that.
+    """
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        data = data.encode("utf-8", "surrogatepass")
     if not isinstance(data, bytes | bytearray):
         raise PayloadError(f"payload must be bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
         raise PayloadError(f"payload is {len(data)} bytes; at most {max_bytes} are accepted")
     try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = bytes(data).decode("utf-8")  # strict: json.loads would also guess UTF-16/32
+    except UnicodeDecodeError:
+        raise PayloadError("payload is not JSON (not UTF-8 text)") from None
+    check_json_shape(text)
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces, see check_json_shape
         raise PayloadError(f"payload is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(value, dict):
         raise PayloadError("payload must be a JSON object")
     if value.get("v") != WIRE_VERSION:
-        raise PayloadError(f"payload version must be {WIRE_VERSION}, got {value.get('v')!r}")
+        shown = value.get("v")
+        raise PayloadError(f"payload version must be {WIRE_VERSION}, got {str(shown)[:20]!r}")
     return value
 
 
@@ -329,6 +387,138 @@ def parse_batch(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Bat
         events=_name(raw, "events"), timeout_s=_number(raw.get("timeout_s"), "timeout_s", 0.001, 7 * 24 * 3600),
         max_attempts=_int(raw.get("max_attempts"), "max_attempts", 1, 1000), jobs=tuple(jobs), files=files,
     )
+
+
+# ----- what a worker agrees to run ----------------------------------------------------------
+class BatchRefused(TesseraError):
+    """A well-formed batch outside this worker's models or the bot's own limits.
+
+    Unlike a `PayloadError` (dropped: nobody can be answered), the batch names its bot's
+    result list, so each job is answered "failed" with this message (fit for Discord: it
+    says what was asked and what is allowed, and never names a model path).
+    """
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """The models a worker runs and the bounds of what the bot itself would ever ask.
+
+    The bot builds requests with `engine.request.resolve`: sides from `size_for_aspect` on a
+    profile's native size (at most 2 x native at 4:1, multiples of 64), steps from
+    `steps_for_quality` (at most the profile's steps x the highest `--quality`), a grid of
+    4 images, batches of at most `QUEUE_BATCH_SIZE`, `JOB_TIMEOUT_S` and `JOB_MAX_ATTEMPTS`
+    from its settings. A message asking for more did not come from a bot configured like
+    this worker, so it is refused before anything loads or runs.
+    """
+
+    models: frozenset[str]
+    native: int = max(p.native for p in PROFILES.values())
+    profile_steps: int = max(p.steps for p in PROFILES.values())
+    max_count: int = 4
+    max_batch: int = 4
+    max_timeout_s: float = 600.0
+    max_attempts: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WorkerLimits:
+        """From `bot.config.Settings` (duck-typed: engine/ does not import bot/)."""
+        return cls(models=frozenset({settings.model_id, *settings.allowed_models}),
+                   max_batch=settings.queue_batch_size, max_timeout_s=settings.job_timeout_s,
+                   max_attempts=settings.job_max_attempts)
+
+    def allowing(self, profile: Any) -> WorkerLimits:
+        """Widened for a loaded model whose profile (its `tessera.json`) is larger than the stock ones."""
+        return replace(self, native=max(self.native, int(profile.native)),
+                       profile_steps=max(self.profile_steps, int(profile.steps)))
+
+    @property
+    def max_side(self) -> int:
+        return max(64, round(self.native * math.sqrt(MAX_ASPECT) / 64) * 64)
+
+    @property
+    def max_pixels(self) -> int:
+        return (self.native + 64) ** 2  # native² at any aspect, plus what rounding to 64 adds
+
+    @property
+    def max_steps(self) -> int:
+        return steps_for_quality(self.profile_steps, max(QUALITIES))
+
+
+def check_batch(batch: BatchPayload, limits: WorkerLimits) -> None:
+    """Raise `BatchRefused` when `batch` asks for more than `limits` allow."""
+    if len(batch.jobs) > limits.max_batch:
+        raise BatchRefused(f"This batch holds {len(batch.jobs)} jobs; the GPU workers take at most "
+                           f"{limits.max_batch} at once (QUEUE_BATCH_SIZE must match on the bot and its workers).")
+    if batch.timeout_s > limits.max_timeout_s:
+        raise BatchRefused(f"The bot gives this job {batch.timeout_s:g} s; the GPU workers allow at most "
+                           f"{limits.max_timeout_s:g} s (JOB_TIMEOUT_S must match on the bot and its workers).")
+    if batch.max_attempts > limits.max_attempts:
+        raise BatchRefused(f"The bot allows this job {batch.max_attempts} attempts; the GPU workers allow at most "
+                           f"{limits.max_attempts} (JOB_MAX_ATTEMPTS must match on the bot and its workers).")
+    for job in batch.jobs:
+        request = job.request
+        if request is None:
+            continue
+        if request["model"] not in limits.models:
+            # Neither the name nor whether such a path exists is echoed: the worker never looks.
+            raise BatchRefused("This job asks for a model the GPU workers are not set up to run; they run only "
+                               "their MODEL_ID and ALLOWED_MODELS. Choose another model with /settings.")
+        width, height = request["width"], request["height"]
+        if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+            raise BatchRefused(f"This job asks for {width}x{height} pixels; the GPU workers allow at most "
+                               f"{limits.max_side} per side and {limits.max_pixels:,} pixels in all.")
+        if request["steps"] > limits.max_steps:
+            raise BatchRefused(f"This job asks for {request['steps']} steps; the GPU workers allow at most "
+                               f"{limits.max_steps} (--quality {max(QUALITIES):g}).")
+        if request.get("count", 4) > limits.max_count:
+            raise BatchRefused(f"This job asks for {request.get('count')} images; a grid has at most "
+                               f"{limits.max_count}.")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A worker's presence, as the bot reads it from `{ns}:worker:{id}`."""
+
+    worker: str
+    model: str | None = None
+    device: str = ""
+    busy: bool = False
+    host: str = ""
+    pid: int = 0
+    profile: dict | None = None  # {"family", "native", "steps", "guidance"}
+
+    def to_json(self) -> dict:
+        return {"v": WIRE_VERSION, "worker": self.worker, "model": self.model, "device": self.device,
+                "busy": self.busy, "host": self.host, "pid": self.pid, "profile": self.profile}
+
+
+def parse_heartbeat(data: bytes | str, worker_id: str) -> Heartbeat:
+    """A heartbeat checked enough to show and to take a model profile from."""
+    raw = loads(data, max_bytes=MAX_HEARTBEAT_BYTES)
+    if raw.get("worker") != worker_id:
+        raise PayloadError("worker must be the id its key names")
+    model = raw.get("model")
+    if model is not None and (not isinstance(model, str) or len(model) > 500):
+        raise PayloadError("model must be a string of at most 500 characters")
+    texts = {}
+    for name in ("device", "host"):
+        value = raw.get(name, "")
+        if not isinstance(value, str) or len(value) > 200:
+            raise PayloadError(f"{name} must be a short string")
+        texts[name] = value
+    pid = raw.get("pid", 0)
+    busy = raw.get("busy", False)
+    if not isinstance(busy, bool):
+        raise PayloadError("busy must be true or false")
+    profile = raw.get("profile")
+    if profile is not None:
+        if not isinstance(profile, dict) or profile.get("family") not in PROFILES:
+            raise PayloadError("profile must name a model family")
+        profile = {"family": profile["family"], "native": _int(profile.get("native"), "profile.native", 64, 4096),
+                   "steps": _int(profile.get("steps"), "profile.steps", 1, 1000),
+                   "guidance": _number(profile.get("guidance"), "profile.guidance", 0, 100)}
+    return Heartbeat(worker=worker_id, model=model, device=texts["device"], busy=busy, host=texts["host"],
+                     pid=_int(pid, "pid", 0, 2**31), profile=profile)
 
 
 RESULT_STATUSES = frozenset({"done", "cancelled", "timeout", "failed", "error", "gave_up"})

@@ -8,7 +8,10 @@ decides the order (fair turns, limits, batching) and hands over only what is abo
 
 Per batch:
 1. the entry's JSON is checked field by field (`engine.redis_wire.parse_batch`); a
-   malformed one is logged and dropped, never run;
+   malformed one is logged and dropped (acknowledged, so it is never re-delivered to kill
+   the next worker), never run. A well-formed batch outside this worker's models or the
+   bot's own limits (`WorkerLimits`: size, steps, batch, timeout, attempts) is refused
+   before anything loads: each job is answered "failed" with the reason;
 2. each job is claimed on its `live` key: skipped if the bot no longer waits for this
    hand-over, answered "cancelled" if it was cancelled meanwhile, answered "gave_up" once it
    has been started `max_attempts` times (each earlier run died with its worker);
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -42,6 +44,7 @@ from redis.exceptions import RedisError
 from engine.errors import JobCancelled, TesseraError
 from engine.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
 from engine.joblog import for_job
+from engine.redact import redact_url
 from engine.redis_wire import (
     CLAIM_SCRIPT,
     DEFAULT_NAMESPACE,
@@ -49,13 +52,17 @@ from engine.redis_wire import (
     RESULT_TTL_S,
     WIRE_VERSION,
     BatchPayload,
+    BatchRefused,
+    Heartbeat,
     JobPayload,
     Keys,
     PayloadError,
     ResultPayload,
     StreamEntry,
     TesseraStreamBroker,
+    WorkerLimits,
     b64,
+    check_batch,
     dumps,
     parse_batch,
 )
@@ -97,7 +104,8 @@ class Worker:
 
     def __init__(self, url: str, executor: Executor, *, namespace: str = DEFAULT_NAMESPACE,
                  worker_id: str | None = None, visibility_timeout_s: float = DEFAULT_VISIBILITY_S,
-                 poll_s: float = POLL_S, model_ref: str = "", device: str = "") -> None:
+                 poll_s: float = POLL_S, model_ref: str = "", device: str = "",
+                 limits: WorkerLimits | None = None) -> None:
         self.url = url
         self.executor = executor
         self.keys = Keys(namespace)
@@ -106,7 +114,11 @@ class Worker:
         self.poll_s = poll_s
         self.model_ref = model_ref
         self.device = device
+        # Only these models, only what the bot itself would ask (see WorkerLimits): a message
+        # naming another model or path is refused before anything is loaded.
+        self.limits = limits or WorkerLimits(models=frozenset({model_ref} if model_ref else ()))
         self.rejected = 0  # malformed payloads dropped (tests, logs)
+        self.refused = 0  # well-formed batches outside the limits, answered "failed"
         self.batches = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
@@ -130,11 +142,15 @@ class Worker:
         self._broker = TesseraStreamBroker(self.url, keys=self.keys, consumer_name=self.worker_id,
                                            visibility_timeout_s=self.visibility_timeout_s)
         heartbeat: asyncio.Task | None = None
+        log.info("worker %s: connecting to Redis at %s", self.worker_id, redact_url(self.url))
         try:
             await self._redis.ping()
             await self._broker.startup()
             log.info("worker %s: loading the model %s", self.worker_id, self.model_ref or "")
             await asyncio.to_thread(self.executor.prepare)
+            profile = getattr(getattr(self.executor, "model", None), "profile", None)
+            if profile is not None:
+                self.limits = self.limits.allowing(profile)
             heartbeat = asyncio.create_task(self._heartbeat(), name="tessera-worker-heartbeat")
             await self._beat()
             log.info("worker %s ready: taking jobs from %s", self.worker_id, self.keys.stream)
@@ -145,8 +161,15 @@ class Worker:
                     log.warning("reading the job stream failed (%s); retrying", exc)
                     await asyncio.sleep(1.0)
                     continue
-                if entry is not None:
+                if entry is None:
+                    continue
+                try:
                     await self.handle(entry)
+                except (RedisError, OSError) as exc:  # e.g. acknowledging failed: the entry is re-delivered
+                    log.warning("lost Redis while finishing stream entry %s (%s)", entry.id, exc)
+                    await asyncio.sleep(1.0)
+                except Exception:  # handle() has its own nets; nothing may end the worker
+                    log.exception("the worker failed on stream entry %s; taking the next one", entry.id)
         finally:
             self._closing = True
             if heartbeat is not None:
@@ -163,12 +186,24 @@ class Worker:
         """Check, run and answer one entry, then acknowledge it."""
         assert self._broker is not None
         try:
-            batch = parse_batch(entry.data)
+            batch = await asyncio.to_thread(parse_batch, entry.data)  # up to 64 MB: off the loop (heartbeats)
             if not (batch.reply_to.startswith(self.keys.results("")) and batch.events.startswith(self.keys.events(""))):
                 raise PayloadError("reply_to and events must be this namespace's result list and event channel")
-        except PayloadError as exc:
+        except Exception as exc:  # PayloadError, or anything parse_batch failed to foresee: never run, never again
             self.rejected += 1
-            log.error("rejected a malformed job payload (stream entry %s, %d bytes): %s", entry.id, len(entry.data), exc)
+            reason = str(exc)[:300] if isinstance(exc, PayloadError) else f"unexpected {type(exc).__name__}"
+            log.error("rejected a malformed job payload (stream entry %s, %d bytes): %s", entry.id, len(entry.data),
+                      reason)
+            await self._broker.done(entry.id)  # acknowledged and deleted: it is not re-delivered
+            return
+        try:
+            check_batch(batch, self.limits)
+        except BatchRefused as refusal:
+            self.refused += 1
+            log.warning("refused batch %s (stream entry %s): %s", batch.batch_id, entry.id, refusal)
+            for job in batch.jobs:  # the bot's jobs end "failed" with the reason instead of waiting
+                await self._push(batch, ResultPayload(job.job_id, batch.token, self.worker_id, "failed",
+                                                      error=str(refusal)[:4000]))
             await self._broker.done(entry.id)
             return
         self._busy = True
@@ -397,18 +432,20 @@ class Worker:
                 await self._beat()
             except (RedisError, OSError) as exc:
                 log.warning("could not send the heartbeat (%s)", exc)
+            except Exception:  # a silent heartbeat makes the bot think this worker is gone
+                log.exception("could not send the heartbeat")
 
     async def _beat(self) -> None:
         model = getattr(self.executor, "model", None)
         profile = getattr(model, "profile", None)
-        info = {
-            "worker": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "model": getattr(model, "ref", None) or self.model_ref, "device": self.device, "busy": self._busy,
-            "profile": None if profile is None else {"family": profile.family, "native": profile.native,
-                                                     "steps": profile.steps, "guidance": profile.guidance},
-        }
+        info = Heartbeat(
+            worker=self.worker_id, host=socket.gethostname()[:200], pid=os.getpid(),
+            model=getattr(model, "ref", None) or self.model_ref, device=self.device, busy=self._busy,
+            profile=None if profile is None else {"family": profile.family, "native": profile.native,
+                                                  "steps": profile.steps, "guidance": profile.guidance},
+        )
         ttl = max(1, round(self.visibility_timeout_s))
-        await self._redis_client().set(self.keys.worker(self.worker_id), json.dumps(info), ex=ttl)
+        await self._redis_client().set(self.keys.worker(self.worker_id), dumps(info.to_json()), ex=ttl)
 
     def _redis_client(self) -> Redis:
         if self._redis is None:

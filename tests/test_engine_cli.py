@@ -134,7 +134,7 @@ def test_imagine_runs_on_a_redis_worker_when_queue_url_is_set(
     (tmp_path / "redis").mkdir()
     with redis_server(tmp_path / "redis") as server:
         executor = FakeExecutor(steps=2)
-        worker = Worker(server.url, executor, worker_id="cli-test", poll_s=0.05)
+        worker = Worker(server.url, executor, worker_id="cli-test", poll_s=0.05, model_ref=str(small_model))
         thread = threading.Thread(target=asyncio.run, args=(worker.run(),), daemon=True)
         thread.start()
         try:

@@ -89,8 +89,9 @@ def small_model(tiny_models: dict[str, Path], tmp_path: Path) -> Path:
     return folder
 
 
-async def start_worker(url: str, executor: FakeExecutor, worker_id: str = "w0") -> tuple[Worker, asyncio.Task]:
-    worker = Worker(url, executor, worker_id=worker_id, visibility_timeout_s=1.0, poll_s=0.05)
+async def start_worker(url: str, executor: FakeExecutor, model_ref: str,
+                       worker_id: str = "w0") -> tuple[Worker, asyncio.Task]:
+    worker = Worker(url, executor, worker_id=worker_id, visibility_timeout_s=1.0, poll_s=0.05, model_ref=model_ref)
     return worker, asyncio.create_task(worker.run())
 
 
@@ -182,7 +183,7 @@ async def test_a_redis_bot_starts_without_the_model_and_its_jobs_run_on_a_worker
                              safety_checker=True, safety_checker_model="tessera-tests/no-checker-either")
     service = await Tessera.start(settings)
     executor = FlaggingExecutor()
-    worker, task = await start_worker(redis_url, executor)
+    worker, task = await start_worker(redis_url, executor, HUB_ID)
     try:
         assert type(service.queue).__name__ == "RedisQueue" and service.executor is None
         [job] = await service.imagine(user_id=7, prompt_text="a paper boat --seed 21")  # waits for the worker's profile
@@ -224,7 +225,7 @@ async def test_the_cli_runs_only_its_own_jobs_in_a_bots_data_dir(
 
     worker = None
     if backend == "redis":
-        worker = await start_worker(redis_url, executor)
+        worker = await start_worker(redis_url, executor, settings.model_id)
     try:
         code = await run_jobs("imagine", settings, submit, write_grid, tmp_path / "out",
                               executor=None if worker else executor, bars=ProgressBars(enabled=False))

@@ -23,13 +23,15 @@ from redis.asyncio import Redis
 from engine.errors import QueueLimitError
 from engine.executor import BatchControl, WorkItem, WorkResult
 from engine.queue import QueueEvent
-from engine.queue_redis import RedisQueue, RedisUnavailable, redact
+from engine.queue_redis import RedisQueue, RedisUnavailable
+from engine.redact import redact_url
 from engine.redis_wire import (
     BatchPayload,
     JobPayload,
     Keys,
     PayloadError,
     ResultPayload,
+    WorkerLimits,
     parse_batch,
     parse_result,
 )
@@ -96,7 +98,7 @@ class Cluster:
             self.storage = None
 
     async def add_worker(self, executor: FakeExecutor, *, wait: bool = True, **kw: object) -> Worker:
-        options: dict = {"visibility_timeout_s": 1.0, "poll_s": 0.05}
+        options: dict = {"visibility_timeout_s": 1.0, "poll_s": 0.05, "model_ref": "tiny"}  # make_request's model
         options.update(kw)
         worker = Worker(self.server.url, executor, namespace=self.namespace, worker_id=f"w{len(self.workers)}",
                         **options)
@@ -192,16 +194,16 @@ def test_oversized_payloads_and_results_are_refused() -> None:
 
 
 def test_passwords_are_kept_out_of_logs() -> None:
-    assert redact("redis://:s3cret@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
-    assert redact("rediss://bot:s3cret@host:6380/1") == "rediss://bot:***@host:6380/1"
-    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url("redis://:s3cret@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
+    assert redact_url("rediss://bot:s3cret@host:6380/1") == "rediss://***@host:6380/1"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
 async def test_an_unreachable_redis_is_a_clear_error(data_dir: Path) -> None:
     storage = await Storage.open(data_dir)
     try:
         queue = RedisQueue(storage, f"redis://:hunter2@127.0.0.1:{free_port()}/0")
-        with pytest.raises(RedisUnavailable, match=r"Cannot reach Redis at QUEUE_URL=redis://:\*\*\*@127\.0\.0\.1") as info:
+        with pytest.raises(RedisUnavailable, match=r"Cannot reach Redis at QUEUE_URL=redis://\*\*\*@127\.0\.0\.1") as info:
             await queue.start()
         assert "hunter2" not in str(info.value)
     finally:
@@ -387,7 +389,7 @@ async def test_a_job_started_too_often_is_given_up_with_a_clear_failure(cluster:
     async with cluster.redis() as redis:
         # A worker that is only a heartbeat lets the bot hand the job over; then the job
         # "has killed" two workers already when a real one claims it.
-        await redis.set(cluster.keys.worker("ghost"), "{}", ex=30)
+        await redis.set(cluster.keys.worker("ghost"), json.dumps({"v": 1, "worker": "ghost"}), ex=30)
         await wait_for(lambda: "ghost" in queue.workers())
         job = await create_job(cluster.storage, 1)
         await queue.submit(job)
@@ -454,3 +456,151 @@ async def test_a_crashed_bot_resumes_and_stale_hand_overs_never_complete(cluster
     assert (await cluster.storage.jobs.require(running.id)).attempts == 2  # type: ignore[union-attr]
     await asyncio.sleep(0.3)  # the first run's worker dropped its result: nothing else arrives
     assert restarted.ignored_results == 0 and cluster.kinds(running.id).count("done") == 1
+
+
+# ----- hostile messages (issue 13, item 5) -----------------------------------------------------
+# Each was seen to kill a worker (and every worker it was re-delivered to) or one of the bot's
+# background tasks: json.loads recursing past the interpreter's limit raises RecursionError.
+HOSTILE = [
+    b"[" * 100_000,
+    b'{"a":' * 50_000,
+    b"[]" * 10_000 + b"[" * 40,
+    b'{"v": 1, "x": ' + b"[" * 33 + b"]" * 33 + b"}",
+    b'{"v": ' + b"9" * 100_000 + b"}",  # past int's digit limit
+    b'{"v": 1e999999, "jobs": []}',
+    b'{"v": NaN}',
+    b'{"v": 1, "jobs": "all", "token": ["t"], "batch": {}, "type": 7, "job_ids": {"a": 1}}',
+    b"\xff\xfe[\x00[\x00",  # not UTF-8 (json.loads would guess UTF-16)
+    b'{"v": 2, "type": "started", "token": "t", "worker": "w", "job_ids": []}',
+    b'{"v": 1, "model": "' + b"m" * 20_000 + b'"}',
+    b"",
+]
+
+
+async def test_hostile_stream_entries_are_dropped_and_the_worker_goes_on(cluster: Cluster,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    queue = await cluster.open()
+    executor = FakeExecutor()
+    worker = await cluster.add_worker(executor)
+    _worker, task = cluster.workers[0]
+    async with cluster.redis() as redis:
+        for data in HOSTILE:
+            await redis.xadd(cluster.keys.stream, {b"data": data})
+        assert cluster.storage is not None
+        with caplog.at_level(logging.ERROR, logger="engine.worker"):
+            await wait_for(lambda: worker.rejected == len(HOSTILE))
+            job = await create_job(cluster.storage, 1)
+            await queue.submit(job)
+            await cluster.wait(job.id)
+        assert cluster.kinds(job.id)[-1] == "done" and executor.batches == [[job.id]]
+        assert not task.done()
+        # Acknowledged and deleted: nothing is pending, so nothing is re-delivered to kill the next worker.
+        assert await redis.xlen(cluster.keys.stream) == 0
+        assert (await redis.xpending(cluster.keys.stream, cluster.keys.group))["pending"] == 0
+    rejected = [r.getMessage() for r in caplog.records if "rejected a malformed job payload" in r.getMessage()]
+    assert len(rejected) == len(HOSTILE) and any("nested deeper than 32" in line for line in rejected)
+    assert all(len(line) < 600 for line in rejected)  # the payload itself is never echoed
+
+
+async def test_hostile_events_results_and_heartbeats_leave_the_bot_listening(cluster: Cluster) -> None:
+    queue = await cluster.open()
+    executor = FakeExecutor()
+    worker = await cluster.add_worker(executor)
+    async with cluster.redis() as redis:
+        for index, data in enumerate(HOSTILE):
+            await redis.publish(cluster.keys.events(queue.instance), data)
+            await redis.lpush(cluster.keys.results(queue.instance), data)
+            await redis.set(cluster.keys.worker(f"evil{index}"), data, ex=30)
+        await asyncio.sleep(3 * queue.worker_poll_s + 0.3)  # the workers task has read every heartbeat
+        for _ in range(200):  # the results task has popped every result
+            if not await redis.llen(cluster.keys.results(queue.instance)):
+                break
+            await asyncio.sleep(0.05)
+        assert set(queue.workers()) == {worker.worker_id}  # only the real heartbeat counts
+        assert all(not task.done() for task in queue._tasks) and queue.restarts == {}
+        assert cluster.storage is not None
+        job = await create_job(cluster.storage, 1)
+        await queue.submit(job)
+        await cluster.wait(job.id)
+    # The bot still hears its worker: progress events and the result came through.
+    assert [e.step for e in cluster.events if e.job_id == job.id and e.kind == "progress"][-1] == 3
+    assert cluster.kinds(job.id)[-1] == "done"
+
+
+async def test_a_background_task_that_fails_is_logged_and_restarted(cluster: Cluster,
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = await cluster.open()
+    real_poll = queue._poll_workers
+    failures = iter([RuntimeError("boom"), None])
+
+    async def flaky_poll() -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        await real_poll()
+
+    monkeypatch.setattr(queue, "_poll_workers", flaky_poll)
+    with caplog.at_level(logging.ERROR, logger="engine.queue_redis"):
+        await wait_for(lambda: queue.restarts.get("workers") == 1)
+        worker = await cluster.add_worker(FakeExecutor())  # the restarted task counts it
+    assert worker.worker_id in queue.workers()
+    assert any("workers task failed; restarting it" in r.getMessage() for r in caplog.records)
+
+
+# ----- what a worker agrees to run (issue 13, item 6) -------------------------------------------
+@pytest.mark.parametrize("changes, expected", [
+    ({"model": "/etc/passwd"}, "a model the GPU workers are not set up to run"),
+    ({"model": "/nonexistent/model"}, "a model the GPU workers are not set up to run"),
+    ({"model": "stabilityai/stable-diffusion-xl-base-1.0"}, "a model the GPU workers are not set up to run"),
+    ({"width": 8192, "height": 8192}, "8192x8192 pixels; the GPU workers allow at most 2048 per side"),
+    ({"width": 2048, "height": 2048}, "2048x2048 pixels"),
+    ({"steps": 1000}, "1000 steps; the GPU workers allow at most 120"),
+    ({"count": 16}, "16 images"),
+])
+async def test_a_worker_refuses_what_it_was_not_configured_for(cluster: Cluster, changes: dict,
+                                                               expected: str) -> None:
+    queue = await cluster.open()
+    executor = FakeExecutor()
+    worker = await cluster.add_worker(executor)
+    assert cluster.storage is not None
+    job = await create_job(cluster.storage, 1, request=make_request(**changes))
+    await queue.submit(job)
+    await cluster.wait(job.id)
+    error = cluster.last(job.id, "failed").error or ""
+    assert expected in error and await cluster.state(job.id) == JobState.FAILED
+    assert "passwd" not in error and "nonexistent" not in error and "exist" not in error
+    assert executor.batches == [] and executor.prepared == 1 and worker.refused == 1  # never run, nothing loaded
+    ok = await create_job(cluster.storage, 1)  # the worker goes on with what it may run
+    await queue.submit(ok)
+    await cluster.wait(ok.id)
+    assert cluster.kinds(ok.id)[-1] == "done"
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"job_timeout_s": 7 * 24 * 3600.0}, "JOB_TIMEOUT_S"),
+    ({"max_attempts": 1000}, "JOB_MAX_ATTEMPTS"),
+])
+async def test_a_worker_refuses_a_bot_beyond_its_own_time_and_attempt_limits(cluster: Cluster, options: dict,
+                                                                           expected: str) -> None:
+    queue = await cluster.open(**options)
+    executor = FakeExecutor()
+    await cluster.add_worker(executor, limits=WorkerLimits(frozenset({"tiny"}), max_timeout_s=600.0, max_attempts=3))
+    assert cluster.storage is not None
+    job = await create_job(cluster.storage, 1)
+    await queue.submit(job)
+    await cluster.wait(job.id)
+    assert expected in (cluster.last(job.id, "failed").error or "") and executor.batches == []
+
+
+async def test_a_batch_larger_than_queue_batch_size_is_refused(cluster: Cluster) -> None:
+    queue = await cluster.open(limits=Limits(max_per_user=20, max_running_per_user=4, max_total=100, batch_size=4))
+    executor = FakeExecutor()
+    await cluster.add_worker(executor, limits=WorkerLimits(frozenset({"tiny"}), max_batch=2))
+    assert cluster.storage is not None
+    jobs = [await create_job(cluster.storage, user) for user in (1, 2, 3)]
+    for job in jobs:
+        await queue.submit(job)
+    await cluster.wait(*(j.id for j in jobs))
+    assert all("QUEUE_BATCH_SIZE" in (cluster.last(j.id, "failed").error or "") for j in jobs)
+    assert executor.batches == []

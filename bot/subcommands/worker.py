@@ -4,6 +4,8 @@ Run one per GPU, on any machine that reaches Redis: it loads its model once, the
 job (or batch) at a time, sending images and progress back through Redis. The bot keeps the
 queue, SQLite and the image folder; workers need none of them. The model and device come from
 --model / --device, else MODEL_ID / DEVICE (and DTYPE, UPSCALER_WEIGHTS_DIR, ... as for the bot).
+It runs only MODEL_ID and ALLOWED_MODELS, and refuses batches beyond its QUEUE_BATCH_SIZE,
+JOB_TIMEOUT_S and JOB_MAX_ATTEMPTS (give it the bot's values): such a job fails with the reason.
 Stop it with Ctrl-C or SIGTERM: a batch it is running is handed back to the queue.
 
   tessera worker --queue redis://:PASSWORD@10.0.0.5:6379/0 --device cuda:0
@@ -52,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
     from engine.errors import TesseraError
     from engine.executor import EngineExecutor
     from engine.models import check_model_ref
-    from engine.queue_redis import redact
+    from engine.redact import redact_url
+    from engine.redis_wire import WorkerLimits
     from engine.worker import Worker
 
     try:
@@ -61,7 +64,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"tessera worker: {exc}", file=sys.stderr)
         return 2
     worker = Worker(settings.queue_url, EngineExecutor.from_settings(settings), worker_id=args.worker_id,
-                    visibility_timeout_s=args.visibility_timeout, model_ref=settings.model_id, device=settings.device)
+                    visibility_timeout_s=args.visibility_timeout, model_ref=settings.model_id, device=settings.device,
+                    limits=WorkerLimits.from_settings(settings))
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -72,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except (OSError, RedisError) as exc:
-        print(f"tessera worker: cannot use Redis at {redact(settings.queue_url)}: {exc}", file=sys.stderr)
+        print(f"tessera worker: cannot use Redis at {redact_url(settings.queue_url)}: {exc}", file=sys.stderr)
         return 1
     except TesseraError as exc:
         print(f"tessera worker: {exc}", file=sys.stderr)
