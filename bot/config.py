@@ -64,6 +64,7 @@ class Settings(BaseSettings):
 
     discord_token: SecretStr | None = Field(default=None)
     dev_guild_id: int | None = None
+    discord_api_base: str | None = None  # e.g. an HTTP proxy in front of https://discord.com/api/v10
 
     model_id: str = DEFAULT_MODEL_ID
     allowed_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -112,6 +113,17 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("discord_api_base", mode="before")
+    @classmethod
+    def _api_base(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not value.startswith(("https://", "http://")):
+                raise ValueError("must be empty (Discord's own API) or an http(s):// URL like https://discord.com/api/v10")
         return value
 
     @field_validator("model_id")

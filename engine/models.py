@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 Family = Literal["sd1", "sd2", "sdxl"]
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-_OFFLINE_HINT = ("download it on a machine with internet (`huggingface-cli download {ref} --local-dir DIR`), "
-                 "copy DIR here and set MODEL_ID=DIR (an absolute path)")
+_OFFLINE_HINT = ("download it with `tessera models pull {ref}` once the hub can be reached (or, on a machine with "
+                 "internet, `tessera models pull {ref} --local-dir DIR`, copy DIR here and set MODEL_ID=DIR, "
+                 "an absolute path)")
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def check_model_ref(ref: str) -> None:
         HfApi().model_info(ref, timeout=15)
     except GatedRepoError:
         raise ModelError(f"the model {ref!r} is gated: accept its licence on huggingface.co and log in "
-                         "(`huggingface-cli login`), or place the weights locally and set MODEL_ID to the folder") from None
+                         "(`hf auth login`), or place the weights locally and set MODEL_ID to the folder") from None
     except RepositoryNotFoundError:
         raise ModelError(f"there is no model {ref!r} on the Hugging Face hub (check the id, like 'owner/name')") from None
     except Exception as exc:  # connection errors of several libraries
