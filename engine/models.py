@@ -225,6 +225,25 @@ def _has_safety_checker(path: Path | None, ref: str) -> bool:
         return False
 
 
+def _weights_variant(path: Path | None, ref: str) -> str | None:
+    """"fp16" when the local copy holds only the fp16 variant of the UNet weights (what
+    `tessera models pull` fetches for a GPU), else None: diffusers loads a variant only when told."""
+    folder = path
+    if folder is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(ref, "model_index.json")
+        folder = Path(cached).parent if isinstance(cached, str) else None
+    unet = folder / "unet" if folder is not None else None
+    if unet is None or not unet.is_dir():
+        return None
+    names = [p.name for p in unet.iterdir() if p.name.startswith("diffusion_pytorch_model")
+             and p.name.endswith((".safetensors", ".bin"))]
+    if any(".fp16" not in name for name in names):
+        return None
+    return "fp16" if names else None
+
+
 def _load_single_file(path: Path, dtype: Any) -> Any:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
@@ -262,6 +281,9 @@ def load_model(ref: str, *, device: str = "auto", dtype: str = "auto", attention
     else:
         # Safety checking is a per-server choice made elsewhere; never load its 1 GB model here.
         extra = {"safety_checker": None, "requires_safety_checker": False} if _has_safety_checker(path, ref) else {}
+        variant = _weights_variant(path, ref)
+        if variant:
+            extra["variant"] = variant
         try:
             from diffusers.utils import logging as diffusers_logging
             from transformers.utils import logging as transformers_logging
