@@ -79,6 +79,8 @@ async def serve(settings: Settings) -> int:
             log.info("stopping")
             await client.close()
             stopper.cancel()
+            runner.cancel()  # a login still in flight ends with "connector closed": expected, not an error
+            await asyncio.gather(runner, return_exceptions=True)
     except discord.LoginFailure:
         message = "Discord refused the token (DISCORD_TOKEN): reset it in the developer portal and update .env"
         status = 2
