@@ -354,3 +354,20 @@ def test_install_shows_progress_and_says_how_to_reach_tessera(tmp_path: Path) ->
     assert install and "--quiet" not in install[0] and "--progress-bar on" in install[0]
     assert "GB" in result.stderr and "minutes" in result.stderr
     assert f"{venv}/bin/tessera" in result.stderr and "activate" in result.stderr
+
+
+def test_readme_set_up_commands_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every `tessera …` the set-up section tells a new operator to run is a real command with --help."""
+    from bot.cli import main
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Set-up on a fresh machine", 1)[1].split("\n## ", 1)[0]
+    assert ".venv/bin/tessera" in section and "source .venv/bin/activate" in section
+    assert "download.pytorch.org/whl/cpu" in section  # the CPU-only TORCH_SPEC
+    commands = set(re.findall(r"tessera ((?:models )?[a-z]+)", section))
+    assert {"invite", "models pull", "models list"} <= commands
+    for command in sorted(commands):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command.split(), "--help"])
+        assert exit_info.value.code == 0, command
+    capsys.readouterr()
