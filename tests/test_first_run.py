@@ -371,3 +371,22 @@ def test_readme_set_up_commands_exist(capsys: pytest.CaptureFixture[str]) -> Non
             main([*command.split(), "--help"])
         assert exit_info.value.code == 0, command
     capsys.readouterr()
+
+
+async def test_discord_progress_says_loading_model_while_the_model_loads(tiny_models: dict[str, Path],
+                                                                          data_dir: Path) -> None:
+    """A job taken by the GPU thread before the model is ready shows "loading model", not "starting"."""
+    from tests.bot_helpers import StepExecutor, start_bot
+
+    executor = StepExecutor()
+    executor.loaded.clear()  # the model is still loading
+    bot = await start_bot(tiny_models["sd15"], data_dir, executor=executor)
+    try:
+        interaction = await bot.h.run_command("imagine", {"prompt": "an early bird"})
+        await bot.until(lambda: any("loading model" in (c.content or "") for c in bot.http.for_token(interaction.token)))
+        assert not any("(starting)" in (c.content or "") for c in bot.http.for_token(interaction.token))
+        executor.loaded.set()
+        job = await bot.only_job()
+        await bot.finished(job.id)
+    finally:
+        await bot.close()
