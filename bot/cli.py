@@ -27,6 +27,8 @@ SUBCOMMANDS: dict[str, str] = {
     "doctor": "check the database and image folder for problems",
     "prune": "delete old unshared images and their rows",
     "commands": "print the slash commands the bot would sync, as JSON",
+    "invite": "print the link that adds the bot to a server, with the permissions it needs",
+    "models": "download models and upscaler weights (pull), show what is here (list)",
 }
 
 

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
 
     discord_token: SecretStr | None = Field(default=None)
     dev_guild_id: int | None = None
+    discord_api_base: str | None = None  # e.g. an HTTP proxy in front of https://discord.com/api/v10
 
     model_id: str = DEFAULT_MODEL_ID
     allowed_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -145,6 +146,17 @@ class Settings(BaseSettings):
     def _ports_in_range(cls, value: list[int]) -> list[int]:
         if not value or not all(1 <= port <= 65535 for port in value):
             raise ValueError("must be one or more port numbers from 1 to 65535, like 80,443")
+        return value
+
+    @field_validator("discord_api_base", mode="before")
+    @classmethod
+    def _api_base(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not value.startswith(("https://", "http://")):
+                raise ValueError("must be empty (Discord's own API) or an http(s):// URL like https://discord.com/api/v10")
         return value
 
     @field_validator("model_id")

@@ -82,9 +82,12 @@ def queued_text(job: Job, position: int | None, *, warming: bool = False) -> str
     return f"{_line(job, state)}\n{_footer(job)}"
 
 
-def progress_text(job: Job, step: int | None, total: int | None) -> str:
-    """A running job: the percentage done (the preview image is attached separately)."""
-    if step is not None and total:
+def progress_text(job: Job, step: int | None, total: int | None, *, loading: bool = False) -> str:
+    """A running job: the percentage done (the preview image is attached separately), or
+    "loading model" while a started job waits for the model (minutes on a first start)."""
+    if loading:
+        state = "loading model"
+    elif step is not None and total:
         percent = max(0, min(100, round(100 * step / total)))
         state = f"{percent}%"
     else:

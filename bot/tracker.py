@@ -196,7 +196,7 @@ class JobTracker:
                 warming = is_warming(self.service)
                 editor.push(Update(render.queued_text(job, event.position, warming=warming)))
         elif kind == "started":
-            editor.push(Update(render.progress_text(job, 0, None)))
+            editor.push(Update(render.progress_text(job, 0, None, loading=is_warming(self.service))))
         elif kind == "progress":
             if event.preview:
                 tracked.preview = event.preview

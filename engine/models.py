@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 Family = Literal["sd1", "sd2", "sdxl"]
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-_OFFLINE_HINT = ("download it on a machine with internet (`huggingface-cli download {ref} --local-dir DIR`), "
-                 "copy DIR here and set MODEL_ID=DIR (an absolute path)")
+_OFFLINE_HINT = ("download it with `tessera models pull {ref}` once the hub can be reached (or, on a machine with "
+                 "internet, `tessera models pull {ref} --local-dir DIR`, copy DIR here and set MODEL_ID=DIR, "
+                 "an absolute path)")
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def check_model_ref(ref: str) -> None:
         HfApi().model_info(ref, timeout=15)
     except GatedRepoError:
         raise ModelError(f"the model {ref!r} is gated: accept its licence on huggingface.co and log in "
-                         "(`huggingface-cli login`), or place the weights locally and set MODEL_ID to the folder") from None
+                         "(`hf auth login`), or place the weights locally and set MODEL_ID to the folder") from None
     except RepositoryNotFoundError:
         raise ModelError(f"there is no model {ref!r} on the Hugging Face hub (check the id, like 'owner/name')") from None
     except Exception as exc:  # connection errors of several libraries
@@ -224,6 +225,25 @@ def _has_safety_checker(path: Path | None, ref: str) -> bool:
         return False
 
 
+def _weights_variant(path: Path | None, ref: str) -> str | None:
+    """"fp16" when the local copy holds only the fp16 variant of the UNet weights (what
+    `tessera models pull` fetches for a GPU), else None: diffusers loads a variant only when told."""
+    folder = path
+    if folder is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(ref, "model_index.json")
+        folder = Path(cached).parent if isinstance(cached, str) else None
+    unet = folder / "unet" if folder is not None else None
+    if unet is None or not unet.is_dir():
+        return None
+    names = [p.name for p in unet.iterdir() if p.name.startswith("diffusion_pytorch_model")
+             and p.name.endswith((".safetensors", ".bin"))]
+    if any(".fp16" not in name for name in names):
+        return None
+    return "fp16" if names else None
+
+
 def _load_single_file(path: Path, dtype: Any) -> Any:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
@@ -261,6 +281,9 @@ def load_model(ref: str, *, device: str = "auto", dtype: str = "auto", attention
     else:
         # Safety checking is a per-server choice made elsewhere; never load its 1 GB model here.
         extra = {"safety_checker": None, "requires_safety_checker": False} if _has_safety_checker(path, ref) else {}
+        variant = _weights_variant(path, ref)
+        if variant:
+            extra["variant"] = variant
         try:
             from diffusers.utils import logging as diffusers_logging
             from transformers.utils import logging as transformers_logging

@@ -526,14 +526,20 @@ class InProcessQueue(QueueCore):
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         self._work.put(_STOP)
-        if self._thread is not None:
+        loading = self._thread is not None and not self._ready.is_set()
+        if loading:
+            # The model is still loading (a first start may be downloading gigabytes): that cannot
+            # be interrupted, and waiting would hold Ctrl-C or a failed login for minutes. The thread
+            # is a daemon holding no job; it ends after the load (it sees _stopping) or with the process.
+            log.info("stopping without waiting for the model to finish loading")
+        elif self._thread is not None:
             await asyncio.to_thread(self._thread.join)
         await self._drain_finishing()
         # Anything still marked running (handed over but never reported) waits for the next start.
         for job_id in list(self._running):
             await self.storage.jobs.transition(job_id, _state("queued"))
             self._running.pop(job_id, None)
-        if self.owns_executor:
+        if self.owns_executor and not loading:
             self.executor.close()
         self._pool.shutdown(wait=True)
 
@@ -579,6 +585,8 @@ class InProcessQueue(QueueCore):
             log.exception("the model could not be loaded")
         finally:
             self._ready.set()
+        if self._stopping:  # stop() left while the model was loading: nothing more to do here
+            return
         while True:
             items = self._work.get()
             if items is _STOP:

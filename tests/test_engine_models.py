@@ -36,7 +36,7 @@ def test_hub_id_offline_fails_fast_saying_how_to_place_weights() -> None:
     with pytest.raises(ModelError) as info:
         load_model("someone/not-cached-model")
     message = str(info.value)
-    assert "offline" in message and "huggingface-cli download someone/not-cached-model --local-dir" in message
+    assert "offline" in message and "tessera models pull someone/not-cached-model --local-dir" in message
     assert "MODEL_ID=" in message
     assert time.monotonic() - started < 5
 

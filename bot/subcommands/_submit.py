@@ -47,8 +47,10 @@ class ProgressBars:
     Events of jobs that are not watched (e.g. resumed ones) are ignored.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None,
+                 loading: Callable[[], bool] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self.loading = loading  # True while the model loads: a started job shows that, not "running"
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)()) if enabled is None else enabled
         self._watched: set[str] = set()
         self._bars: dict[str, Any] = {}
@@ -76,7 +78,7 @@ class ProgressBars:
         if event.kind in ("queued", "position") and event.position is not None:
             bar.set_postfix_str(f"queued #{event.position}")
         elif event.kind == "started":
-            bar.set_postfix_str("running")
+            bar.set_postfix_str("loading model" if self.loading is not None and self.loading() else "running")
         elif event.kind == "progress" and event.total:
             if bar.total != event.total:
                 bar.reset(total=event.total)
@@ -120,6 +122,10 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
 
     service = await Tessera.start(settings, executor=executor, resume=False)
     bars = bars if bars is not None else ProgressBars()
+    if bars.loading is None:
+        from bot.tracker import is_warming
+
+        bars.loading = lambda: is_warming(service)
     service.subscribe(bars)
     jobs: list[Job] = []
     finished: set[str] = set()
