@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from engine.prompt import PromptLimits
 from engine.redact import redact_url
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -96,6 +97,7 @@ class Settings(BaseSettings):
 
     prompt_max_length: int = Field(default=6000, ge=1)
     prompt_max_jobs: int = Field(default=40, ge=1)
+    prompt_max_images: int = Field(default=5, ge=0, le=20)
     image_prompt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     image_fetch_timeout_s: float = Field(default=10.0, gt=0)
     # Decoded pixels: per image (prompts and uploads, checked on the header before decoding)
@@ -184,6 +186,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be empty (in-process queue) or a Redis URL like redis://:password@host:6379/0")
         return value
+
+    @property
+    def prompt_limits(self) -> PromptLimits:
+        """The parser's limits from PROMPT_MAX_*: one place, so the bot, its checks and
+        `tessera parse` refuse exactly the same prompts."""
+        return PromptLimits(max_length=self.prompt_max_length, max_jobs=self.prompt_max_jobs,
+                            max_images=self.prompt_max_images)
 
     @property
     def weights_dir(self) -> Path:

@@ -256,10 +256,10 @@ class Tessera:
         """Parse, check, resolve and queue a prompt: one job per expansion and --repeat.
 
         `sampler` overrides the user's and the server's (the CLI's --sampler)."""
-        from engine.prompt import PromptLimits, parse
+        from engine.prompt import parse
         from engine.request import Defaults, resolve
 
-        prompt = parse(prompt_text, PromptLimits(self.settings.prompt_max_length, self.settings.prompt_max_jobs))
+        prompt = parse(prompt_text, self.settings.prompt_limits)
         await self._check_words(prompt_text, guild_id)
         count = prompt.jobs
         if count > CONFIRM_ABOVE_JOBS and not confirmed:
@@ -548,9 +548,9 @@ class Tessera:
         return profile
 
     def _single_expansion(self, prompt_text: str) -> Expansion:
-        from engine.prompt import PromptLimits, parse
+        from engine.prompt import parse
 
-        prompt: Prompt = parse(prompt_text, PromptLimits(self.settings.prompt_max_length, self.settings.prompt_max_jobs))
+        prompt: Prompt = parse(prompt_text, self.settings.prompt_limits)
         if len(prompt.expansions) != 1:
             raise PromptError(f"A remix or variation prompt must make one job; this one makes {len(prompt.expansions)}.")
         return prompt.expansions[0]

@@ -58,10 +58,10 @@ def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
 
 def quick_parse(interaction: discord.Interaction, text: str) -> None:
     """Refuse a malformed prompt before deferring (the service parses it again, authoritatively)."""
-    from engine.prompt import PromptLimits, parse
+    from engine.prompt import parse
 
     settings = service_of(interaction).settings
-    parse(text, PromptLimits(settings.prompt_max_length, settings.prompt_max_jobs))
+    parse(text, settings.prompt_limits)
 
 
 @app_commands.command(name="imagine", description="Make four images from a prompt (Midjourney syntax: --ar, --no, --seed, …)")

@@ -71,3 +71,15 @@ def test_tessera_parse_as_a_process_never_imports_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["expansions"]) == 2
+
+
+def test_prompt_max_images_setting_caps_image_links(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """PROMPT_MAX_IMAGES reaches the parser the bot and `tessera parse` share."""
+    links = " ".join(f"https://example.com/{n}.png" for n in range(3))
+    monkeypatch.setenv("PROMPT_MAX_IMAGES", "2")
+    assert main(["parse", f"{links} a cat"]) == 1
+    assert "3 image links; the most is 2" in capsys.readouterr().err
+    monkeypatch.setenv("PROMPT_MAX_IMAGES", "3")
+    assert main(["parse", f"{links} a cat"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["expansions"][0]["images"]) == 3

@@ -19,11 +19,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from bot.config import load_settings
-    from engine.prompt import PromptError, PromptLimits, parse
+    from engine.prompt import PromptError, parse
 
     settings = load_settings()
     text = sys.stdin.read().rstrip("\n") if args.prompt == "-" else args.prompt
-    limits = PromptLimits(max_length=settings.prompt_max_length, max_jobs=settings.prompt_max_jobs)
+    limits = settings.prompt_limits
     try:
         prompt = parse(text, limits)
     except PromptError as exc:
