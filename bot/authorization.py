@@ -12,6 +12,8 @@ nothing here. The rules:
   vary, re-roll: by its buttons or by id);
 - a private result (its owner, or the owner of an image it was upscaled from, chose
   "results: private") is shown, seeded and shared by that owner only — managers included;
+  members of its server may still upscale, vary and re-roll what they see in the channel
+  (the new job is theirs, and it is still not theirs to share);
 - nobody else may do anything, and a job made in DMs belongs to its owner alone.
 
 `decide` is pure (no storage, no Discord) so the whole table is tested directly;
@@ -76,8 +78,6 @@ _PRIVATE: dict[Act, str] = {
     Act.SHARE: "This image belongs to someone who keeps their results private, so only they can share it.",
     Act.SHOW: "That job belongs to someone who keeps their results private, so only they can show it.",
     Act.SEED: "That job belongs to someone who keeps their results private, so only they can see its seed.",
-    Act.USE: "That image belongs to someone who keeps their results private, so only they can upscale, vary "
-             "or re-roll it.",
 }
 _ELSEWHERE: dict[Act, str] = {
     Act.SHARE: "Only the person who made this image can share it outside the server it was made in.",
@@ -96,7 +96,7 @@ def decide(actor: Actor, act: Act, subject: Subject) -> str | None:
     at_home = subject.guild_id is not None and actor.guild_id == subject.guild_id
     if act in _MANAGED:
         return None if owner or (at_home and actor.manages_guild) else _MANAGED[act]
-    if subject.private:
+    if subject.private and act in _PRIVATE:
         return _PRIVATE[act]
     return None if owner or at_home else _ELSEWHERE[act]
 

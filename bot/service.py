@@ -413,7 +413,7 @@ class Tessera:
         if isinstance(target, GalleryEntry):
             subject = Subject(owner_id=target.author_id, guild_id=target.guild_id)
         else:
-            private = act in (Act.SHARE, Act.SHOW, Act.SEED, Act.USE) and await self._private_to(target, actor.user_id)
+            private = act in (Act.SHARE, Act.SHOW, Act.SEED) and await self._private_to(target, actor.user_id)
             subject = Subject(owner_id=target.user_id, guild_id=target.guild_id, private=private)
         refusal = decide(actor, act, subject)
         if refusal is not None:
