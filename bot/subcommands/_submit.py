@@ -117,7 +117,7 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
     from bot.service import Tessera
     from engine.errors import TesseraError
 
-    service = await Tessera.start(settings, executor=executor, resume=False)
+    service = await Tessera.start(settings, executor=executor, resume=False, requester="cli")
     bars = bars if bars is not None else ProgressBars()
     service.subscribe(bars)
     jobs: list[Job] = []
