@@ -7,11 +7,15 @@ Each subcommand lives in `bot/subcommands/<name>.py` with `configure(parser)` an
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
 
 from bot.config import ConfigError
+from engine.errors import TesseraError
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 
 # name -> one-line help; the module bot.subcommands.<name> implements it.
 SUBCOMMANDS: dict[str, str] = {
@@ -54,6 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tessera: {exc}", file=sys.stderr)
         return 2
+    except TesseraError as exc:  # a subcommand that did not catch it: still one line, no traceback
+        print(f"tessera {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # A full or read-only disk outside DATA_DIR (--out, the model cache): one line naming
+        # the file and the cause. Anything else is a bug and keeps its traceback.
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"tessera {args.command}: cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -154,7 +154,8 @@ class Tessera:
 
     # ----- life cycle -------------------------------------------------------------------
     @classmethod
-    async def start(cls, settings: Settings, *, executor: Executor | None = None, resume: bool = True) -> Tessera:
+    async def start(cls, settings: Settings, *, executor: Executor | None = None, resume: bool = True,
+                    requester: Literal["bot", "cli"] = "bot") -> Tessera:
         """Open storage, build the queue, load the model in the background, resume jobs.
 
         With `QUEUE_URL=redis://…` the GPU workers hold the model: this machine may have no
@@ -164,6 +165,11 @@ class Tessera:
         `resume=False` leaves the jobs already stored in DATA_DIR alone: the CLI runs only
         the jobs it submits, so pointing it at a running bot's DATA_DIR never runs the bot's
         jobs a second time.
+
+        `requester="cli"` records this process as the owner of every job it creates: the bot
+        never resumes those (nobody would be waiting for the result), and a later CLI run or
+        `tessera doctor --fix` can see when this process is gone and fail what it left. A CLI
+        start settles such stuck jobs first, so killed runs do not pile up.
         """
         from storage.db import Storage
 
@@ -177,9 +183,14 @@ class Tessera:
 
                 await asyncio.to_thread(check_source, settings.model_id, settings.safety_checker_model)
             executor = EngineExecutor.from_settings(settings)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        storage = await Storage.open(settings.data_dir)
+        storage = await Storage.open(settings.data_dir)  # creates DATA_DIR, or says why it cannot
         try:
+            if requester == "cli":
+                from storage.owner import this_cli
+
+                storage.jobs.owner = this_cli()
+                for job in await storage.jobs.settle_stuck():
+                    for_job(log, job.id).warning("marked failed: the command that started it is gone")
             queue = build_queue(settings, storage, executor)
             service = cls(settings, storage, queue, executor)
             await queue.start(resume=resume)

@@ -49,6 +49,9 @@ POSITION_DEBOUNCE_S = 0.25  # position updates are coalesced: the bot edits mess
 POSITION_EXACT_UNTIL = 50  # further back, a job hears of a new position once it moved by a tenth
 STATS_WINDOW = 200  # jobs the mean wait and run times are taken over
 
+SETTLE_RETRY_S = 5.0  # first retry of a "failed" that could not be stored (disk full), then doubling
+SETTLE_RETRY_MAX_S = 300.0
+
 INTERNAL_ERROR = ("Something went wrong while making this job (job {job_id}). It was logged; "
                   "try again, and quote the job id if it keeps happening.")
 
@@ -199,6 +202,10 @@ class QueueCore:
         self._requests: dict[str, tuple[dict | None, GenerationRequest | None]] = {}
         self._timing = _Timing()
         self._lock = threading.Lock()  # guards _cancel_requested / _timed_out across threads
+        # job -> its failure message, for jobs whose "failed" could not be stored (disk full)
+        self._unsettled: dict[str, str] = {}
+        self._settler: asyncio.Future | None = None
+        self.settle_retry_s = SETTLE_RETRY_S
 
     # ----- the public interface ---------------------------------------------------------
     def subscribe(self, callback: Callback) -> None:
@@ -292,9 +299,53 @@ class QueueCore:
             self._queue_moved()
 
     async def _fail_stored(self, job_id: str, message: str) -> None:
-        await self.storage.jobs.transition(job_id, _state("failed"), error=message)
+        """Mark a job failed and tell its waiters, even when storage cannot record it now.
+
+        On a full or failing disk the write itself fails; the "failed" event still goes out
+        (a `tessera imagine` waiting for it must not hang) and the write is retried in the
+        background until it lands, so the job ends failed with this reason once there is room.
+        """
+        try:
+            await self.storage.jobs.transition(job_id, _state("failed"), error=message)
+        except Exception as exc:
+            if isinstance(exc, StorageError) and await self._already_finished(job_id):
+                raise  # not ours to fail (e.g. cancelled meanwhile): a real refusal, as before
+            for_job(log, job_id).error("could not record that the job failed (retrying later): %s", exc)
+            self._unsettled[job_id] = message
+            self._schedule_settle()
         self._timing.failed += 1
         self.events.emit(QueueEvent("failed", job_id, error=message))
+
+    async def _already_finished(self, job_id: str) -> bool:
+        try:
+            job = await self.storage.jobs.get(job_id)
+        except Exception:
+            return False
+        return job is None or job.state.finished
+
+    def _schedule_settle(self) -> None:
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.ensure_future(self._settle_loop())
+
+    async def _settle_loop(self) -> None:
+        """Retry the failed-state writes that could not be made, backing off to `SETTLE_RETRY_MAX_S`."""
+        delay = self.settle_retry_s
+        while self._unsettled:
+            await asyncio.sleep(delay)
+            await self._settle_now()
+            delay = min(delay * 2, SETTLE_RETRY_MAX_S)
+
+    async def _settle_now(self) -> None:
+        for job_id, message in list(self._unsettled.items()):
+            try:
+                await self.storage.jobs.transition(job_id, _state("failed"), error=message)
+            except StorageError:
+                if not await self._already_finished(job_id):
+                    continue  # still failing: next round
+            except Exception:
+                continue
+            for_job(log, job_id).info("recorded that the job failed: %s", message)
+            self._unsettled.pop(job_id, None)
 
     async def _take_batch(self, batch_size: int | None = None) -> list[_Running]:
         """Pick the next batch, mark its jobs running in storage, emit `started`.
@@ -424,12 +475,18 @@ class QueueCore:
             else:
                 jl.error("job failed", exc_info=error)
                 await self._fail(job_id, INTERNAL_ERROR.format(job_id=job_id))
-        except Exception:
-            jl.exception("could not record the result of job")
+        except Exception as exc:
+            if isinstance(exc, TesseraError):  # e.g. DATA_DIR is full: the user gets the reason
+                jl.error("could not record the result of job: %s", exc)
+                message = str(exc)
+            else:
+                jl.exception("could not record the result of job")
+                message = INTERNAL_ERROR.format(job_id=job_id)
             try:
-                await self._fail(job_id, INTERNAL_ERROR.format(job_id=job_id))
+                await self._fail(job_id, message)
             except Exception:
                 jl.exception("could not mark job failed")
+                self.events.emit(QueueEvent("failed", job_id, error=message))  # a waiter never hangs
         finally:
             self._running.pop(job_id, None)
 
@@ -462,6 +519,21 @@ class QueueCore:
             self.events.emit(QueueEvent("position", job_id, position=position))
         for job_id in [j for j in published if j not in positions]:
             del published[job_id]
+
+    async def _stop_settling(self) -> None:
+        """One last try at the failed-state writes still owed; then leave them to the next start.
+
+        A bot job left "running" is resumed (and re-run) next time; a CLI job is settled by
+        the next CLI run or `tessera doctor --fix`, which see that its command is gone.
+        """
+        if self._settler is not None:
+            self._settler.cancel()
+            await asyncio.gather(self._settler, return_exceptions=True)
+            self._settler = None
+        if self._unsettled:
+            await self._settle_now()
+        for job_id in self._unsettled:
+            for_job(log, job_id).warning("stopping with the job's failure still unrecorded")
 
     async def _drain_finishing(self) -> None:
         while self._finishing:
@@ -537,8 +609,12 @@ class InProcessQueue(QueueCore):
         await self._drain_finishing()
         # Anything still marked running (handed over but never reported) waits for the next start.
         for job_id in list(self._running):
-            await self.storage.jobs.transition(job_id, _state("queued"))
+            try:
+                await self.storage.jobs.transition(job_id, _state("queued"))
+            except Exception as exc:  # stays "running": the next start re-queues it all the same
+                for_job(log, job_id).error("could not re-queue the job on stop: %s", exc)
             self._running.pop(job_id, None)
+        await self._stop_settling()
         if self.owns_executor and not loading:
             self.executor.close()
         self._pool.shutdown(wait=True)

@@ -163,13 +163,17 @@ class RedisQueue(QueueCore):
         self._tasks.clear()
         await self._drain_finishing()
         for job_id in list(self._running):
-            await self.storage.jobs.transition(job_id, _state("queued"))  # runs again after the restart
+            try:
+                await self.storage.jobs.transition(job_id, _state("queued"))  # runs again after the restart
+            except Exception as exc:  # stays "running": the next start re-queues it all the same
+                for_job(log, job_id).error("could not re-queue the job on stop: %s", exc)
             self._running.pop(job_id, None)
             self._tokens.pop(job_id, None)
             try:
                 await self._redis_client().delete(self.keys.live(job_id))  # a worker on it stops
             except RedisError:
                 for_job(log, job_id).warning("could not withdraw the job from Redis; a worker may finish it in vain")
+        await self._stop_settling()
         if self._redis is not None:
             with contextlib.suppress(RedisError):
                 await self._redis.delete(self.keys.results(self.instance))

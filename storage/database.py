@@ -40,6 +40,7 @@ from typing import Any
 import aiosqlite
 
 from engine.errors import StorageError
+from storage import faults
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,11 @@ class Database:
 
         `migrate_to` stops at an earlier schema version; tests use it to build old databases.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        faults.make_data_dir(path.parent)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.DatabaseError as exc:
+            raise _open_error(path, exc) from exc
         conn.row_factory = sqlite3.Row
         db = cls(conn, path)
         try:
@@ -122,7 +126,7 @@ class Database:
             await db._migrate(migrate_to)
         except sqlite3.DatabaseError as exc:
             await conn.close()
-            raise StorageError(f"cannot open the database {str(path)!r}: {exc} (is it a Tessera database?)") from exc
+            raise _open_error(path, exc) from exc
         except BaseException:
             await conn.close()
             raise
@@ -161,6 +165,9 @@ class Database:
             except sqlite3.DatabaseError as exc:
                 if self._conn.in_transaction:
                     await self._conn.execute("ROLLBACK")
+                disk = faults.from_sqlite(exc, self.path.parent)
+                if disk is not None:
+                    raise disk from exc
                 raise StorageError(f"storage migration {name} failed ({exc}); the database "
                                    f"{str(self.path)!r} was left unchanged at schema version {current}") from exc
             except BaseException:
@@ -202,7 +209,19 @@ class Database:
         self._pending.append((sql, params, durable, future))
         if self._drainer is None:
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        try:
+            return await future
+        except (sqlite3.OperationalError, OSError) as exc:
+            mapped = self._disk_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def _disk_error(self, exc: sqlite3.OperationalError | OSError) -> BaseException:
+        """A full or read-only DATA_DIR as a `StorageError` naming it; any other error as it is."""
+        folder = self.path.parent
+        found = faults.from_oserror(exc, folder) if isinstance(exc, OSError) else faults.from_sqlite(exc, folder)
+        return found or exc
 
     async def _drain(self) -> None:
         try:
@@ -247,26 +266,42 @@ class Database:
         IMMEDIATE takes SQLite's write lock at BEGIN, so another process's writer makes us wait
         (busy timeout) at the start instead of failing halfway through.
         """
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._conn)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    await self._conn.execute("ROLLBACK")
+        try:
+            async with self._lock:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Transaction(self._conn)
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        await self._conn.execute("ROLLBACK")
+                    raise
+                ticket = self._wal.committed() if durable else None
+            if ticket is not None:
+                await self._wal.wait(ticket)
+        except (sqlite3.OperationalError, OSError) as exc:
+            mapped = self._disk_error(exc)
+            if mapped is exc:
                 raise
-            ticket = self._wal.committed() if durable else None
-        if ticket is not None:
-            await self._wal.wait(ticket)
+            raise mapped from exc
 
     async def close(self) -> None:
         async with self._lock:
             try:
                 await self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:  # e.g. the disk is full: closing must still work
+                log.warning("skipped PRAGMA optimize on close: %s", exc)
             finally:
                 await self._conn.close()
                 self._wal.close()
+
+
+def _open_error(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
+    """Why the database could not be opened: the folder (full, read-only) or the file itself."""
+    disk = faults.from_sqlite(exc, path.parent)
+    if disk is not None:
+        return disk
+    return StorageError(f"cannot open the database {str(path)!r}: {exc} (is it a Tessera database?)")
 
 
 def _execute_batch(conn: sqlite3.Connection, batch: list[tuple[str, Params, bool]],

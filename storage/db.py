@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage import faults
 from storage.database import Database
 from storage.gallery import GalleryRepository
 from storage.images import ImageRepository
@@ -66,11 +67,17 @@ class Storage:
     async def open(cls, data_dir: Path, *, migrate_to: int | None = None) -> Storage:
         """Open (creating and migrating as needed) the database and image folder in `data_dir`.
 
-        Raises StorageError when the database was written by a newer Tessera or is not one.
+        Raises StorageError when the database was written by a newer Tessera or is not one, and
+        when DATA_DIR cannot be created or written (full, read-only): the message names the
+        folder and the cause.
         `migrate_to` stops at an earlier schema version (for tests of upgrades).
         """
         data_dir = Path(data_dir).expanduser().resolve()
-        (data_dir / IMAGES_DIR_NAME).mkdir(parents=True, exist_ok=True)
+        faults.make_data_dir(data_dir)
+        try:
+            (data_dir / IMAGES_DIR_NAME).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise (faults.from_oserror(exc, data_dir) or exc) from exc
         db = await Database.open(data_dir / DATABASE_NAME, migrate_to=migrate_to)
         return cls(db, data_dir)
 

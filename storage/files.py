@@ -17,6 +17,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage import faults
+
 TEMP_PREFIX = ".tmp-"
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "JPG": "jpg", "WEBP": "webp", "GIF": "gif"}
 
@@ -68,8 +70,31 @@ def _make_dirs(root: Path, relative_dir: str) -> Path:
     return current
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte to `fd` (the one place image bytes reach the disk)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
 def write_image(root: Path, data: bytes, fmt: str) -> WrittenFile:
-    """Store `data` under its content hash; blocking (call it in a thread)."""
+    """Store `data` under its content hash; blocking (call it in a thread).
+
+    A full or read-only disk raises `StorageError` naming DATA_DIR (the image folder's
+    parent) and the cause, and leaves no temporary file behind: a half-written `.tmp-*` file
+    would only take more of the space that just ran out.
+    """
+    try:
+        return _write_image(root, data, fmt)
+    except OSError as exc:
+        mapped = faults.from_oserror(exc, root.parent)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _write_image(root: Path, data: bytes, fmt: str) -> WrittenFile:
     sha = hashlib.sha256(data).hexdigest()
     relative = relative_path(sha, fmt)
     final = root / relative
@@ -79,13 +104,14 @@ def write_image(root: Path, data: bytes, fmt: str) -> WrittenFile:
     temp = folder / f"{TEMP_PREFIX}{sha[:16]}-{secrets.token_hex(4)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     created = True
     try:
         try:

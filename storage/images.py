@@ -8,6 +8,7 @@ two steps can only leave a file with no row, which `tessera doctor` reports and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from engine.errors import StorageError
 from storage import files, ids, rows
 from storage.database import Database
 from storage.models import ImageRecord, NewImage
+
+log = logging.getLogger(__name__)
 
 _INSERT = """INSERT INTO images (job_id, idx, path, width, height, format, sha256, bytes, created_at)
               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -103,7 +106,21 @@ class ImageRepository:
                 raise StorageError(str(exc)) from None
         if not images:
             return []
-        stored = await asyncio.gather(*(self.write_file(image.data, image.format) for image in images))
+        # Every write runs to its end before any error is raised: a file written next to a
+        # failed one (disk full halfway through) has no row, so it is removed here rather
+        # than left for `tessera doctor`.
+        outcomes = await asyncio.gather(*(self.write_file(image.data, image.format) for image in images),
+                                        return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            written_now = [o.relative for o in outcomes if isinstance(o, files.WrittenFile) and o.created]
+            if written_now:
+                try:
+                    await self.release_files(written_now)
+                except Exception:  # the database may be failing for the same reason: doctor cleans up
+                    log.warning("could not remove %d image files after a failed write", len(written_now))
+            raise failures[0]
+        stored = [outcome for outcome in outcomes if isinstance(outcome, files.WrittenFile)]
         key = ids.normalise(job_id)
         stamp = rows.now()
         values = [(key, image.index, written.relative, image.width, image.height, written.format, written.sha256,
@@ -124,7 +141,10 @@ class ImageRepository:
         except Exception as exc:
             created = [written.relative for written in stored if written.created]
             if created:  # no row points at them (nothing was written), so they go
-                await self.release_files(created)
+                try:
+                    await self.release_files(created)
+                except Exception:  # e.g. the database is full too: `tessera doctor` cleans up
+                    log.warning("could not remove %d image files after a failed insert", len(created))
             if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc):
                 raise StorageError(f"no job with id {job_id!r} to add an image to") from exc
             raise

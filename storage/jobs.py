@@ -14,7 +14,18 @@ from collections.abc import Awaitable, Callable
 from engine.errors import StorageError
 from storage import ids, rows
 from storage.database import Database
-from storage.models import TRANSITIONS, Job, JobState, NewJob
+from storage.models import BOT_OWNER, TRANSITIONS, Job, JobOwner, JobState, NewJob
+from storage.owner import is_gone
+
+STUCK_MESSAGE = ("the command that started this job stopped (a `tessera` command that is no longer "
+                 "running asked for it, so nobody was waiting for its result)")
+
+_INSERT_COLUMNS = """id, kind, state, user_id, guild_id, channel_id, parent_id, parent_index, prompt_text,
+    prompt_json, request_json, options_json, seed, model, priority, created_at, queued_at"""
+_INSERT = f"""INSERT INTO jobs ({_INSERT_COLUMNS})
+    VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *"""
+_INSERT_OWNED = f"""INSERT INTO jobs ({_INSERT_COLUMNS}, requester, owner_host, owner_pid, owner_start)
+    VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *"""
 
 _MAX_SQLITE_INT = 2**63 - 1
 _ID_ATTEMPTS = 8
@@ -55,6 +66,10 @@ class JobRepository:
         self._db = db
         self._new_id = new_id
         self._release_files = release_files
+        # Recorded on every job this repository creates; a CLI command sets its own process
+        # (`storage.owner.this_cli()`), so the bot leaves those jobs alone and `tessera doctor`
+        # can tell when the command that waits for them is gone.
+        self.owner: JobOwner = BOT_OWNER
 
     async def create(self, new: NewJob) -> Job:
         """Insert a queued job with a fresh short id (durable before it returns)."""
@@ -62,20 +77,19 @@ class JobRepository:
             _check_int(value_name, getattr(new, value_name))
         parent_id = ids.normalise(new.parent_id) if new.parent_id else None
         stamp = rows.now()
+        asker = self.owner
         for _attempt in range(_ID_ATTEMPTS):
             job_id = self._new_id()
             try:
-                found = await self._db.write(
-                    """INSERT INTO jobs (id, kind, state, user_id, guild_id, channel_id, parent_id,
-                           parent_index, prompt_text, prompt_json, request_json, options_json, seed,
-                           model, priority, created_at, queued_at)
-                       VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       RETURNING *""",
-                    (job_id, str(new.kind), new.user_id, new.guild_id, new.channel_id, parent_id,
-                     new.parent_index, new.prompt_text, rows.dump_json(new.prompt_json),
-                     rows.dump_json(new.request_json), rows.dump_json(new.options or {}), new.seed,
-                     new.model, new.priority, stamp, stamp),
-                )
+                values = (job_id, str(new.kind), new.user_id, new.guild_id, new.channel_id, parent_id,
+                          new.parent_index, new.prompt_text, rows.dump_json(new.prompt_json),
+                          rows.dump_json(new.request_json), rows.dump_json(new.options or {}), new.seed,
+                          new.model, new.priority, stamp, stamp)
+                if asker == BOT_OWNER:  # the columns' defaults (and valid on schemas before 3)
+                    found = await self._db.write(_INSERT, values)
+                else:
+                    found = await self._db.write(_INSERT_OWNED, (*values, asker.requester, asker.host,
+                                                                 asker.pid, asker.start))
             except sqlite3.IntegrityError as exc:
                 message = str(exc)
                 if "FOREIGN KEY" in message:
@@ -168,11 +182,35 @@ class JobRepository:
         return rows.job(found[0])
 
     async def resumable(self) -> builtins.list[Job]:
-        """Jobs left queued or running, in their original (creation) order."""
+        """The bot's jobs left queued or running, in their original (creation) order.
+
+        Jobs a CLI command asked for are not among them: that command waits for them itself,
+        and if it is gone nobody would see their result (see `stuck`).
+        """
         found = await self._db.fetchall(
-            "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at, rowid"
+            "SELECT * FROM jobs WHERE state IN ('queued', 'running') AND requester = 'bot' ORDER BY created_at, rowid"
         )
         return [rows.job(r) for r in found]
+
+    async def stuck(self) -> builtins.list[Job]:
+        """Unfinished jobs whose CLI command is certainly no longer running (`storage.owner.is_gone`)."""
+        found = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE state IN ('queued', 'running') AND requester = 'cli' ORDER BY created_at, rowid"
+        )
+        candidates = [rows.job(r) for r in found]
+        return [job for job in candidates if is_gone(job.owner)]
+
+    async def settle_stuck(self) -> builtins.list[Job]:
+        """Mark every stuck job failed, saying why; return the jobs as they are now."""
+        settled = []
+        for job in await self.stuck():
+            try:
+                settled.append(await self.transition(job.id, JobState.FAILED, error=STUCK_MESSAGE))
+            except StorageError:
+                if (current := await self.get(job.id)) is None or not current.state.finished:
+                    raise
+                # it finished (or was deleted) since we looked: nothing to settle
+        return settled
 
     async def recent_for_user(self, user_id: int, limit: int = 10) -> builtins.list[Job]:
         return await self.list(user_id=user_id, limit=limit)

@@ -47,6 +47,8 @@ class DoctorReport:
     removed_files: int = 0
     removed_bytes: int = 0
     jobs_by_state: dict[str, int] = field(default_factory=dict)
+    stuck_jobs: list[str] = field(default_factory=list)  # "job: state, asked by pid N" of gone CLI commands
+    settled_jobs: int = 0  # stuck jobs `fix` marked failed
 
     @property
     def healthy(self) -> bool:
@@ -56,13 +58,15 @@ class DoctorReport:
 
     @property
     def clean(self) -> bool:
-        """Healthy and nothing left to clean up."""
-        return self.healthy and not self.orphan_files and not self.temp_files
+        """Healthy and nothing left to clean up (stuck jobs count unless `fix` settled them)."""
+        return (self.healthy and not self.orphan_files and not self.temp_files
+                and len(self.stuck_jobs) == self.settled_jobs)
 
 
 async def doctor(storage: Storage, *, verify: bool = False, fix: bool = False,
                  grace_s: float = ORPHAN_GRACE_S) -> DoctorReport:
-    """Check the database and the image folder; with `fix`, delete orphan and temporary files.
+    """Check the database, the image folder and the jobs; with `fix`, delete orphan and
+    temporary files and mark failed the jobs whose CLI command is gone (stuck jobs).
 
     `verify` re-hashes every file (slow on big folders); otherwise sizes are compared.
     """
@@ -76,6 +80,11 @@ async def doctor(storage: Storage, *, verify: bool = False, fix: bool = False,
     except Exception:
         report.fts_ok = False
     report.jobs_by_state = {r[0]: r[1] for r in await db.fetchall("SELECT state, count(*) FROM jobs GROUP BY state")}
+    stuck = await storage.jobs.stuck()
+    report.stuck_jobs = [f"{job.id}: {job.state.value}, asked for by process {job.owner.pid} on "
+                         f"{job.owner.host}" for job in stuck]
+    if fix and stuck:
+        report.settled_jobs = len(await storage.jobs.settle_stuck())
 
     image_rows = await db.fetchall("SELECT job_id, idx, path, sha256, bytes FROM images")
     on_disk, temps = await asyncio.to_thread(files.scan, root)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 
 class JobKind(StrEnum):
@@ -39,6 +40,20 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
 }
+
+
+@dataclass(frozen=True)
+class JobOwner:
+    """Who asked for a job: the bot (resumed after a restart), or one CLI process (never
+    resumed by the bot; its jobs are stuck once that process is gone, see `storage.owner`)."""
+
+    requester: Literal["bot", "cli"] = "bot"
+    host: str | None = None
+    pid: int | None = None
+    start: int | None = None  # process start time, clock ticks since boot; None when unknown
+
+
+BOT_OWNER = JobOwner()
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class Job:
     queued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    owner: JobOwner = BOT_OWNER
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage.models import GalleryEntry, ImageRecord, Job, JobKind, JobState
+from storage.models import BOT_OWNER, GalleryEntry, ImageRecord, Job, JobKind, JobOwner, JobState
 
 
 def now() -> float:
@@ -66,7 +66,15 @@ def job(row: sqlite3.Row) -> Job:
         queued_at=to_datetime(values["queued_at"]),
         started_at=to_datetime(values["started_at"]),
         finished_at=to_datetime(values["finished_at"]),
+        owner=_owner(values),
     )
+
+
+def _owner(values: dict[str, Any]) -> JobOwner:
+    requester = values.get("requester", "bot")
+    if requester == "bot" and values.get("owner_pid") is None:
+        return BOT_OWNER
+    return JobOwner(requester, values.get("owner_host"), values.get("owner_pid"), values.get("owner_start"))
 
 
 def image(row: sqlite3.Row, root: Path) -> ImageRecord:

@@ -9,7 +9,9 @@ the order the jobs were submitted. A failed job is one line on stderr and exit s
 Unlike the bot, the CLI starts the service with `resume=False`: it runs only the jobs it
 submits and leaves every other job stored in DATA_DIR (queued or running) to the bot that
 owns it, so it may share a running bot's DATA_DIR, with either queue, without running that
-bot's jobs a second time.
+bot's jobs a second time. Its own jobs are recorded with this process's identity
+(`requester="cli"`): the bot never resumes them, and once this process is gone the next CLI
+run (or `tessera doctor --fix`) marks whatever it left unfinished failed.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
     from bot.service import Tessera
     from engine.errors import TesseraError
 
-    service = await Tessera.start(settings, executor=executor, resume=False)
+    service = await Tessera.start(settings, executor=executor, resume=False, requester="cli")
     bars = bars if bars is not None else ProgressBars()
     if bars.loading is None:
         from bot.tracker import is_warming
