@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from bench.common import Result
+from bench.common import Result, alternating_ratio
 
 
 def _request(width: int, steps: int, seed: int, count: int) -> Any:
@@ -96,12 +96,8 @@ def run(ctx: Any) -> list[Result]:
     batch = _request(size, steps, 1, 4)
     singles = [replace(batch, seed=batch.image_seed(i), count=1) for i in range(4)]
     generator.generate([batch])  # warm-up
-    batch_times, single_times = [], []
-    for _ in range(rounds):
-        batch_times.append(_timed(lambda: generator.generate([batch])))
-        single_times.append(_timed(lambda: [generator.generate([r]) for r in singles]))
-    # Best of N for each side: other processes on a shared machine only ever add time.
-    speedup = min(single_times) / min(batch_times)
+    speedup = alternating_ratio(lambda: _timed(lambda: [generator.generate([r]) for r in singles]),
+                                lambda: _timed(lambda: generator.generate([batch])), rounds)
 
     # 2. and 3. A 512² grid: time outside the model calls, then pipeline end -> Discord file.
     grid_request = _request(512, 1 if ctx.quick else 2, 7, 4)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result
+from bench.common import Result, alternating_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_BLOCKS = 23
@@ -136,7 +136,7 @@ def run(ctx: Any) -> list[Result]:
 
     from engine.upscale import Upscaler
 
-    size, tile, repeats = (96, 48, 1) if ctx.quick else (256, 128, 2)
+    size, tile, repeats = (96, 48, 3) if ctx.quick else (256, 128, 3)
     device = ctx.device
     full = _weights(ctx.workdir, FULL_BLOCKS)
     picture = _picture(size)
@@ -147,16 +147,19 @@ def run(ctx: Any) -> list[Result]:
     upscaler.upscale(warmup, 4)
     _reference_upscale(reference, warmup, tile)
 
-    ours_times, ref_times = [], []
-    for attempt in range(repeats):  # interleaved, first one then the other, so noise hits both alike
-        for which in ("ref", "ours") if attempt % 2 == 0 else ("ours", "ref"):
-            if which == "ref":
-                seconds, ref_out = _timed(_reference_upscale, reference, picture, tile)
-                ref_times.append(seconds)
-            else:
-                seconds, tiled = _timed(upscaler.upscale, picture, 4)
-                ours_times.append(seconds)
-    ratio = min(ref_times) / min(ours_times)
+    ours_times, ref_times, outputs = [], [], {}
+
+    def run_side(which: str, reference: Any = reference, upscaler: Any = upscaler) -> float:
+        if which == "ref":
+            seconds, outputs["ref"] = _timed(_reference_upscale, reference, picture, tile)
+            ref_times.append(seconds)
+        else:
+            seconds, outputs["ours"] = _timed(upscaler.upscale, picture, 4)
+            ours_times.append(seconds)
+        return seconds
+
+    ratio = alternating_ratio(lambda: run_side("ref"), lambda: run_side("ours"), repeats)
+    ref_out, tiled = outputs["ref"], outputs["ours"]
     print(f"upscale {size}² ×4, tile {tile}: reference {min(ref_times):.2f} s, tessera {min(ours_times):.2f} s",
           file=sys.stderr)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -29,3 +31,26 @@ class Result:
         data.pop("direction")
         data["ok"] = self.ok
         return data
+
+
+def alternating_ratio(slow: Callable[[], float], fast: Callable[[], float], rounds: int) -> float:
+    """The median of `rounds` paired ratios slow/fast, each pair run in alternating order.
+
+    Each callable runs one side once and returns what it cost (seconds). A busy machine adds
+    time to whichever side happens to run during the disturbance; running the two sides back
+    to back, first one then the other, and taking the median of the per-pair ratios keeps one
+    noisy moment from flipping the figure (the minimum of each side, taken apart, does not:
+    the two minima can come from different moments of a machine's load).
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    ratios = []
+    for attempt in range(rounds):
+        if attempt % 2 == 0:
+            slow_cost = slow()
+            fast_cost = fast()
+        else:
+            fast_cost = fast()
+            slow_cost = slow()
+        ratios.append(slow_cost / fast_cost)
+    return statistics.median(ratios)
