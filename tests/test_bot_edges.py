@@ -121,3 +121,65 @@ async def test_a_button_of_a_deleted_job_says_so_without_cli_commands_or_links(b
     assert "`gone123`" in told.content and "no longer exists" in told.content and "/imagine" in told.content
     assert "/jobs" not in told.content and "link" not in told.content
     assert await bot.jobs() == []
+
+
+# ----- 10: a result posted as a new message is pointed to from the old one ---------------------------
+
+
+async def _state(data_dir: Path, job_id: str) -> str:
+    from storage.db import Storage
+
+    storage = await Storage.open(data_dir)
+    try:
+        return str((await storage.jobs.require(job_id)).state)
+    finally:
+        await storage.close()
+
+
+async def test_after_a_restart_the_old_progress_message_points_to_the_result(tiny_models: dict[str, Path],
+                                                                             data_dir: Path) -> None:
+    first = await start_bot(tiny_models["sd15"], data_dir)
+    first.executor.gate.clear()
+    try:
+        interaction = await first.h.run_command("imagine", {"prompt": "a lighthouse interrupted"})
+        (job,) = await first.jobs()
+        await first.until(lambda: any("%" in (c.content or "") for c in first.http.for_token(interaction.token)))
+        original_id = int(first.http.message(interaction.token)["id"])  # type: ignore[index]
+        await first.h.settle()
+    except BaseException:
+        await first.close()  # lets the held job go, or the process never exits
+        raise
+    await first.service.close()  # the process stops with the job on the GPU
+    await first.h.close()
+    assert await _state(data_dir, job.id) == "queued"
+
+    second = await start_bot(tiny_models["sd15"], data_dir)
+    try:
+        await second.finished(job.id)
+        (reply,) = second.http.find("POST", "/channels/{channel_id}/messages")
+        assert reply.json["message_reference"]["message_id"] == original_id  # type: ignore[index]
+        edits = [c for c in second.http.find("PATCH", "/channels/{channel_id}/messages/{message_id}")
+                 if c.params["message_id"] == original_id]
+        pointer = edits[-1]
+        link = f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{reply.response['id']}"
+        assert "finished below ↓" in pointer.content and link in pointer.content
+        assert "a lighthouse interrupted" in pointer.content and "%" not in pointer.content
+        assert pointer.json["attachments"] == [] and pointer.json["components"] == []  # type: ignore[index]
+    finally:
+        await second.close()
+
+
+async def test_after_the_token_expires_the_old_message_points_to_the_reply(bot: Bot) -> None:
+    bot.executor.gate.clear()
+    interaction = await bot.h.run_command("imagine", {"prompt": "a slow lighthouse"})
+    (job,) = await bot.jobs()
+    await bot.until(lambda: any("%" in (c.content or "") for c in bot.http.for_token(interaction.token)))
+    original_id = int(bot.http.message(interaction.token)["id"])  # type: ignore[index]
+    bot.clock.advance(16 * 60)
+    bot.executor.gate.set()
+    await bot.finished(job.id)
+    (reply,) = bot.http.find("POST", "/channels/{channel_id}/messages", via="http")
+    pointer = bot.http.calls[-1]
+    assert pointer.method == "PATCH" and pointer.params["message_id"] == original_id
+    assert f"/{CHANNEL_ID}/{reply.response['id']}" in pointer.content and "finished below" in pointer.content
+    assert pointer.json["attachments"] == []  # type: ignore[index]
