@@ -137,6 +137,9 @@ def build_queue(settings: Settings, storage: Storage, executor: Executor | None)
     return InProcessQueue(storage, executor, **options)
 
 
+_UNHEARD_MAX = 1000  # final events kept for a subscriber still to come (the CLI never subscribes)
+
+
 class Tessera:
     """Settings, storage, the engine and the queue, behind one Discord-free API."""
 
@@ -148,6 +151,9 @@ class Tessera:
         self._profiles: dict[str, ModelProfile] = {}
         self._metrics: Any = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
+        # Final events emitted before anyone subscribed (a job given up on while stored jobs
+        # resume, before the Discord client exists), replayed to the first subscriber.
+        self._unheard: list[QueueEvent] | None = []
         queue.subscribe(self._wake_waiters)
 
     # ----- life cycle -------------------------------------------------------------------
@@ -201,7 +207,12 @@ class Tessera:
             await self.storage.close()
 
     def subscribe(self, callback: Callback) -> None:
+        """Receive every queue event from now on; the first subscriber also gets the final
+        events nobody heard (see `__init__`), so their messages still show how they ended."""
         self.queue.subscribe(callback)
+        held, self._unheard = self._unheard, None
+        for event in held or ():
+            callback(event)
 
     async def wait_for_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> dict[str, QueueEvent]:
         """Wait until every job has finished; its final event (done, failed or cancelled) by id.
@@ -232,6 +243,8 @@ class Tessera:
 
     def _wake_waiters(self, event: QueueEvent) -> None:
         if event.kind in ("done", "failed", "cancelled"):
+            if self._unheard is not None and len(self._unheard) < _UNHEARD_MAX:  # the file is re-made on demand
+                self._unheard.append(replace(event, upload=None, images=(), preview=None))
             for future in self._waiters.get(event.job_id, []):
                 if not future.done():
                     future.set_result(event)

@@ -183,3 +183,39 @@ async def test_after_the_token_expires_the_old_message_points_to_the_reply(bot: 
     assert pointer.method == "PATCH" and pointer.params["message_id"] == original_id
     assert f"/{CHANNEL_ID}/{reply.response['id']}" in pointer.content and "finished below" in pointer.content
     assert pointer.json["attachments"] == []  # type: ignore[index]
+
+
+# ----- 11: a job given up on while resuming at start still shows its failure -------------------------
+
+
+async def test_a_job_given_up_on_at_start_shows_the_failure_in_its_message(tiny_models: dict[str, Path],
+                                                                         data_dir: Path) -> None:
+    from storage.db import Storage
+    from storage.models import JobState
+
+    first = await start_bot(tiny_models["sd15"], data_dir)
+    first.executor.gate.clear()
+    try:
+        interaction = await first.h.run_command("imagine", {"prompt": "a lighthouse that crashes the bot"})
+        (job,) = await first.jobs()
+        await first.until(lambda: any("%" in (c.content or "") for c in first.http.for_token(interaction.token)))
+        original_id = int(first.http.message(interaction.token)["id"])  # type: ignore[index]
+    finally:
+        await first.close()
+    storage = await Storage.open(data_dir)  # the process died with the job on the GPU, its last attempt
+    try:
+        await storage.jobs.transition(job.id, JobState.RUNNING)
+    finally:
+        await storage.close()
+
+    # The service resumes (and gives up on) stored jobs before the Discord client exists.
+    second = await start_bot(tiny_models["sd15"], data_dir, job_max_attempts=2)
+    try:
+        stored = await second.finished(job.id)
+        assert stored.state is JobState.FAILED
+        (reply,) = second.http.find("POST", "/channels/{channel_id}/messages")
+        assert reply.json["message_reference"]["message_id"] == original_id  # type: ignore[index]
+        assert "failed" in reply.content and "Gave up on this job after 2 attempts" in reply.content
+        assert second.executor.ran == []
+    finally:
+        await second.close()
