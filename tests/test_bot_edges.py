@@ -200,9 +200,13 @@ async def test_a_job_given_up_on_at_start_shows_the_failure_in_its_message(tiny_
         (job,) = await first.jobs()
         await first.until(lambda: any("%" in (c.content or "") for c in first.http.for_token(interaction.token)))
         original_id = int(first.http.message(interaction.token)["id"])  # type: ignore[index]
-    finally:
-        await first.close()
-    storage = await Storage.open(data_dir)  # the process died with the job on the GPU, its last attempt
+        await first.h.settle()
+    except BaseException:
+        await first.close()  # lets the held job go, or the process never exits
+        raise
+    await first.service.close()  # the process stops with the job on the GPU (re-queued)...
+    await first.h.close()
+    storage = await Storage.open(data_dir)  # ...and then dies on it, in its last attempt
     try:
         await storage.jobs.transition(job.id, JobState.RUNNING)
     finally:
