@@ -389,7 +389,8 @@ class Tessera:
         request = reroll_of(GenerationRequest.from_json(parent.request_json), seed=seed)
         request = replace(request, safety_check=await self._safety_for(guild_id))
         return await self._create_and_submit(NewJob(
-            kind=JobKind.REROLL, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,
+            kind=JobKind.REROLL, user_id=user_id, prompt_text=prompt_with_seed(parent.prompt_text, request.seed),
+            prompt_json=parent.prompt_json,
             request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
             channel_id=channel_id, parent_id=parent.id, options=dict(parent.options), priority=priority,
         ))
@@ -570,6 +571,29 @@ class Tessera:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return path, image.size
+
+
+_SPACES = re.compile(r"(\s+)")  # one class, no nesting: linear on any input
+
+
+def prompt_with_seed(prompt_text: str, seed: int) -> str:
+    """The prompt text with its `--seed` (or `—seed`) and value replaced by `--seed {seed}` at
+    the end, so the text a re-roll shows (and users copy) makes that image again."""
+    out: list[str] = []
+    skipping = False
+    for part in _SPACES.split(prompt_text):
+        if not part or part.isspace():
+            if not skipping:
+                out.append(part)
+            continue
+        name = part[2:] if part.startswith("--") else part[1:] if part.startswith("—") else ""
+        if name[:1].isalpha():
+            skipping = name.lower() == "seed"
+            if not skipping and out and not out[-1].isspace():
+                out.append(" ")
+        if not skipping:
+            out.append(part)
+    return f"{''.join(out).rstrip()} --seed {seed}".lstrip()
 
 
 def _expansion_json(expansion: Expansion | None) -> dict | None:
