@@ -8,6 +8,7 @@ reads message content.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -27,6 +28,10 @@ from bot.views import DYNAMIC_ITEMS
 log = logging.getLogger(__name__)
 
 CONFIRM_TTL_S = 15 * 60
+# How long a press that one of our items claims may go unanswered before the client answers it
+# itself: Discord shows "This interaction failed" after 3 s, and every handler defers at once.
+UNANSWERED_GRACE_S = 2.5
+_POLL_S = 0.05
 
 
 class TesseraTree(app_commands.CommandTree):
@@ -92,7 +97,7 @@ class TesseraClient(discord.AutoShardedClient):
     def __init__(self, service: Any, *, dev_guild_id: int | None = None, sync_commands: bool = True,
                  edit_interval: float = EDIT_INTERVAL_S, token_ttl: float = TOKEN_TTL_S,
                  clock: Callable[[], float] = time.monotonic, orphan_grace: float = ORPHAN_GRACE_S,
-                 **options: Any) -> None:
+                 unanswered_grace: float = UNANSWERED_GRACE_S, **options: Any) -> None:
         options.setdefault("intents", default_intents())
         options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False, users=True,
                                                                        replied_user=False))
@@ -107,6 +112,7 @@ class TesseraClient(discord.AutoShardedClient):
         self.tracker = JobTracker(self, service, interval=edit_interval, token_ttl=token_ttl, clock=clock,
                                   orphan_grace=orphan_grace)
         self.pending = PendingPrompts()
+        self.unanswered_grace = unanswered_grace
         self._prepared = False
 
     async def setup_hook(self) -> None:
@@ -136,13 +142,48 @@ class TesseraClient(discord.AutoShardedClient):
         return synced
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Modal forms kept by custom_id rather than in memory (the gallery's 🔁 Remix)."""
+        """Every button press and form submission gets an answer.
+
+        discord.py has already handed the interaction to the stored views and `DynamicItem`s
+        (`ViewStore.dispatch_view`) when this runs. Modal forms kept by custom_id rather than in
+        memory (the gallery's 🔁 Remix) are handled here. Anything no item of ours claims (a
+        button from an older version of Tessera, or another app's custom_id format) is answered
+        at once; a claimed one that still has no answer after `unanswered_grace` seconds (its
+        item refused it, or its message no longer carries it) is answered then."""
         from bot.gallery_views import on_modal_submit
 
+        if interaction.type not in (discord.InteractionType.component, discord.InteractionType.modal_submit):
+            return
         try:
-            await on_modal_submit(interaction)
+            if await on_modal_submit(interaction):
+                return
         except Exception:
             log.exception("could not handle a form submission")
+        if self._claimed(interaction):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.unanswered_grace
+            while not interaction.response.is_done() and loop.time() < deadline:
+                await asyncio.sleep(_POLL_S)
+            if interaction.response.is_done():
+                return
+            log.warning("nothing answered %s %r in %.1f s; answering it as stale", interaction.type.name,
+                        _custom_id(interaction), self.unanswered_grace)
+        await answer_unknown(interaction)
+
+    def _claimed(self, interaction: discord.Interaction) -> bool:
+        """Whether a live view, a `DynamicItem` or a modal of this process takes `interaction`.
+
+        Mirrors the look-ups of discord.py's `ViewStore.dispatch_view` / `dispatch_modal`."""
+        custom_id = _custom_id(interaction)
+        store = self._connection._view_store
+        if interaction.type is discord.InteractionType.modal_submit:
+            return custom_id in getattr(store, "_modals", {})
+        if any(pattern.fullmatch(custom_id) for pattern in getattr(store, "_dynamic_items", {})):
+            return True
+        key = ((interaction.data or {}).get("component_type"), custom_id)
+        views = getattr(store, "_views", {})
+        message_id = interaction.message.id if interaction.message is not None else None
+        return key in views.get(message_id, {}) or key in views.get(None, {})
 
     async def on_ready(self) -> None:
         log.info("logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
@@ -164,3 +205,28 @@ class TesseraClient(discord.AutoShardedClient):
         from bot.gallery import forget_deleted_posts
 
         await forget_deleted_posts(self.service, payload.message_ids)
+
+
+def _custom_id(interaction: discord.Interaction) -> str:
+    return str((interaction.data or {}).get("custom_id", ""))[:100]
+
+
+def unknown_text(interaction: discord.Interaction) -> str:
+    """What a press on a component Tessera does not know is told (words for what was pressed)."""
+    if interaction.type is discord.InteractionType.modal_submit:
+        what = "form"
+    elif (interaction.data or {}).get("component_type") == discord.ComponentType.button.value:
+        what = "button"
+    else:
+        what = "menu"
+    return (f"This {what} is from an older version of Tessera or from another app, so it does nothing now. "
+            "Run the command again (for example `/imagine` or `/settings`) to get a fresh one.")
+
+
+async def answer_unknown(interaction: discord.Interaction) -> None:
+    """Answer privately so Discord never shows "This interaction failed" (see `on_interaction`)."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(unknown_text(interaction), ephemeral=True)
+    except (discord.HTTPException, discord.InteractionResponded) as exc:
+        log.info("could not answer %s %r (%s)", interaction.type.name, _custom_id(interaction), exc)

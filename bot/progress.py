@@ -45,14 +45,26 @@ class Target:
     interaction: discord.Interaction | None = None  # its token edits the message until it expires
     followup: bool = False  # the message is a follow-up of `interaction`, not its @original
     issued_at: float = 0.0  # clock() when the interaction arrived
+    guild_id: int | None = None  # for links to the message (None: a DM); the interaction's by default
+
+    def __post_init__(self) -> None:
+        if self.guild_id is None and self.interaction is not None:
+            self.guild_id = self.interaction.guild_id
 
     @classmethod
     def original(cls, interaction: discord.Interaction, issued_at: float) -> Target:
         return cls(channel_id=interaction.channel_id, interaction=interaction, issued_at=issued_at)
 
     @classmethod
-    def channel(cls, channel_id: int | None, message_id: int | None) -> Target:
-        return cls(channel_id=channel_id, message_id=message_id)
+    def channel(cls, channel_id: int | None, message_id: int | None, guild_id: int | None = None) -> Target:
+        return cls(channel_id=channel_id, message_id=message_id, guild_id=guild_id)
+
+
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+MOVED_TEXT = "Finished below ↓ {link}"
 
 
 @dataclass
@@ -66,6 +78,9 @@ class Update:
     final: bool = False
     clear_files: bool = False
     clear_view: bool = False
+    # A final update posted as a new message (after the token) leaves this in the old message,
+    # `{link}` replaced by the new message's link, so it does not show "93%" forever.
+    moved: str = MOVED_TEXT
 
     def discord_file(self) -> discord.File | None:
         if self.file is None:
@@ -227,10 +242,14 @@ class ProgressEditor:
                 if reference is not None:
                     kwargs["reference"] = reference
                     kwargs["mention_author"] = False
+                original = t.message_id
                 message = await channel.send(**kwargs)
                 self.stats.sent += 1
                 self.stats.history.append("reply")
                 await self._seen(t.channel_id, message.id)
+                if original is not None and original != message.id:
+                    await self._point_to(channel, original, update.moved.replace(
+                        "{link}", message_link(t.guild_id, t.channel_id, message.id)))
             elif t.message_id is not None:
                 await channel.get_partial_message(t.message_id).edit(**self._edit_kwargs(update))
                 self.stats.sent += 1
@@ -239,6 +258,14 @@ class ProgressEditor:
             self._gone(exc)
         except discord.HTTPException as exc:
             self._failed(exc, update)
+
+    async def _point_to(self, channel: discord.PartialMessageable, message_id: int, text: str) -> None:
+        """Turn the old progress message into a pointer to the result (no preview, no buttons)."""
+        try:
+            await channel.get_partial_message(message_id).edit(content=text, attachments=[], view=None)
+            self.stats.history.append("pointer")
+        except discord.HTTPException as exc:  # deleted meanwhile, or no permission: the result is out anyway
+            self._log.info("job %s: could not point message %s to the result (%s)", self.job_id, message_id, exc)
 
     async def _seen(self, channel_id: int | None, message_id: int) -> None:
         if self.target.message_id == message_id:

@@ -144,6 +144,12 @@ def cancelled_text(job: Job) -> str:
     return f"{_line(job, 'cancelled')}\n{_footer(job)}"
 
 
+def moved_text(job: Job) -> str:
+    """What the job's first message says once its result was posted as a new message (after
+    a restart, or past the 15-minute token): the prompt and a `{link}` to the result."""
+    return f"{_line(job, None)} — finished below ↓ {{link}}\n{_footer(job)}"
+
+
 def unexpected_error_text(job_id: str | None) -> str:
     """What users see for a bug: no traceback, but the id to quote to an admin."""
     if job_id:

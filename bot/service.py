@@ -136,6 +136,9 @@ def build_queue(settings: Settings, storage: Storage, executor: Executor | None)
     return InProcessQueue(storage, executor, **options)
 
 
+_UNHEARD_MAX = 1000  # final events kept for a subscriber still to come (the CLI never subscribes)
+
+
 class Tessera:
     """Settings, storage, the engine and the queue, behind one Discord-free API."""
 
@@ -150,6 +153,9 @@ class Tessera:
         # Admission: the limits are checked and a request's jobs created and queued under this
         # lock, so concurrent requests cannot all pass a check that only one of them fits.
         self._admission = asyncio.Lock()
+        # Final events emitted before anyone subscribed (a job given up on while stored jobs
+        # resume, before the Discord client exists), replayed to the first subscriber.
+        self._unheard: list[QueueEvent] | None = []
         queue.subscribe(self._wake_waiters)
 
     # ----- life cycle -------------------------------------------------------------------
@@ -214,7 +220,12 @@ class Tessera:
             await self.storage.close()
 
     def subscribe(self, callback: Callback) -> None:
+        """Receive every queue event from now on; the first subscriber also gets the final
+        events nobody heard (see `__init__`), so their messages still show how they ended."""
         self.queue.subscribe(callback)
+        held, self._unheard = self._unheard, None
+        for event in held or ():
+            callback(event)
 
     async def wait_for_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> dict[str, QueueEvent]:
         """Wait until every job has finished; its final event (done, failed or cancelled) by id.
@@ -245,6 +256,8 @@ class Tessera:
 
     def _wake_waiters(self, event: QueueEvent) -> None:
         if event.kind in ("done", "failed", "cancelled"):
+            if self._unheard is not None and len(self._unheard) < _UNHEARD_MAX:  # the file is re-made on demand
+                self._unheard.append(replace(event, upload=None, images=(), preview=None))
             for future in self._waiters.get(event.job_id, []):
                 if not future.done():
                     future.set_result(event)
@@ -397,7 +410,8 @@ class Tessera:
         request = reroll_of(GenerationRequest.from_json(parent.request_json), seed=seed)
         request = replace(request, safety_check=await self._safety_for(guild_id))
         return await self._admit_one(user_id, guild_id, NewJob(
-            kind=JobKind.REROLL, user_id=user_id, prompt_text=parent.prompt_text, prompt_json=parent.prompt_json,
+            kind=JobKind.REROLL, user_id=user_id, prompt_text=prompt_with_seed(parent.prompt_text, request.seed),
+            prompt_json=parent.prompt_json,
             request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
             channel_id=channel_id, parent_id=parent.id, options=dict(parent.options), priority=priority,
         ))
@@ -642,6 +656,29 @@ class Tessera:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return path, image.size
+
+
+_SPACES = re.compile(r"(\s+)")  # one class, no nesting: linear on any input
+
+
+def prompt_with_seed(prompt_text: str, seed: int) -> str:
+    """The prompt text with its `--seed` (or `—seed`) and value replaced by `--seed {seed}` at
+    the end, so the text a re-roll shows (and users copy) makes that image again."""
+    out: list[str] = []
+    skipping = False
+    for part in _SPACES.split(prompt_text):
+        if not part or part.isspace():
+            if not skipping:
+                out.append(part)
+            continue
+        name = part[2:] if part.startswith("--") else part[1:] if part.startswith("—") else ""
+        if name[:1].isalpha():
+            skipping = name.lower() == "seed"
+            if not skipping and out and not out[-1].isspace():
+                out.append(" ")
+        if not skipping:
+            out.append(part)
+    return f"{''.join(out).rstrip()} --seed {seed}".lstrip()
 
 
 def _expansion_json(expansion: Expansion | None) -> dict | None:

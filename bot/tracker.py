@@ -209,16 +209,18 @@ class JobTracker:
             else:
                 self._spawn(self._done_without_upload(tracked))
         elif kind == "failed":
-            editor.push(Update(render.failed_text(job, event.error), final=True, clear_files=True, clear_view=True))
+            editor.push(Update(render.failed_text(job, event.error), final=True, clear_files=True, clear_view=True,
+                               moved=render.moved_text(job)))
         elif kind == "cancelled":
-            editor.push(Update(render.cancelled_text(job), final=True, clear_files=True, clear_view=True))
+            editor.push(Update(render.cancelled_text(job), final=True, clear_files=True, clear_view=True,
+                               moved=render.moved_text(job)))
 
     def _result(self, tracked: Tracked, upload: Any) -> Update:
         job = tracked.job
         suffix = f"_u{(job.parent_index or 0) + 1}" if job.kind.value == "upscale" else ""
         name = render.file_name(job.prompt_text, job.id, upload.mime, suffix=suffix)
         return Update(render.done_text(job, tracked.ignored, tracked.flagged), file=(upload.data, name),
-                      view=result_view(job.kind.value, job.id), final=True)
+                      view=result_view(job.kind.value, job.id), final=True, moved=render.moved_text(job))
 
     async def _done_without_upload(self, tracked: Tracked) -> None:
         try:
@@ -226,7 +228,8 @@ class JobTracker:
         except Exception:
             for_job(log, tracked.job.id).exception("could not make the result file of job %s", tracked.job.id)
             tracked.editor.push(Update(render.failed_text(tracked.job, render.unexpected_error_text(tracked.job.id)),
-                                       final=True, clear_files=True, clear_view=True))
+                                       final=True, clear_files=True, clear_view=True,
+                                       moved=render.moved_text(tracked.job)))
             return
         tracked.editor.push(self._result(tracked, upload))
 
@@ -245,7 +248,7 @@ class JobTracker:
                     break
                 # A new job without a message yet: its command is still at work (fetching an
                 # image prompt, say) and will claim it; look again later.
-            self.track(job, Target.channel(job.channel_id, job.message_id))
+            self.track(job, Target.channel(job.channel_id, job.message_id, job.guild_id))
         except Exception:
             for_job(log, job_id).exception("could not follow job %s", job_id)
         finally:

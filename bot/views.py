@@ -98,11 +98,24 @@ async def handle_press(interaction: discord.Interaction, action: str, job_id: st
     """Run a button's action; every failure becomes a message, never "This interaction failed"."""
     from commands.common import guarded
 
-    async with guarded(interaction, job_id=job_id if action not in (Action.CONFIRM, Action.DISMISS) else None):
+    names_job = action not in (Action.CONFIRM, Action.DISMISS)
+    async with guarded(interaction, job_id=job_id if names_job else None):
         handler = _handler(action)
         if handler is None:
             raise _stale(job_id)
+        if names_job and action != Action.DELETE and await interaction.client.service.storage.jobs.get(job_id) is None:  # type: ignore[attr-defined]
+            raise _gone(job_id)
         await handler(interaction, job_id, index)
+
+
+def _gone(job_id: str) -> Exception:
+    """The job a button names was deleted (`tessera prune`, a database reset): say so in words
+    for a button press; the storage's own message is for someone who typed an id. (🗑 still
+    removes a message whose job is gone, so it is not checked.)"""
+    from engine.errors import TesseraError
+
+    return TesseraError(f"The job behind this button (`{job_id}`) no longer exists on this bot (it was deleted). "
+                        "Run `/imagine` to make new images.")
 
 
 def _stale(job_id: str) -> Exception:

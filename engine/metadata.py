@@ -13,10 +13,16 @@ Two text chunks:
   Multi-prompts are written as Midjourney text (`space::2 ship::1`).
 - `tessera`: JSON with the full `GenerationRequest`, the image index and seed, and any later
   processing (`extra_steps`, e.g. an upscale), enough to run the job again.
+
+PNGs leave the server (the gallery posts them, users save and share them), so neither chunk
+holds a path of the server's disk: the model is named by its hub id or the base name of its
+folder or file, and an init image by the SHA-256 of its bytes (`init_image_sha256`). A grid
+PNG carries the same chunks as image 1 (A1111's grids do too), its JSON marked `"grid": true`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -29,7 +35,8 @@ from PIL.PngImagePlugin import PngInfo
 from engine.request import GenerationRequest
 from engine.samplers import a1111_name
 
-__all__ = ["a1111_parameters", "parse_parameters", "pnginfo_for", "read_metadata"]
+__all__ = ["a1111_parameters", "grid_pnginfo", "model_name", "parse_parameters", "pnginfo_for", "portable_request",
+           "read_metadata"]
 
 TESSERA_CHUNK = "tessera"
 A1111_CHUNK = "parameters"
@@ -47,8 +54,41 @@ def _negative_text(request: GenerationRequest) -> str:
     return ", ".join(item for item in items if item)
 
 
-def _model_name(model: str) -> str:
-    return Path(model).stem if model.startswith(("/", ".", "~")) else model
+_CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
+
+
+def model_name(model: str) -> str:
+    """A hub id as it is (`org/name`); a local folder or checkpoint file by its base name only
+    (`/srv/models/dreamshaper-8` → `dreamshaper-8`, `…/v1-5-pruned.safetensors` → `v1-5-pruned`)."""
+    text = model.strip().rstrip("/\\")
+    is_path = (text.startswith(("/", ".", "~", "\\")) or "\\" in text or text.count("/") > 1
+               or (len(text) > 1 and text[1] == ":") or text.lower().endswith(_CHECKPOINT_SUFFIXES))
+    if not is_path:
+        return text
+    base = text.replace("\\", "/").rsplit("/", 1)[-1]
+    return Path(base).stem if base.lower().endswith(_CHECKPOINT_SUFFIXES) else base
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
+def portable_request(request: GenerationRequest) -> dict:
+    """`request.to_json()` without server paths: the model's name, and the init image's SHA-256
+    in place of its path (None when the file is gone)."""
+    data = request.to_json()
+    data["model"] = model_name(request.model)
+    if request.init_image:
+        data["init_image"] = None
+        data["init_image_sha256"] = _file_sha256(request.init_image)
+    return data
 
 
 def a1111_parameters(request: GenerationRequest, index: int) -> str:
@@ -59,7 +99,7 @@ def a1111_parameters(request: GenerationRequest, index: int) -> str:
         ("CFG scale", f"{request.guidance:g}"),
         ("Seed", request.image_seed(index)),
         ("Size", f"{request.width}x{request.height}"),
-        ("Model", _model_name(request.model)),
+        ("Model", model_name(request.model)),
     ]
     if request.init_image and request.strength is not None:
         fields.append(("Denoising strength", f"{request.strength:g}"))
@@ -86,8 +126,19 @@ def pnginfo_for(request: GenerationRequest, *, index: int, extra_steps: Sequence
     """The `parameters` and `tessera` chunks for image `index` of `request`."""
     info = PngInfo()
     info.add_text(A1111_CHUNK, a1111_parameters(request, index))
-    payload = {"index": index, "seed": request.image_seed(index), "request": request.to_json(),
+    payload = {"index": index, "seed": request.image_seed(index), "request": portable_request(request),
                "extra_steps": list(extra_steps)}
+    info.add_text(TESSERA_CHUNK, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    return info
+
+
+def grid_pnginfo(request: GenerationRequest) -> PngInfo:
+    """The chunks of a 2×2 grid: image 1's `parameters` (its seed is the request's), and the
+    request as JSON marked as a grid, so a saved grid says how to make it again."""
+    info = PngInfo()
+    info.add_text(A1111_CHUNK, a1111_parameters(request, 0))
+    payload = {"grid": True, "index": None, "seed": request.seed, "request": portable_request(request),
+               "extra_steps": []}
     info.add_text(TESSERA_CHUNK, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
     return info
 

@@ -315,7 +315,8 @@ async def test_same_prompt_rerolls_for_the_presser(bot: Bot) -> None:
     await press_on_post(bot, "same", post, user_id=OTHER_USER_ID)
     (job,) = await bot.jobs(OTHER_USER_ID)
     assert job.kind is JobKind.REROLL and job.parent_id == result.job.id  # the grid behind the shared upscale
-    assert job.prompt_text == result.job.prompt_text and job.seed != result.job.seed
+    assert job.seed != result.job.seed
+    assert job.prompt_text == f"a lighthouse at dusk --seed {job.seed}"  # its own seed, ready to copy
     await bot.finished(job.id)
 
 

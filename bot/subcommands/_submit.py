@@ -190,6 +190,7 @@ def write_grid(job: Job, event: QueueEvent, out_dir: Path) -> dict:
 
     from engine.encoding import encode_png, filename_stem
     from engine.grid import make_grid
+    from engine.metadata import grid_pnginfo
     from engine.request import GenerationRequest
 
     request = GenerationRequest.from_json(job.request_json or {})
@@ -202,7 +203,7 @@ def write_grid(job: Job, event: QueueEvent, out_dir: Path) -> dict:
         with Image.open(record.path) as image:
             images.append(image.convert("RGB"))
     grid_path = out_dir / f"{stem}_grid.png"
-    grid_path.write_bytes(encode_png(make_grid(images)))
+    grid_path.write_bytes(encode_png(make_grid(images), grid_pnginfo(request)))
     return {"job_id": job.id, "seed": request.seed, "width": request.width, "height": request.height,
             "steps": request.steps, "files": files, "grid": str(grid_path),
             "ignored": list(event.ignored or request.ignored), "flagged": list(event.flagged)}
