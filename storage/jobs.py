@@ -125,7 +125,7 @@ class JobRepository:
         if job is None:
             shown = text.strip()[:40]
             raise StorageError(f"no job with id {shown!r}: a job id is {ids.ID_LENGTH} letters and digits "
-                               "like `k3m9qra` (see /jobs), or give a link to the job's message")
+                               "like `k3m9qra` (it is under every result; `/info` lists yours), or a link to the job's message")
         return job
 
     async def find_by_message(self, message_id: int) -> Job | None:
