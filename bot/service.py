@@ -492,7 +492,7 @@ class Tessera:
                     await self.queue.submit(job)
                     submitted.append(job)
             except BaseException as exc:
-                if not isinstance(exc, QueueLimitError):
+                if not isinstance(exc, TesseraError):  # a user-fixable error is the caller's to show
                     for_job(log, made[0].id if made else None).exception(
                         "could not queue %d job(s); taking them back", len(news))
                 await self._take_back(made, submitted)
