@@ -654,11 +654,21 @@ def _code_word(word: str) -> bool:
         word.replace("-", "").replace("_", "").isalnum()
 
 
-def _references(what: str, *, codes: bool, optional: bool = False) -> Callable[[str, list[str]], str]:
+def _sref_code(word: str) -> bool:
+    """A style-reference code: digits (`680572301`), or `random`; a word of text is neither."""
+    return word.isascii() and (word.isdigit() or word.lower() == "random")
+
+
+def _no_code(word: str) -> bool:
+    return False
+
+
+def _references(what: str, *, codes: Callable[[str], bool], optional: bool = False) -> Callable[[str, list[str]], str]:
     """Several values after one flag, kept in order as one space-separated string.
 
     `what` names the values in messages. Links may end with a `::2` weight (Midjourney
-    weighs several references that way); `codes` allows numeric or named codes beside links.
+    weighs several references that way); `codes` says which other words are codes, so text
+    written after the parameter (`--sref a photo of me`) is refused rather than kept.
     """
 
     def check(typed: str, words: list[str]) -> str:
@@ -679,7 +689,7 @@ def _references(what: str, *, codes: bool, optional: bool = False) -> Callable[[
             link = _link(body)
             if link is not None:
                 values.append(link + colons + weight)
-            elif codes and len(body) <= _VALUE_MAX and _code_word(body):
+            elif len(body) <= _VALUE_MAX and codes(body):
                 values.append(body + colons + weight)
             else:
                 raise PromptError(
@@ -756,16 +766,16 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("raw", (), _flag, None, IGNORED, "the same as --style raw", "V7+"),
     _Spec("version", ("v",), _word("6"), "6", IGNORED, _ONE_MODEL, "all", "version"),
     _Spec("niji", (), _optional_word, None, IGNORED, _ONE_MODEL + " (--niji N also sets version)", "niji 4+"),
-    _Spec("profile", ("p", "personalize"), _references("profile codes like exiuzv7", codes=True, optional=True),
+    _Spec("profile", ("p", "personalize"), _references("profile codes like exiuzv7", codes=_code_word, optional=True),
           None, IGNORED, "personalization: Tessera has no saved profiles yet", "V6+", multi=True),
-    _Spec("sref", (), _references("image links or style codes like 680572301", codes=True),
+    _Spec("sref", (), _references("image links or style codes like 680572301", codes=_sref_code),
           "an image link or a style code", IGNORED, _IMAGE_LATER, "V6+", multi=True),
     _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", IGNORED, _IMAGE_LATER, "V6+", kind=int),
     _Spec("sv", (), _whole(1, 6), "4 (1 to 6)", IGNORED, _IMAGE_LATER, "V7+", kind=int),
-    _Spec("cref", (), _references("image links", codes=False), "an image link", IGNORED, _IMAGE_LATER,
+    _Spec("cref", (), _references("image links", codes=_no_code), "an image link", IGNORED, _IMAGE_LATER,
           "V6, niji 6", multi=True),
     _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", IGNORED, _IMAGE_LATER, "V6, niji 6", kind=int),
-    _Spec("oref", (), _references("an image link", codes=False), "an image link", IGNORED, _IMAGE_LATER, "V7+",
+    _Spec("oref", (), _references("an image link", codes=_no_code), "an image link", IGNORED, _IMAGE_LATER, "V7+",
           multi=True),
     _Spec("ow", (), _whole(1, 1000), "100 (1 to 1000)", IGNORED, _IMAGE_LATER, "V7+", kind=int),
     _Spec("draft", (), _flag, None, IGNORED, "Tessera has no draft mode; use --q .5", "V7+", kind=bool),
@@ -1082,12 +1092,13 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
 
 SYNTAX_HELP = """\
 **Prompt syntax** (Midjourney's): `[image links] text [--parameters]`
-• Image links (.png .jpg .jpeg .gif .webp) count only at the very front, at most 5; one image needs text or a second image.
+• Image links (.png .jpg .jpeg .gif .webp, or no extension like s.mj.run links) count only at the very front, at most 10; one image needs text or a second image.
 • `--parameters` come last: every word after `--x` is `--x`'s value. `—` works as `--`.
   `--ar 16:9` aspect (whole numbers) · `--seed 1234` (0–4294967295) · `--no people, cars` leave out
   `--q .25|.5|1|2|4` quality · `--s 0–1000` stylize · `--c 0–100` chaos · `--w 0–3000` weird
   `--stop 10–100` · `--tile` seamless · `--r 1–40` repeat · `--iw 0–3` image weight
-  `--style`, `--v`, `--niji`, `--turbo/--fast/--relax`, `--sref`, `--cref`, `--sw`, `--cw` are accepted (some may be ignored).
+  `--exp 0–100` more guidance · `--raw` = `--style raw`
+  Every other Midjourney parameter (`--v`, `--niji`, `--style`, `--sref`, `--cref`, `--oref`, `--profile`, `--sv`, 2022's `--hd` …) is accepted; `tessera parse` and the result say which were ignored.
 • Multi-prompts: `::` splits ideas, a number after it weighs the part before:
   `space ship` is one idea, `space:: ship` two, `space::2 ship` weighs space double,
   `hot dog::1.5 food::-.5` (weights may be negative; their sum must be positive).
