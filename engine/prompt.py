@@ -919,10 +919,10 @@ def _check_glued(text: str) -> None:
         spec = _BY_NAME.get(name)
         if spec is None or len(name) < 2:  # `well--s` or `dragon--its` is prose
             continue
-        rest = text[match.end():].split(None, 1)
-        value = rest[0] if rest else ""
-        if spec.example is None or (value and (value[0].isdigit() or value[0] in ".:")):
-            start = text.rfind(" ", 0, match.start()) + 1
+        value = text[match.end():match.end() + 64].lstrip()[:1]  # a slice: each match costs O(1)
+        if spec.example is None or (value and (value.isdigit() or value in ".:")):
+            start = max(text.rfind(" ", max(0, match.start() - _SHOW_MAX), match.start()) + 1,
+                        match.start() - _SHOW_MAX)
             raise PromptError(
                 f"--{name} is glued to the word before it ({_show(text[start:match.end()])}): "
                 f"put a space before --{name}, or it stays part of the text"
