@@ -97,7 +97,7 @@ class Settings(BaseSettings):
 
     prompt_max_length: int = Field(default=6000, ge=1)
     prompt_max_jobs: int = Field(default=40, ge=1)
-    prompt_max_images: int = Field(default=5, ge=0, le=20)
+    prompt_max_images: int = Field(default=10, ge=0, le=20)
     image_prompt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     image_fetch_timeout_s: float = Field(default=10.0, gt=0)
     # Decoded pixels: per image (prompts and uploads, checked on the header before decoding)

@@ -34,8 +34,11 @@ from fractions import Fraction
 from engine.errors import PromptError
 
 __all__ = [
+    "APPLIED",
+    "IGNORED",
     "SYNTAX_HELP",
     "Expansion",
+    "ParameterUse",
     "Params",
     "Prompt",
     "PromptError",
@@ -43,6 +46,7 @@ __all__ = [
     "WeightedText",
     "expand",
     "help_text",
+    "parameter_table",
     "parse",
 ]
 
@@ -70,14 +74,58 @@ class Params:
     tile: bool = False
     iw: float | None = None
     style: str | None = None
-    version: str | None = None
-    # Accepted but not acted on by the parser: niji, turbo, fast, relax, sref, cref, sw, cw.
-    # name -> value ("" for flags). Later stages list them back as ignored.
+    version: str | None = None  # `--v 6`, or `niji 6` from `--niji 6`
+    # Every other parameter the prompt set, in the order given: name -> value as text ("" for
+    # flags). Multi-valued ones (--sref, --cref, --oref, --profile) hold all their values, of
+    # every repeat, in order, separated by spaces (no value has one). The parameter table in
+    # this module says which of them Tessera applies (--exp) and which it ignores, and why.
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """The `params` object of the `tessera parse` contract (exactly these keys)."""
         return {name: getattr(self, name) for name in _PARAM_JSON_KEYS}
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """The values of the extra parameter `name` in order (`sref` -> its links and codes)."""
+        return tuple(self.extra.get(name, "").split())
+
+    @property
+    def exp(self) -> int | None:
+        """`--exp E` (0-100), applied by `engine.request` on top of --stylize."""
+        value = self.extra.get("exp")
+        return int(value) if value else None
+
+
+@dataclass(frozen=True)
+class ParameterUse:
+    """One parameter a prompt set, as `tessera parse` and `/imagine` report it.
+
+    `value` is as JSON shows it (a list, in order, for multi-valued ones); `status` is
+    "applied" or "ignored"; `note` says how Tessera uses it, or why it does not.
+    """
+
+    name: str
+    value: object
+    status: str
+    note: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "value": self.value, "status": self.status, "note": self.note}
+
+    def as_written(self, limit: int = 80) -> str:
+        """`--sref 1 2`, `--tile`: the parameter as a user would type it (long values shortened)."""
+        if self.value is True:
+            return f"--{self.name}"
+        if isinstance(self.value, list):
+            text = " ".join(str(v) for v in self.value)
+            if len(text) > limit:
+                return f"--{self.name} ({len(self.value)} values)"
+        elif isinstance(self.value, float):
+            text = _fmt_number(self.value)
+        else:
+            text = str(self.value)
+        text = f"--{self.name} {text}".rstrip()
+        return text if len(text) <= limit else text[:limit] + "…"
 
 
 # The keys of `params` in the `tessera parse` JSON contract, in order.
@@ -110,13 +158,49 @@ class Expansion:
         return data
 
     def contract_json(self) -> dict:
-        """Exactly the `tessera parse` shape: prompts, negative, images, params."""
+        """Exactly the `tessera parse` shape: prompts, negative, images, params, parameters.
+
+        `params` keeps its original twelve keys for old consumers; `parameters` lists every
+        parameter the prompt set (applied or ignored, with how or why).
+        """
         return {
             "prompts": [{"text": p.text, "weight": p.weight} for p in self.prompts],
             "negative": list(self.negative),
             "images": list(self.images),
             "params": self.params.to_json(),
+            "parameters": [use.to_json() for use in self.parameters()],
         }
+
+    def parameters(self) -> tuple[ParameterUse, ...]:
+        """Every parameter this expansion set, in the parameter table's order, with its status."""
+        p = self.params
+        niji_version = "niji" in p.extra and p.version == f"niji {p.extra['niji']}".strip()
+        uses: list[ParameterUse] = []
+        for spec in _SPECS:
+            value: object
+            if spec.name == "no":
+                if not self.negative:
+                    continue
+                value = list(self.negative)
+            elif spec.field is not None:
+                value = getattr(p, spec.field)
+                if value is None or value is False or (spec.name == "version" and niji_version):
+                    continue
+            elif spec.name in p.extra:
+                text = p.extra[spec.name]
+                if spec.multi:
+                    value = text.split()
+                elif spec.kind is bool:
+                    value = True
+                else:
+                    value = spec.kind(text) if text else text
+            else:
+                continue
+            status, note = spec.status, spec.note
+            if spec.name == "iw" and not self.images:
+                status, note = IGNORED, "no image link in front of the prompt"
+            uses.append(ParameterUse(spec.name, value, status, note))
+        return tuple(uses)
 
     @classmethod
     def from_json(cls, data: dict) -> Expansion:
@@ -163,16 +247,16 @@ class PromptLimits:
 
     `max_expansions` is Midjourney's own cap on `{a, b}` permutations (40); `max_jobs` caps
     expansions x `--repeat` and is the operator's setting. `max_images` caps the image links
-    at the front of one expansion (Midjourney's own limit is 5): each one is a download, a
-    decode and an encode later, so a prompt of hundreds of links is refused here, before
-    anything is fetched. New fields go last: callers pass the first two by position.
+    at the front of one expansion (real Midjourney prompts use up to 8, so 10 by default):
+    each one is a download, a decode and an encode later, so a prompt of hundreds of links is
+    refused here, before anything is fetched. New fields go last: callers pass the first two by position.
     """
 
     max_length: int = 6000
     max_jobs: int = 40
     max_expansions: int = 40
     max_nesting: int = 10  # `{` inside `{` inside ...: deeper is surely a mistake
-    max_images: int = 5
+    max_images: int = 10
     # The characters all `{a, b}` expansions of one prompt may have together (never less than
     # `max_length`). Each expansion is parsed and later encoded on its own, so 40 copies of a
     # 6,000-character text would be 40 times the work of the longest prompt allowed.
@@ -413,6 +497,15 @@ def _quality(typed: str, words: list[str]) -> float:
     raise PromptError(f"{typed} must be {what}, got {_show(value)}")
 
 
+def _quality_old(typed: str, words: list[str]) -> float:
+    """--q on V1–V5.2: Midjourney also takes 5 there (and rounds it down), so it is no error."""
+    what = "one of .25, .5, 1, 2, 4, 5"
+    value = _one_word(typed, words, what)
+    if _DECIMAL.fullmatch(value) and float(value) in (*_QUALITIES, 5.0):
+        return float(value)
+    raise PromptError(f"{typed} must be {what}, got {_show(value)}")
+
+
 def _ratio(typed: str, words: list[str]) -> str:
     what = "a ratio of two whole numbers like 16:9"
     value = _one_word(typed, words, what)
@@ -460,8 +553,16 @@ def _word(example: str, lower: bool = False) -> Callable[[str, list[str]], str]:
     return check
 
 
-def _words(typed: str, words: list[str]) -> str:
-    return " ".join(words)
+# Midjourney's named styles. Anything else after --style is a Style Tuner code such as
+# `1U48Gcm4I`, and those are case-sensitive, so only these words are lowercased.
+_STYLE_WORDS = frozenset({"raw", "4a", "4b", "4c", "expressive", "cute", "scenic", "original", "random",
+                          "random-16", "random-32", "random-64", "random-128", "random-256", "random-512",
+                          "random-1024"})
+
+
+def _style(typed: str, words: list[str]) -> str:
+    value = _one_word(typed, words, "one word like raw")
+    return value.lower() if value.lower() in _STYLE_WORDS else value
 
 
 def _optional_word(typed: str, words: list[str]) -> str:
@@ -472,12 +573,34 @@ def _optional_word(typed: str, words: list[str]) -> str:
     return _bounded(typed, words[0], "at most one word") if words else ""
 
 
+def _optional_whole(lo: int, hi: int) -> Callable[[str, list[str]], str]:
+    """A flag that may carry one whole number (`--sameseed` or `--sameseed 987`)."""
+    whole = _whole(lo, hi)
+
+    def check(typed: str, words: list[str]) -> str:
+        return str(whole(typed, words)) if words else ""
+
+    return check
+
+
 def _flag(typed: str, words: list[str]) -> bool:
     if words:
         raise PromptError(
             f"{typed} takes no value, got {_show(' '.join(words))} (text goes before the --parameters)"
         )
     return True
+
+
+def _choice(*options: str) -> Callable[[str, list[str]], str]:
+    what = "one of " + ", ".join(options)
+
+    def check(typed: str, words: list[str]) -> str:
+        value = _one_word(typed, words, what).lower()
+        if value in options:
+            return value
+        raise PromptError(f"{typed} must be {what}, got {_show(value)}")
+
+    return check
 
 
 # The most `::` parts one prompt, and things one `--no`, may have. Each is run through the
@@ -500,45 +623,206 @@ def _negative(typed: str, words: list[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
+# --- reference values: --sref, --cref, --oref, --profile --------------------------------------
+
+# A link is far longer than a code ("https://cdn.discordapp.com/attachments/…?ex=…&hm=…" is
+# a few hundred characters), but still bounded before anything reads it.
+_LINK_MAX = 2048
+# The most values one reference parameter may hold, all its repeats together. Midjourney's
+# own prompts use a handful (`--sref 1 --sref 2 --sref 3 --sref 4`, three --profile codes).
+_REFS_MAX = 20
+
+
+def _link(word: str) -> str | None:
+    """`word` as an http(s) link with a host and a path (`<…>` removed), else None."""
+    if word.startswith("<") and word.endswith(">"):  # Discord's "no preview" link form
+        word = word[1:-1]
+    lowered = word[:8].lower()
+    if lowered.startswith("https://"):
+        rest = word[8:]
+    elif lowered.startswith("http://"):
+        rest = word[7:]
+    else:
+        return None
+    host, slash, _ = rest.partition("/")
+    return word if host and slash else None
+
+
+def _code_word(word: str) -> bool:
+    """A Midjourney code: letters, digits, `-` and `_` (sref `680572301`, profile `exiuzv7`)."""
+    return bool(word) and word.replace("-", "").replace("_", "").isascii() and \
+        word.replace("-", "").replace("_", "").isalnum()
+
+
+def _sref_code(word: str) -> bool:
+    """A style-reference code: digits (`680572301`), or `random`; a word of text is neither."""
+    return word.isascii() and (word.isdigit() or word.lower() == "random")
+
+
+def _no_code(word: str) -> bool:
+    return False
+
+
+def _references(what: str, *, codes: Callable[[str], bool], optional: bool = False) -> Callable[[str, list[str]], str]:
+    """Several values after one flag, kept in order as one space-separated string.
+
+    `what` names the values in messages. Links may end with a `::2` weight (Midjourney
+    weighs several references that way); `codes` says which other words are codes, so text
+    written after the parameter (`--sref a photo of me`) is refused rather than kept.
+    """
+
+    def check(typed: str, words: list[str]) -> str:
+        if not words and not optional:
+            raise PromptError(f"{typed} needs {what}")
+        if len(words) > _REFS_MAX:
+            raise PromptError(f"{typed} has {len(words)} values; the most is {_REFS_MAX}")
+        values: list[str] = []
+        for word in words:
+            if len(word) > _LINK_MAX:
+                raise PromptError(
+                    f"{typed} takes {what}, got a value {len(word):,} characters long ({_show(word)}); "
+                    f"the most is {_LINK_MAX:,}"
+                )
+            body, colons, weight = word.rpartition("::") if "::" in word else (word, "", "")
+            if colons and not (len(weight) <= 20 and _DECIMAL.fullmatch(weight)):
+                raise PromptError(f"{typed}: the weight in {_show(word)} must be a number, like ::2")
+            link = _link(body)
+            if link is not None:
+                values.append(link + colons + weight)
+            elif len(body) <= _VALUE_MAX and codes(body):
+                values.append(body + colons + weight)
+            else:
+                raise PromptError(
+                    f"{typed} takes {what}, got {_show(word)} (text goes before the --parameters)"
+                )
+        return " ".join(values)
+
+    return check
+
+
+# --- the parameter table ------------------------------------------------------------------------
+
+APPLIED = "applied"
+IGNORED = "ignored"
+
+
 @dataclass(frozen=True)
 class _Spec:
-    """One parameter: its canonical name, aliases, value check and an example value."""
+    """One Midjourney parameter, the one place that says how Tessera reads and uses it.
+
+    `check` reads the words after the name (and refuses values outside Midjourney's
+    documented range); `legacy` replaces it for V1–V3 prompts, whose documented ranges were
+    different (`--s 2500`, `--iw -50`, `--q 5`). `field` is the `Params` attribute it sets;
+    parameters without one are kept in `Params.extra`. `note` says how an applied parameter
+    is used, or why an ignored one is not, in words `tessera parse` and the README show.
+    """
 
     name: str
     aliases: tuple[str, ...]
     check: Callable[[str, list[str]], object]
     example: str | None  # None: a flag, or a value that may be left out
-    extra: bool = False  # kept in `Params.extra` (accepted, not acted on by the parser)
+    status: str  # APPLIED or IGNORED
+    note: str
+    versions: str  # the Midjourney versions that document it, for the README table
+    field: str | None = None
+    multi: bool = False  # every value of every repeat is kept, in order (--sref a b --sref c)
+    legacy: Callable[[str, list[str]], object] | None = None
+    kind: type = str  # how `tessera parse` shows an extra's value: str, int, float or bool
+    lookup: bool = True  # False: reached only through a legacy spelling (`--w` on V1–V3)
 
+
+_IMAGE_LATER = "pictures as prompts (style, character and omni references) are not built yet"
+_ONE_MODEL = "Tessera draws with the model this server set up"
+_NO_QUEUE_MODES = "Tessera's queue has one speed"
+_LEGACY_SIZE = "a 2022 (V1–V3) size; use --ar"
+_UPSCALER = "a 2022 upscaler choice; Tessera's U buttons always use Real-ESRGAN"
 
 _SPECS: tuple[_Spec, ...] = (
-    _Spec("ar", ("aspect",), _ratio, "16:9"),
-    _Spec("seed", (), _whole(0, 4294967295), "1234"),
-    _Spec("no", (), _negative, "people, cars"),
-    _Spec("quality", ("q",), _quality, ".5 (one of .25, .5, 1, 2, 4)"),
-    _Spec("stylize", ("s",), _whole(0, 1000), "250 (0 to 1000)"),
-    _Spec("chaos", ("c",), _whole(0, 100), "50 (0 to 100)"),
-    _Spec("weird", ("w",), _whole(0, 3000), "250 (0 to 3000)"),
-    _Spec("stop", (), _whole(10, 100), "50 (10 to 100)"),
-    _Spec("tile", (), _flag, None),
-    _Spec("repeat", ("r",), _whole(1, 40), "4 (1 to 40)"),
-    _Spec("iw", (), _decimal(0, 3), "1.5 (0 to 3)"),
-    _Spec("style", (), _word("raw", lower=True), "raw"),
-    _Spec("version", ("v",), _word("6"), "6"),
-    _Spec("niji", (), _optional_word, None, extra=True),
-    _Spec("turbo", (), _flag, None, extra=True),
-    _Spec("fast", (), _flag, None, extra=True),
-    _Spec("relax", (), _flag, None, extra=True),
-    _Spec("sref", (), _words, "an image link", extra=True),
-    _Spec("cref", (), _words, "an image link", extra=True),
-    _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", extra=True),
-    _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", extra=True),
+    _Spec("ar", ("aspect",), _ratio, "16:9", APPLIED,
+          "width x height at the model's native pixel area, multiples of 64 (1:4 to 4:1)", "all", "ar"),
+    _Spec("seed", (), _whole(0, 4294967295), "1234", APPLIED,
+          "image i of the grid uses seed + i", "all", "seed"),
+    _Spec("no", (), _negative, "people, cars", APPLIED, "the negative prompt", "all"),
+    _Spec("quality", ("q",), _quality, ".5 (one of .25, .5, 1, 2, 4)", APPLIED,
+          "steps = the model's steps x Q (5 counts as 4)", "all (5: V1–V5 only)", "quality", legacy=_quality_old),
+    _Spec("stylize", ("s",), _whole(0, 1000), "250 (0 to 1000)", APPLIED,
+          "guidance: 0 -> 0.4x, 100 -> the model's, 1000 (or more on V1–V3) -> 2x", "all (V1–V3: 625–60000)",
+          "stylize", legacy=_whole(625, 60000)),
+    _Spec("chaos", ("c",), _whole(0, 100), "50 (0 to 100)", APPLIED,
+          "the four images start from more different noise", "V4+", "chaos"),
+    _Spec("weird", ("w",), _whole(0, 3000), "250 (0 to 3000)", IGNORED,
+          "Stable Diffusion has no counterpart", "V5.1+", "weird"),
+    _Spec("stop", (), _whole(10, 100), "50 (10 to 100)", APPLIED,
+          "denoising ends after N% of the steps", "all", "stop"),
+    _Spec("tile", (), _flag, None, APPLIED, "seamless tiles (circular padding)", "all", "tile"),
+    _Spec("repeat", ("r",), _whole(1, 40), "4 (1 to 40)", APPLIED, "runs the prompt N times", "V4+", "repeat"),
+    _Spec("iw", (), _decimal(0, 3), "1.5 (0 to 3)", APPLIED,
+          "image-to-image strength 1 - 0.7 x W / 3 (needs an image link in front)", "all (V1–V3: -10000–10000)",
+          "iw", legacy=_decimal(-10000, 10000)),
+    _Spec("exp", (), _whole(0, 100), "25 (0 to 100)", APPLIED,
+          "guidance x (1 + E / 400) on top of --stylize (100 -> 1.25x)", "V7+", kind=int),
+    _Spec("style", (), _style, "raw", IGNORED,
+          "Midjourney's house styles and Style Tuner codes have no counterpart", "V5.1+", "style"),
+    _Spec("raw", (), _flag, None, IGNORED, "the same as --style raw", "V7+"),
+    _Spec("version", ("v",), _word("6"), "6", IGNORED, _ONE_MODEL, "all", "version"),
+    _Spec("niji", (), _optional_word, None, IGNORED, _ONE_MODEL + " (--niji N also sets version)", "niji 4+"),
+    _Spec("profile", ("p", "personalize"), _references("profile codes like exiuzv7", codes=_code_word, optional=True),
+          None, IGNORED, "personalization: Tessera has no saved profiles yet", "V6+", multi=True),
+    _Spec("sref", (), _references("image links or style codes like 680572301", codes=_sref_code),
+          "an image link or a style code", IGNORED, _IMAGE_LATER, "V6+", multi=True),
+    _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", IGNORED, _IMAGE_LATER, "V6+", kind=int),
+    _Spec("sv", (), _whole(1, 6), "4 (1 to 6)", IGNORED, _IMAGE_LATER, "V7+", kind=int),
+    _Spec("cref", (), _references("image links", codes=_no_code), "an image link", IGNORED, _IMAGE_LATER,
+          "V6, niji 6", multi=True),
+    _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", IGNORED, _IMAGE_LATER, "V6, niji 6", kind=int),
+    _Spec("oref", (), _references("an image link", codes=_no_code), "an image link", IGNORED, _IMAGE_LATER, "V7+",
+          multi=True),
+    _Spec("ow", (), _whole(1, 1000), "100 (1 to 1000)", IGNORED, _IMAGE_LATER, "V7+", kind=int),
+    _Spec("draft", (), _flag, None, IGNORED, "Tessera has no draft mode; use --q .5", "V7+", kind=bool),
+    _Spec("turbo", (), _flag, None, IGNORED, _NO_QUEUE_MODES, "V5+", kind=bool),
+    _Spec("fast", (), _flag, None, IGNORED, _NO_QUEUE_MODES, "V4+", kind=bool),
+    _Spec("relax", (), _flag, None, IGNORED, _NO_QUEUE_MODES, "V4+", kind=bool),
+    _Spec("stealth", (), _flag, None, IGNORED, "who sees images is set per server", "V4+", kind=bool),
+    _Spec("public", (), _flag, None, IGNORED, "who sees images is set per server", "V4+", kind=bool),
+    _Spec("video", (), _flag, None, IGNORED, "Tessera makes still images", "V1–V5", kind=bool),
+    _Spec("motion", (), _choice("low", "high"), "low", IGNORED, "Tessera makes still images", "video (V7)"),
+    _Spec("loop", (), _flag, None, IGNORED, "Tessera makes still images", "video (V7)", kind=bool),
+    _Spec("zoom", (), _decimal(1, 2), "1.5 (1 to 2)", IGNORED, "Tessera has no zoom out", "V5.2+", kind=float),
+    _Spec("hd", (), _flag, None, IGNORED, "a 2022 (V1–V3) model choice", "V1–V3", kind=bool),
+    _Spec("test", (), _flag, None, IGNORED, "a 2022 test model", "test models (2022)", kind=bool),
+    _Spec("testp", (), _flag, None, IGNORED, "a 2022 test model", "test models (2022)", kind=bool),
+    _Spec("creative", (), _flag, None, IGNORED, "a 2022 test model option", "test models (2022)", kind=bool),
+    _Spec("beta", (), _flag, None, IGNORED, "a 2022 test model", "V3 (2022)", kind=bool),
+    _Spec("upbeta", (), _flag, None, IGNORED, _UPSCALER, "V3–V4", kind=bool),
+    _Spec("uplight", (), _flag, None, IGNORED, _UPSCALER, "V3–V4", kind=bool),
+    _Spec("upanime", (), _flag, None, IGNORED, _UPSCALER, "V4", kind=bool),
+    _Spec("sameseed", (), _optional_whole(0, 4294967295), None, IGNORED,
+          "every image of the grid has its own seed (seed + i)", "V1–V3"),
+    _Spec("width", (), _whole(1, 4096), "448", IGNORED, _LEGACY_SIZE + " (--w is width only on V1–V3)", "V1–V3",
+          kind=int, lookup=False),
+    _Spec("h", (), _whole(1, 4096), "320", IGNORED, _LEGACY_SIZE + " (height)", "V1–V3", kind=int),
+    *(_Spec(name, (), _flag, None, IGNORED, _LEGACY_SIZE, "V1–V3", kind=bool)
+      for name in ("wallpaper", "sl", "ml", "ll", "sp", "mp", "lp")),
 )
 # The most `--parameters` one prompt may have: more than enough to give each kind once, and a
 # bound on the work a wall of `--tile --tile …` makes (in every one of 40 expansions).
 _PARAMS_MAX = 50
-_BY_NAME: dict[str, _Spec] = {name: spec for spec in _SPECS for name in (spec.name, *spec.aliases)}
-_KNOWN = ", ".join("/".join(f"--{n}" for n in (s.name, *s.aliases)) for s in _SPECS)
+_BY_NAME: dict[str, _Spec] = {name: spec for spec in _SPECS if spec.lookup for name in (spec.name, *spec.aliases)}
+_SPEC_OF: dict[str, _Spec] = {spec.name: spec for spec in _SPECS}
+_CURRENT_KNOWN = ", ".join("/".join(f"--{n}" for n in (s.name, *s.aliases)) for s in _SPECS
+                           if s.lookup and not s.versions.startswith(("V1–V3", "test", "V3")))
+
+
+def parameter_table() -> list[tuple[str, str, str, str]]:
+    """(names as typed, versions, status, how or why) for every parameter, in table order.
+
+    The README's parameter table is checked against this, so the two cannot drift apart.
+    """
+    rows = []
+    for spec in _SPECS:
+        names = "/".join(f"`--{n}`" for n in (spec.name, *spec.aliases)) if spec.lookup else "`--w` (V1–V3)"
+        rows.append((names, spec.versions, spec.status, spec.note))
+    return rows
 
 
 def _unknown(typed: str) -> PromptError:
@@ -552,40 +836,97 @@ def _unknown(typed: str) -> PromptError:
         close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.75) if len(name) <= 30 else []
         if close:
             hint = f" (did you mean --{close[0]}?)"
-    return PromptError(f"unknown parameter {_show(typed)}{hint}; known parameters: {_KNOWN}")
+    return PromptError(f"unknown parameter {_show(typed)}{hint}; known parameters: {_CURRENT_KNOWN}, "
+                       "and the 2022 ones (--hd, --test, --uplight, --w/--h sizes, …)")
+
+
+def _legacy_version(version: str | None) -> bool:
+    """V1–V3 (2022): their own ranges for --s, --iw and --q, and `--w` is the width."""
+    return version in {"1", "2", "3", "3.0"}
+
+
+def _old_version(version: str | None) -> bool:
+    """V1–V5.2 and niji 4–5, which round a larger --q down instead of refusing it (`--q 5`)."""
+    if version is None:
+        return False
+    number = version.removeprefix("niji").strip()
+    if version.startswith("niji"):
+        return number in {"4", "5"}
+    return number in {"1", "2", "3", "3.0", "4", "4.0", "5", "5.0", "5.1", "5.2"}
 
 
 def _parse_params(section: str) -> tuple[dict[str, object], tuple[str, ...] | None, dict[str, str]]:
-    """The `--parameter` section: canonical name -> value, the `--no` items, the extras."""
-    values: dict[str, object] = {}
-    extra: dict[str, str] = {}
-    negative: tuple[str, ...] | None = None
+    """The `--parameter` section: field name -> value, the `--no` items, the extras.
+
+    Two passes: the version is found first, because V1–V3 prompts have other ranges (and
+    their `--w` is a width), then every parameter is checked against its range.
+    """
     markers = list(_MARKER.finditer(section))
     if len(markers) > _PARAMS_MAX:
-        raise PromptError(
-            f"this prompt has {len(markers)} --parameters; the most is {_PARAMS_MAX} "
-            f"(there are {len(_SPECS)} kinds, and a repeated one only counts the last time)"
-        )
+        raise PromptError(f"this prompt has {len(markers)} --parameters; the most is {_PARAMS_MAX}")
+    items: list[tuple[str, str, list[str]]] = []  # (name as typed, lowercased, its words)
     for i, marker in enumerate(markers):
         end = markers[i + 1].start() if i + 1 < len(markers) else len(section)
         body = section[marker.end():end]
         if not body or body[0].isspace():
             raise PromptError("a -- must be followed by a parameter name, like --ar 16:9")
         words = body.split()
-        typed = "--" + words[0].lower()
-        spec = _BY_NAME.get(words[0].lower())
+        items.append(("--" + words[0].lower(), words[0].lower(), words[1:]))
+    version = next((words[0] for _, name, words in reversed(items)
+                    if _BY_NAME.get(name) is _SPEC_OF["version"] and len(words) == 1), None)
+    legacy, old = _legacy_version(version), _old_version(version)
+
+    values: dict[str, object] = {}
+    extra: dict[str, str] = {}
+    negative: tuple[str, ...] | None = None
+    for typed, name, words in items:
+        spec = _SPEC_OF["width"] if (legacy and name == "w") else _BY_NAME.get(name)
         if spec is None:
             raise _unknown(typed)
-        if not words[1:] and spec.example is not None:
+        if not words and spec.example is not None:
             raise PromptError(f"{typed} needs a value like {spec.example}")
-        value = spec.check(typed, words[1:])
+        check = spec.legacy if (spec.legacy is not None and (legacy or (old and spec.name == "quality"))) \
+            else spec.check
+        value = check(typed, words)
         if spec.name == "no":
             negative = value  # type: ignore[assignment]
-        elif spec.extra:
-            extra[spec.name] = value if isinstance(value, str) else " ".join(words[1:])
+        elif spec.name == "raw":
+            values["style"] = "raw"
+        elif spec.field is not None:
+            values[spec.field] = value  # a repeated parameter: the last one wins
+        elif spec.multi:
+            joined = " ".join(v for v in (extra.get(spec.name, ""), str(value)) if v)
+            if len(joined.split()) > _REFS_MAX:
+                raise PromptError(f"--{spec.name} has more than {_REFS_MAX} values in all; the most is {_REFS_MAX}")
+            extra[spec.name] = joined
         else:
-            values[spec.name] = value  # a repeated parameter: the last one wins
+            extra[spec.name] = "" if value is True else str(value)
+    if "niji" in extra and "version" not in values:
+        values["version"] = f"niji {extra['niji']}".strip()
     return values, negative, extra
+
+
+# A known `--name` glued to the word before it (`lens--ar 4:5`): without a space it is text,
+# so the prompt would silently lose its parameter. `\S--` starts each candidate and the name
+# is letters only, so candidates never overlap and the scan is linear.
+_GLUED = re.compile(r"(?<=\S)--([A-Za-z]+)(?=\s|$)")
+
+
+def _check_glued(text: str) -> None:
+    """Refuse `word--ar 4:5`: say where to put the space (Midjourney would ignore the parameter)."""
+    for match in _GLUED.finditer(text):
+        name = match.group(1).lower()
+        spec = _BY_NAME.get(name)
+        if spec is None or len(name) < 2:  # `well--s` or `dragon--its` is prose
+            continue
+        value = text[match.end():match.end() + 64].lstrip()[:1]  # a slice: each match costs O(1)
+        if spec.example is None or (value and (value.isdigit() or value in ".:")):
+            start = max(text.rfind(" ", max(0, match.start() - _SHOW_MAX), match.start()) + 1,
+                        match.start() - _SHOW_MAX)
+            raise PromptError(
+                f"--{name} is glued to the word before it ({_show(text[start:match.end()])}): "
+                f"put a space before --{name}, or it stays part of the text"
+            )
 
 
 # --- image prompts and text ----------------------------------------------------------------
@@ -595,28 +936,36 @@ _TOKEN = re.compile(r"\S+")
 
 
 def _image_url(token: str) -> str | None:
-    """`token` as an image link (http(s), path ending in an image type), else None."""
-    if token.startswith("<") and token.endswith(">"):  # Discord's "no preview" link form
-        token = token[1:-1]
-    lowered = token.lower()
-    if lowered.startswith("https://"):
-        rest = lowered[8:]
-    elif lowered.startswith("http://"):
-        rest = lowered[7:]
-    else:
+    """`token` as an image link at the front of a prompt, else None.
+
+    An http(s) link whose path ends in an image type, or whose last path segment has no
+    extension at all: Midjourney's short links (`https://s.mj.run/khAQMPWrXoc`) and most image
+    hosts have none. Whether such a link really is an image is the fetcher's question
+    (`engine.imagefetch` decodes what it downloads and refuses anything that is not a
+    picture); a link with another extension (`page.html`) stays text.
+    """
+    url = _link(token)
+    if url is None or len(url) > _LINK_MAX:
         return None
-    host, slash, path = rest.partition("/")
-    if not host or not slash:
+    path = url.partition("://")[2].partition("/")[2].split("#", 1)[0].split("?", 1)[0]
+    last = path.rpartition("/")[2].lower()
+    if not last:
         return None
-    path = path.split("#", 1)[0].split("?", 1)[0]
-    return token if path.endswith(_IMAGE_SUFFIXES) else None
+    return url if last.endswith(_IMAGE_SUFFIXES) or "." not in last else None
 
 
-# `::` splits the text; a number right after it (then a space or the end) is the weight.
-_SEPARATOR = re.compile(r"::(-?(?:\d+(?:\.\d*)?|\.\d+)(?!\S))?")
+# `::` splits the text; a number right after it is the weight. The weight ends at the number:
+# `cat::2, dog` weighs cat 2 (the comma starts the next part), while `a::2b` is no weight.
+_SEPARATOR = re.compile(r"::(-?(?:\d+(?:\.\d*)?|\.\d+)(?![\w.:]))?")
 
 
 _TOO_MANY_PARTS = f"the multi-prompt has more than {_PARTS_MAX} :: parts; the most is {_PARTS_MAX}. Join some parts"
+
+
+def _after_weight(piece: str, pos: int) -> str:
+    """A part's text; after a `::` the comma that ended the weight (`cat::2, dog`) is no text."""
+    text = _normalise(piece)
+    return _normalise(text.lstrip(",;")) if pos else text
 
 
 def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
@@ -626,7 +975,7 @@ def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
     for match in _SEPARATOR.finditer(text):
         if len(parts) == _PARTS_MAX:
             raise PromptError(_TOO_MANY_PARTS)
-        part = _normalise(text[pos:match.start()])
+        part = _after_weight(text[pos:match.start()], pos)
         weight = 1.0
         if match.group(1) is not None:
             weight = float(match.group(1))
@@ -640,7 +989,7 @@ def _multi_prompt(text: str) -> tuple[WeightedText, ...]:
             )
         parts.append(WeightedText(part, weight))
         pos = match.end()
-    last = _normalise(text[pos:])
+    last = _after_weight(text[pos:], pos)
     if last:  # a trailing `::` adds no empty part
         if len(parts) == _PARTS_MAX:
             raise PromptError(_TOO_MANY_PARTS)
@@ -685,6 +1034,7 @@ def _parse_one(source: str, limits: PromptLimits) -> Expansion:
     head, section = (source[:marker.start()], source[marker.start():]) if marker else (source, "")
 
     images, text = _leading_images(head, limits.max_images)
+    _check_glued(source)
 
     prompts = _multi_prompt(text)
     values, negative, extra = _parse_params(section)
@@ -715,6 +1065,13 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
     """Parse `text`; raise `PromptError` with a user-facing message when it is invalid."""
     if len(text) > limits.max_length:
         raise PromptError(f"the prompt is {len(text):,} characters long; the most is {limits.max_length:,}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: SQLite and Discord cannot store it
+        raise PromptError(
+            f"the prompt has a character that is not valid text at {_where(text, exc.start)}; "
+            "remove it or paste the prompt again"
+        ) from None
     sources = expand(text, limits)
     expansions: list[Expansion] = []
     for source in sources:
@@ -735,12 +1092,13 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
 
 SYNTAX_HELP = """\
 **Prompt syntax** (Midjourney's): `[image links] text [--parameters]`
-• Image links (.png .jpg .jpeg .gif .webp) count only at the very front, at most 5; one image needs text or a second image.
+• Image links (.png .jpg .jpeg .gif .webp, or no extension like s.mj.run links) count only at the very front, at most 10; one image needs text or a second image.
 • `--parameters` come last: every word after `--x` is `--x`'s value. `—` works as `--`.
   `--ar 16:9` aspect (whole numbers) · `--seed 1234` (0–4294967295) · `--no people, cars` leave out
   `--q .25|.5|1|2|4` quality · `--s 0–1000` stylize · `--c 0–100` chaos · `--w 0–3000` weird
   `--stop 10–100` · `--tile` seamless · `--r 1–40` repeat · `--iw 0–3` image weight
-  `--style`, `--v`, `--niji`, `--turbo/--fast/--relax`, `--sref`, `--cref`, `--sw`, `--cw` are accepted (some may be ignored).
+  `--exp 0–100` more guidance · `--raw` = `--style raw`
+  Every other Midjourney parameter (`--v`, `--niji`, `--style`, `--sref`, `--cref`, `--oref`, `--profile`, `--sv`, 2022's `--hd` …) is accepted; `tessera parse` and the result say which were ignored.
 • Multi-prompts: `::` splits ideas, a number after it weighs the part before:
   `space ship` is one idea, `space:: ship` two, `space::2 ship` weighs space double,
   `hot dog::1.5 food::-.5` (weights may be negative; their sum must be positive).

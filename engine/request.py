@@ -21,8 +21,13 @@ How Midjourney's parameters are mapped (each documented in one place, here):
   (W=0: the image prompt is only a starting point, 1.0; W=1: 0.767; W=3: 0.3).
 - Variations: image-to-image from the chosen image with a new seed, strength
   subtle = 0.35 and strong = 0.7 (`VARIATION_STRENGTH`).
+- `--exp E` (0-100, Midjourney's "experimental aesthetics": more detailed, more dynamic)
+  raises the guidance from --stylize further: guidance x (1 + E / 400), so --exp 100 is
+  1.25 x (`guidance_for_exp`).
+- `--quality 5` (V1-V5 prompts only) counts as 4, Tessera's largest.
 - Parameters the parser keeps but the engine does not act on (`--v`, `--niji`, `--style`,
-  `--weird`, `--sref`, ...) are listed in `ignored` so the bot can say so.
+  `--weird`, `--sref`, `--profile`, ...) are listed in `ignored` so the bot can say so; which
+  ones those are, and why, is the parameter table in `engine.prompt` (`Expansion.parameters`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal, Protocol
 
 from engine.errors import PromptError
-from engine.prompt import Expansion, Params, WeightedText
+from engine.prompt import IGNORED, Expansion, Params, WeightedText
 
 __all__ = [
     "DEFAULT_STYLIZE",
@@ -43,6 +48,7 @@ __all__ = [
     "Defaults",
     "GenerationRequest",
     "ProfileLike",
+    "guidance_for_exp",
     "guidance_for_stylize",
     "random_seed",
     "reroll_of",
@@ -89,6 +95,7 @@ class GenerationRequest:
     image_weight: float | None = None  # --iw as given
     variation: str | None = None  # "subtle" / "strong" for variations
     safety_check: bool = False  # run the safety checker on the results (set from server/global settings)
+    exp: int = 0  # --exp as given (0 when absent); already part of `guidance`
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -174,24 +181,34 @@ def guidance_for_stylize(stylize: int, default_guidance: float) -> float:
     return round(value, 4)
 
 
+def guidance_for_exp(guidance: float, exp: int) -> float:
+    """--exp 0..100 on top of --stylize's guidance: x1 .. x1.25, increasing.
+
+    Midjourney's --exp makes images "more detailed, dynamic and tone-mapped"; in a diffusion
+    model stronger guidance does that (more contrast and detail), and a quarter more at most
+    keeps --s 1000 --exp 100 short of the burnt look very high guidance gives.
+    """
+    e = min(max(exp, 0), 100)
+    return round(guidance * (1 + e / 400), 4)
+
+
 def strength_for_iw(iw: float) -> float:
     """--iw 0..3 -> strength 1.0..0.3: a higher image weight keeps more of the image."""
     return round(1.0 - 0.7 * min(max(iw, 0.0), 3.0) / 3.0, 4)
 
 
-def _ignored(expansion: Expansion, has_image: bool) -> tuple[str, ...]:
-    p = expansion.params
+def _ignored(expansion: Expansion) -> tuple[str, ...]:
+    """The parameters this expansion set that Tessera accepts but does not use, as typed.
+
+    Which those are comes from the parameter table (`Expansion.parameters`), the same
+    statuses `tessera parse` shows, so the bot and the CLI never disagree.
+    """
     out: list[str] = []
-    if p.version is not None:
-        out.append(f"--v {p.version}")
-    if p.style is not None:
-        out.append(f"--style {p.style}")
-    if p.weird is not None:
-        out.append(f"--weird {p.weird}")
-    if p.iw is not None and not has_image:
-        out.append(f"--iw {p.iw:g} (no image prompt)")
-    for name, value in p.extra.items():
-        out.append(f"--{name} {value}".rstrip())
+    for use in expansion.parameters():
+        if use.status != IGNORED:
+            continue
+        text = "--v" + use.as_written()[len("--version"):] if use.name == "version" else use.as_written()
+        out.append(f"{text} (no image prompt)" if use.name == "iw" else text)
     return tuple(out)
 
 
@@ -213,13 +230,14 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         defaults.stylize if defaults.stylize is not None else DEFAULT_STYLIZE)
     chosen_seed = p.seed if p.seed is not None else (seed if seed is not None else random_seed())
     iw = p.iw if p.iw is not None else DEFAULT_IW
+    exp = p.exp or 0
     return GenerationRequest(
         prompts=tuple(expansion.prompts),
         negative=tuple(expansion.negative),
         width=width,
         height=height,
-        steps=steps_for_quality(profile.steps, quality),
-        guidance=guidance_for_stylize(stylize, profile.guidance),
+        steps=steps_for_quality(profile.steps, min(quality, 4.0)),
+        guidance=guidance_for_exp(guidance_for_stylize(stylize, profile.guidance), exp),
         seed=chosen_seed % (SEED_MAX + 1),
         sampler=sampler,
         model=model,
@@ -228,7 +246,7 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         stop=p.stop if p.stop is not None and p.stop < 100 else None,
         init_image=init_image,
         strength=strength_for_iw(iw) if init_image else None,
-        ignored=_ignored(expansion, bool(expansion.images)),
+        ignored=_ignored(expansion),
         text=expansion.source,
         model_family=profile.family,
         aspect=aspect,
@@ -236,6 +254,7 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         stylize=stylize,
         image_prompts=tuple(expansion.images),
         image_weight=p.iw,
+        exp=exp,
     )
 
 

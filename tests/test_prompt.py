@@ -90,7 +90,8 @@ def test_discord_no_preview_link_form_counts_without_brackets() -> None:
     [
         f"a cat {PNG}",  # not at the front
         "https://example.com/page.html a cat",  # not an image type
-        "https://example.com/png a cat",  # the path does not end in .png
+        "https://example.com/page.PDF?x=1 a cat",  # another file type
+        "https://example.com/ a cat",  # no file in the path
         "ftp://example.com/a.png a cat",  # not http(s)
         "https://.png a cat",  # no path at all
     ],
@@ -387,7 +388,8 @@ def test_documented_aspect_ratio_permutation() -> None:
 
 def test_whole_parameters_inside_braces() -> None:
     prompt = parse("a vibrant california poppy --{v 5, niji}")
-    assert [(e.params.version, e.params.extra) for e in prompt.expansions] == [("5", {}), (None, {"niji": ""})]
+    # issue 20: --niji sets the version too
+    assert [(e.params.version, e.params.extra) for e in prompt.expansions] == [("5", {}), ("niji", {"niji": ""})]
 
 
 def test_options_are_trimmed_and_escaped_commas_are_literal() -> None:
@@ -473,6 +475,12 @@ def test_contract_json_shape() -> None:
                     "ar": "16:9", "seed": None, "quality": None, "stylize": None, "chaos": None, "weird": None,
                     "stop": None, "repeat": None, "tile": False, "iw": None, "style": None, "version": None,
                 },
+                # issue 20: every parameter the prompt set, with what Tessera does with it
+                "parameters": [
+                    {"name": "ar", "value": "16:9", "status": "applied",
+                     "note": "width x height at the model's native pixel area, multiples of 64 (1:4 to 4:1)"},
+                    {"name": "no", "value": ["people"], "status": "applied", "note": "the negative prompt"},
+                ],
             }
         ]
     }

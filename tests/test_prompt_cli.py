@@ -29,6 +29,12 @@ def test_parse_prints_the_contract(capsys: pytest.CaptureFixture[str]) -> None:
                 "params": {"ar": "16:9", "seed": None, "quality": None, "stylize": None, "chaos": None,
                            "weird": None, "stop": None, "repeat": None, "tile": False, "iw": None,
                            "style": None, "version": None},
+                # issue 20: every parameter the prompt set, with what Tessera does with it
+                "parameters": [
+                    {"name": "ar", "value": "16:9", "status": "applied",
+                     "note": "width x height at the model's native pixel area, multiples of 64 (1:4 to 4:1)"},
+                    {"name": "no", "value": ["people"], "status": "applied", "note": "the negative prompt"},
+                ],
             }
         ]
     }

@@ -140,17 +140,18 @@ def test_hostile_prompts_parse_or_are_refused_in_under_50_ms(
 
 # --- image prompts: at most PromptLimits.max_images ---------------------------------------------
 
-def test_five_image_links_are_allowed_and_six_are_refused_with_the_count() -> None:
-    assert len(parse(" ".join([PNG] * 5) + " a cat").expansions[0].images) == 5
-    assert refused_fast(" ".join([PNG] * 6) + " a cat") == (
-        "this prompt has 6 image links; the most is 5. Remove some image links from the front of the prompt"
+def test_ten_image_links_are_allowed_and_eleven_are_refused_with_the_count() -> None:
+    # ten by default (issue 20): real Midjourney prompts use up to eight
+    assert len(parse(" ".join([PNG] * 10) + " a cat").expansions[0].images) == 10
+    assert refused_fast(" ".join([PNG] * 11) + " a cat") == (
+        "this prompt has 11 image links; the most is 10. Remove some image links from the front of the prompt"
     )
 
 
 def test_hundreds_of_image_links_are_refused_at_once_before_the_rest_is_read() -> None:
     links = " ".join([PNG] * 300)
     # the image count is the first complaint, ahead of the bad --chaos after it
-    assert refused_fast(links + " a cat --chaos 999").startswith("this prompt has 300 image links; the most is 5.")
+    assert refused_fast(links + " a cat --chaos 999").startswith("this prompt has 300 image links; the most is 10.")
 
 
 def test_the_image_limit_is_a_constructor_parameter() -> None:
@@ -161,8 +162,8 @@ def test_the_image_limit_is_a_constructor_parameter() -> None:
 
 
 def test_the_image_limit_holds_in_every_expansion() -> None:
-    message = refused_fast(f"{{{PNG}, {PNG} {PNG} {PNG} {PNG} {PNG} {PNG}}} cat")
-    assert message.startswith("this prompt has 6 image links; the most is 5.")
+    message = refused_fast(f"{{{PNG}, {' '.join([PNG] * 11)}}} cat")
+    assert message.startswith("this prompt has 11 image links; the most is 10.")
     assert "(in the expansion" in message
 
 
@@ -229,8 +230,7 @@ def test_at_most_100_things_to_leave_out() -> None:
 def test_at_most_50_parameters() -> None:
     assert parse("a" + " --seed 1" * 50).expansions[0].params.seed == 1  # repeated: the last one counts
     assert refused_fast(hostile("a ", [("--tile ", 1)])) == (
-        "this prompt has 857 --parameters; the most is 50 (there are 21 kinds, and a repeated one only counts "
-        "the last time)"
+        "this prompt has 857 --parameters; the most is 50"
     )
 
 
