@@ -1,5 +1,9 @@
 """Image prompts: memory and event-loop lag of a prompt with the most image links at their largest.
 
+The most 6000² links one prompt can carry is the smaller of `PROMPT_MAX_IMAGES` (10) and what
+`IMAGE_PROMPT_MAX_TOTAL_PIXELS` admits (200 MP: five such pictures); a sixth is refused on its
+header, before it is decoded. `LINKS` is computed from those defaults.
+
 - `image_prompts_peak_rss_mb`: peak RSS of a fresh process that serves five 6000×6000 PNGs
   (about 100 KB each on the wire, 108 MB each decoded) from a loopback server and runs
   `engine.imagefetch.fetch_init_image` on all five links, as `/imagine` does for a prompt
@@ -29,7 +33,17 @@ from bench.common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDE = 6000
-LINKS = 5
+
+
+def _most_links() -> int:
+    from engine.imagefetch import FetchLimits
+    from engine.prompt import PromptLimits
+
+    limits = FetchLimits()
+    return min(PromptLimits().max_images, limits.max_total_pixels // (SIDE * SIDE))
+
+
+LINKS = _most_links()
 
 
 def _pictures(workdir: Path) -> list[Path]:
