@@ -1081,6 +1081,16 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
             if len(sources) == 1:
                 raise
             raise PromptError(f"{exc} (in the expansion {_show(_normalise(source))})") from None
+    # The cap is per prompt, not per expansion: `{url1, url2, ...}` puts each link in its own
+    # expansion, and each distinct set of links is downloaded, decoded and blended (within its
+    # own pixel budget) before anything is queued. So count the downloads that makes.
+    link_sets = {expansion.images for expansion in expansions if expansion.images}
+    downloads = sum(len(links) for links in link_sets)
+    if downloads > limits.max_images:
+        raise PromptError(
+            f"this prompt's {{}} expansions make {downloads} image downloads; the most is "
+            f"{limits.max_images}. Use fewer image links, or put them before the {{}} group"
+        )
     prompt = Prompt(raw=text, expansions=tuple(expansions))
     if prompt.jobs > limits.max_jobs:
         raise PromptError(
