@@ -10,6 +10,7 @@ the user as it is; nothing is stored when a request is refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -63,13 +64,21 @@ class NeedsConfirmation(TesseraError):
 
 
 def find_banned_word(text: str, words: Sequence[str]) -> str | None:
-    """The first banned word or phrase that appears in `text` as a whole word (case-insensitive)."""
-    lowered = text.lower()
-    for word in words:
-        word = word.strip().lower()
-        if word and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
-            return word
-    return None
+    """A banned word or phrase that appears in `text` as a whole word (case-insensitive).
+
+    One search with every word in one alternation, compiled once per list: it runs on the
+    event loop for every prompt, and one search per word (each scanning the whole prompt) cost
+    milliseconds per word on a long prompt. Escaped literals only, so it cannot backtrack."""
+    cleaned = tuple(dict.fromkeys(w for w in (word.strip().lower() for word in words) if w))
+    if not cleaned:
+        return None
+    found = _banned_pattern(cleaned).search(text.lower())
+    return found.group(1) if found else None
+
+
+@functools.lru_cache(maxsize=64)
+def _banned_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"(?<!\w)(" + "|".join(re.escape(word) for word in words) + r")(?!\w)")
 
 
 def peek_profile(ref: str) -> ModelProfile | None:

@@ -19,6 +19,9 @@ from engine.errors import TesseraError
 from storage.models import GuildSettings
 
 MAX_BANNED_WORD = 100
+# Words per server. Every prompt made in the server is checked against all of them on the
+# event loop, and any stranger can make a server and manage it, so the list is bounded.
+MAX_BANNED_WORDS = 200
 CHANNELS_ROOM = 500
 WORDS_ROOM = 900  # with the other lines and a one-line note, well under Discord's 2,000
 
@@ -139,6 +142,9 @@ async def banned(interaction: discord.Interaction, action: Literal["add", "remov
             if not cleaned or len(cleaned) > MAX_BANNED_WORD:
                 raise TesseraError(f"Give a word or phrase of 1 to {MAX_BANNED_WORD} characters.")
             if action == "add" and cleaned not in words:
+                if len(words) >= MAX_BANNED_WORDS:
+                    raise TesseraError(f"This server already bans {len(words)} words or phrases, the most it can; "
+                                       "remove one first (`/admin banned remove`) or `clear` the list.")
                 words.append(cleaned)
             elif action == "remove":
                 words = [w for w in words if w != cleaned]
