@@ -80,6 +80,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Pixels of one result's images together, checked on their headers before decoding: a
+# forged result must not make the bot hold gigabytes. A grid is at most 16 images of about
+# 2048² (the largest profile), an upscale one image within UPSCALE_MAX_SIDE (default 4096).
+MAX_RESULT_PIXELS = 8192 * 8192
 MAX_WORKERS = 1000  # heartbeats read per poll (one per GPU; more is a flood, not a fleet)
 WORKER_POLL_S = 1.0  # how often the bot counts live workers (their heartbeats)
 RETRY_S = 1.0  # wait before handing a batch over again after Redis refused it
@@ -530,14 +534,19 @@ def _decode_result(raw: bytes) -> tuple[ResultPayload, list[Any]]:
 
     result = parse_result(raw)
     images = []
+    left = MAX_RESULT_PIXELS
     for data in result.images:
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
                 if image.format != "PNG":
                     raise PayloadError(f"result images must be PNG, got {image.format}")
+                width, height = image.size
+                left -= width * height
+                if left < 0:  # read from the header: nothing is decoded yet
+                    raise PayloadError(f"result images hold more than {MAX_RESULT_PIXELS:,} pixels together")
                 image.load()
                 images.append(image.copy())  # keeps `info`, where PNG text chunks (an upscale's metadata) live
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise PayloadError(f"a result image cannot be read ({exc.__class__.__name__})") from None
+            raise PayloadError(f"a result image cannot be read as a PNG ({exc.__class__.__name__})") from None
     return result, images
 

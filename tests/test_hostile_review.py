@@ -6,15 +6,21 @@ says why the bound matters.
 
 from __future__ import annotations
 
+import io
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.service import DEFAULT_BANNED_WORDS, find_banned_word
 from commands.admin import MAX_BANNED_WORDS
 from engine.prompt import PromptError, PromptLimits, parse
+from engine.queue_redis import _decode_result as decode_result
+from engine.redis_wire import PayloadError, ResultPayload
 from storage.models import GuildSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import ADMIN_ID, GUILD_ID, MANAGE_GUILD
@@ -103,3 +109,41 @@ async def test_admin_banned_refuses_to_grow_the_list_past_its_cap(bot: Bot) -> N
     assert "word0" not in (await bot.service.storage.settings.guild(GUILD_ID)).banned_words
     interaction = await bot.h.run_command("admin", {"action": "add", "word": "one more"}, subcommand="banned", **admin)
     assert (await bot.service.storage.settings.guild(GUILD_ID)).banned_words[-1] == "one more"
+
+
+# --- Redis results: a forged result cannot make the bot hold gigabytes of pixels ---------------
+
+
+def _png_header_bomb(side: int) -> bytes:
+    """A valid 1-bit PNG of side × side zero pixels: tiny on the wire, `side²` pixels decoded."""
+    row = b"\x00" + bytes((side + 7) // 8)
+    pixels = zlib.compress(row * side, 9)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_a_forged_redis_result_with_huge_pngs_is_refused_before_decoding() -> None:
+    """Whoever can write to Redis can push a result (the hand-over token is in the batch they
+    can read). Its PNGs were opened by every Pillow plugin and loaded up to Pillow's own bomb
+    limit (179 M pixels each, 16 images): a 12,000² 1-bit PNG is under 100 KB on the wire, 144 M
+    pixels loaded, and half a gigabyte once the bot converts it to RGB to encode it."""
+    bomb = _png_header_bomb(12_000)
+    assert len(bomb) < 100_000
+    raw = ResultPayload("job1", "t1", "w0", "done", images=(bomb,)).to_bytes()
+    with pytest.raises(PayloadError, match="pixels"):
+        decode_result(raw)
+    small = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(small, format="PNG")
+    result, images = decode_result(ResultPayload("job1", "t1", "w0", "done", images=(small.getvalue(),)).to_bytes())
+    assert result.job_id == "job1" and images[0].size == (64, 64)
+
+
+def test_a_forged_redis_result_in_another_format_is_refused_unopened() -> None:
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    with pytest.raises(PayloadError, match="PNG"):
+        decode_result(ResultPayload("job1", "t1", "w0", "done", images=(gif.getvalue(),)).to_bytes())
