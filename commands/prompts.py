@@ -34,6 +34,7 @@ THUMB_SIDE = 160
 _SORT_CODES = {"relevance": "r", "likes": "l", "recent": "n"}  # one letter each in a custom_id
 PERIODS: dict[str, int | None] = {"day": 1, "week": 7, "all": None}
 _MEMO_SIZE = 2000
+_MAX_OFFSET = 1_000_000  # far past any list's end, well inside SQLite's integers
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ def decode_ref(text: str) -> PageRef:
     expired = TesseraError("This list has expired. Run `/prompts search` or `/prompts top` again.")
     mode, _, rest = text.partition(":")
     offset_text, _, rest = rest.partition(":")
-    if not offset_text.isdigit():
+    # The custom_id comes from the client: numbers are checked to fit SQLite's 64-bit integers
+    # (a longer one raised OverflowError deep in the query: "something went wrong").
+    if not (offset_text.isascii() and offset_text.isdigit()) or int(offset_text) > _MAX_OFFSET:
         raise expired
     offset = int(offset_text)
     if mode == "t":
@@ -102,8 +105,12 @@ def decode_ref(text: str) -> PageRef:
         sort = {code: name for name, code in _SORT_CODES.items()}.get(sort_letter)
         if sort is None or not query:
             raise expired
-        return PageRef("search", offset, query=query, sort=sort,
-                       author_id=None if author == "-" else int(author, 36))
+        author_id = None
+        if author != "-":
+            if not (0 < len(author) <= 13 and author.isascii() and author.isalnum()) or int(author, 36) >= 2**63:
+                raise expired
+            author_id = int(author, 36)
+        return PageRef("search", offset, query=query, sort=sort, author_id=author_id)
     raise expired
 
 

@@ -6,6 +6,7 @@ says why the bound matters.
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 import time
@@ -18,12 +19,14 @@ from PIL import Image
 
 from bot.service import DEFAULT_BANNED_WORDS, find_banned_word
 from commands.admin import MAX_BANNED_WORDS
+from commands.prompts import PAGE_SIZE
 from engine.prompt import PromptError, PromptLimits, parse
 from engine.queue_redis import _decode_result as decode_result
 from engine.redis_wire import PayloadError, ResultPayload
 from storage.models import GuildSettings
 from tests.bot_helpers import Bot, start_bot
-from tests.discord_harness import ADMIN_ID, GUILD_ID, MANAGE_GUILD
+from tests.discord_harness import ADMIN_ID, GUILD_ID, MANAGE_GUILD, message_with
+from tests.test_gallery_search import button, search, shared
 
 # --- image links: the cap is per prompt, not per {} expansion ---------------------------------
 
@@ -147,3 +150,33 @@ def test_a_forged_redis_result_in_another_format_is_refused_unopened() -> None:
     Image.new("RGB", (8, 8)).save(gif, format="GIF")
     with pytest.raises(PayloadError, match="PNG"):
         decode_result(ResultPayload("job1", "t1", "w0", "done", images=(gif.getvalue(),)).to_bytes())
+
+
+# --- page buttons: a forged custom_id is "expired", never an internal error --------------------
+
+
+@pytest.mark.parametrize("ref", [
+    "t:" + "9" * 80 + ":a",  # an offset SQLite cannot hold
+    "s:" + "9" * 40 + ":r:-:cat",
+    "s:0:r:" + "z" * 30 + ":cat",  # an author id SQLite cannot hold
+    "s:0:r:no!t-b36:cat",  # an author that is not base 36
+    "t:٣:a",  # a digit Python reads, in another script (harmless, but not what the bot writes)
+])
+async def test_a_forged_page_button_answers_expired(bot: Bot, ref: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Page buttons carry the search in their custom_id; a forged one (any client can send
+    one) raised OverflowError or ValueError inside the handler: "something went wrong" and a
+    logged traceback per press, instead of the answer any stale list gets."""
+    for n in range(PAGE_SIZE + 1):
+        await shared(bot, f"a paper lantern number {n}")
+    _token, first = await search(bot, "lantern")
+    message = copy.deepcopy(message_with(first))
+    forged = button(first, "▶")["custom_id"]
+    for row in message["components"]:
+        for item in row["components"]:
+            if item.get("custom_id") == forged:
+                item["custom_id"] = f"tessera-g:pg:{ref}"
+    caplog.clear()
+    token = await bot.h.press(f"tessera-g:pg:{ref}", message)
+    answer = bot.http.for_token(token)[-1]
+    assert "expired" in (answer.content or ""), answer
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
