@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     upscaler_weights_dir: Path | None = None
     upscale_tile: int = Field(default=256, ge=0)
     upscale_tile_overlap: int = Field(default=16, ge=0)
-    upscale_max_side: int = Field(default=4096, ge=256)
+    upscale_max_side: int = Field(default=4096, ge=256, le=8192)  # results over 8192² are refused (Redis results too)
 
     queue_url: str = ""
     queue_max_per_user: int = Field(default=10, ge=1)

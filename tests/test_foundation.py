@@ -143,3 +143,9 @@ def test_bad_queue_url_hides_its_password(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError) as error:
         load_settings(_env_file=None)
     assert "hunter2" not in str(error.value) and "QUEUE_URL='http://***@redis.internal:6379/0'" in str(error.value)
+
+
+def test_upscale_max_side_is_bounded_by_what_results_may_carry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSCALE_MAX_SIDE", "16384")
+    with pytest.raises(ConfigError, match="UPSCALE_MAX_SIDE"):
+        load_settings()
