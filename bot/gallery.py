@@ -31,11 +31,12 @@ import discord
 from bot import render
 from bot.authorization import Act, Actor
 from engine.errors import TesseraError
-from engine.joblog import for_job
-from storage.models import GalleryEntry, ImageRecord, Job, JobKind, JobState
+from engine.jobs.joblog import for_job
+from engine.jobs.model import ImageRecord, Job, JobKind, JobState
+from storage.models import GalleryEntry
 
 if TYPE_CHECKING:
-    from engine.encoding import EncodedImage
+    from engine.imaging.encoding import EncodedImage
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def _encode_post_image(path: Path, stem: str) -> EncodedImage:
     """The stored PNG as Discord will take it (the PNG itself when under 10 MiB)."""
     from PIL import Image
 
-    from engine.encoding import encode_for_discord
+    from engine.imaging.encoding import encode_for_discord
 
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
@@ -265,7 +266,7 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
 
 async def _post(channel: Any, entry: GalleryEntry, facts: ImageFacts, *, sharer_id: int, source_url: str | None,
                 view: discord.ui.View) -> discord.Message:
-    from engine.encoding import filename_stem
+    from engine.imaging.encoding import filename_stem
 
     assert facts.image is not None
     job, index = facts.job, facts.index

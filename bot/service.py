@@ -28,18 +28,19 @@ from engine.errors import (
     StorageError,
     TesseraError,
 )
-from engine.joblog import for_job
-from engine.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
+from engine.jobs.joblog import for_job
+from engine.jobs.model import Job, JobKind, JobState, NewJob
+from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
 from engine.request import GenerationRequest
-from storage.models import GalleryEntry, Job, JobKind, JobState, NewJob
+from storage.models import GalleryEntry
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from engine.encoding import EncodedImage
-    from engine.executor import Executor
-    from engine.models import ModelProfile
+    from engine.diffusion.models import ModelProfile
+    from engine.imaging.encoding import EncodedImage
+    from engine.jobs.executor import Executor
     from engine.prompt import Expansion, Prompt
-    from storage.db import Storage
+    from storage.api import Storage
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def peek_profile(ref: str) -> ModelProfile | None:
     still loading; for diffusers folders the configs say enough. Single files and hub ids
     not in the local cache return None, and the caller waits for the loaded model instead.
     """
-    from engine.models import PROFILES, ModelProfile
+    from engine.diffusion.models import PROFILES, ModelProfile
 
     folder = Path(ref).expanduser()
     if not folder.is_dir():
@@ -124,7 +125,7 @@ def build_queue(settings: Settings, storage: Storage, executor: Executor | None)
                                "max_attempts": settings.job_max_attempts}
     if settings.queue_url:
         try:
-            from engine.queue_redis import RedisQueue
+            from engine.jobs.redis_queue import RedisQueue
         except ImportError:
             from bot.config import ConfigError
 
@@ -177,15 +178,15 @@ class Tessera:
         `tessera doctor --fix` can see when this process is gone and fail what it left. A CLI
         start settles such stuck jobs first, so killed runs do not pile up.
         """
-        from storage.db import Storage
+        from storage.api import Storage
 
         if executor is None and not settings.queue_url:
-            from engine.executor import EngineExecutor
-            from engine.models import check_model_ref
+            from engine.diffusion.models import check_model_ref
+            from engine.jobs.executor import EngineExecutor
 
             await asyncio.to_thread(check_model_ref, settings.model_id)  # a typo fails here, not in a job
             if settings.safety_checker:
-                from engine.safety import check_source
+                from engine.diffusion.safety import check_source
 
                 await asyncio.to_thread(check_source, settings.model_id, settings.safety_checker_model)
             executor = EngineExecutor.from_settings(settings)
@@ -201,7 +202,7 @@ class Tessera:
             service = cls(settings, storage, queue, executor)
             await queue.start(resume=resume)
             if settings.metrics_port:
-                from engine.metrics import MetricsServer
+                from engine.jobs.metrics import MetricsServer
 
                 service._metrics = MetricsServer(queue.stats, port=settings.metrics_port)
                 service._metrics.start()
@@ -324,7 +325,7 @@ class Tessera:
 
         `actor` is who pressed the button or typed the id (Discord); the CLI, run by the
         operator, passes none."""
-        from engine.upscale import check_upscale_factor, check_upscale_size
+        from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
 
         check_upscale_factor(scale)
         parent = await self._done_job(job_id)
@@ -460,7 +461,7 @@ class Tessera:
 
     async def result_upload(self, job_id: str) -> EncodedImage:
         """Re-make the Discord file of a done job (for /show and after restarts)."""
-        from engine.results import ResultWriter
+        from engine.jobs.results import ResultWriter
 
         job = await self.storage.jobs.require(job_id)
         if job.state != JobState.DONE:
@@ -565,7 +566,7 @@ class Tessera:
             if profile is None and remote is not None:
                 profile = remote(model)
         if profile is None:
-            from engine.models import PROFILES
+            from engine.diffusion.models import PROFILES
 
             profile = PROFILES["sd1"]
             log.warning("cannot tell the family of %s before loading it; assuming SD 1.x sizes", model)
@@ -614,7 +615,7 @@ class Tessera:
 
         Links may reach only public addresses on `IMAGE_FETCH_PORTS` (or the hosts in
         `IMAGE_FETCH_ALLOWED_HOSTS`); decoding and blending run off the event loop."""
-        from engine.imagefetch import FetchLimits, FetchPolicy, fetch_init_image
+        from engine.imaging.fetch import FetchLimits, FetchPolicy, fetch_init_image
 
         settings = self.settings
         policy = FetchPolicy.build(settings.image_fetch_allowed_hosts, settings.image_fetch_ports)
@@ -628,7 +629,7 @@ class Tessera:
         """Decode an upload with the same checked decoder as image prompts, then store it.
 
         Blocking (decodes): call it in a worker thread. Raises `ImageFetchError`."""
-        from engine.imagedecode import decode_image
+        from engine.imaging.decode import decode_image
 
         image = decode_image(data, max_bytes=self.settings.image_prompt_max_bytes,
                              max_pixels=self.settings.image_prompt_max_pixels, source="The upload")
@@ -636,7 +637,7 @@ class Tessera:
 
     def _store_input_image(self, image: Any) -> tuple[Path, tuple[int, int]]:
         """Save as PNG under DATA_DIR/inputs/<sha256>.png (atomic, content-addressed)."""
-        from engine.encoding import encode_png
+        from engine.imaging.encoding import encode_png
 
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGB")

@@ -22,8 +22,9 @@ from bot import render
 from bot.authorization import Actor
 from bot.progress import Target, Update
 from engine.errors import StorageError, TesseraError
-from engine.joblog import for_job
-from storage.models import GuildSettings, Job, JobKind, JobState
+from engine.jobs.joblog import for_job
+from engine.jobs.model import Job, JobKind, JobState
+from storage.models import GuildSettings
 
 if TYPE_CHECKING:
     from bot.client import TesseraClient

@@ -26,7 +26,7 @@ from commands.common import (
     service_of,
 )
 from engine.errors import TesseraError
-from engine.imagedecode import ALLOWED_CONTENT_TYPES, check_attachment
+from engine.imaging.decode import ALLOWED_CONTENT_TYPES, check_attachment
 
 IMAGE_TYPES = ALLOWED_CONTENT_TYPES  # the decoder's rule; kept under this name for feature modules
 

@@ -35,7 +35,7 @@ PRIVACY_LABELS = {PUBLIC_VALUE: "results: public (anyone may share them to a gal
 
 def samplers() -> list[str]:
     try:
-        from engine.samplers import SAMPLERS
+        from engine.diffusion.samplers import SAMPLERS
     except ImportError:  # the engine is optional for listing commands
         return ["euler_a"]
     return list(SAMPLERS)[:24]

@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from storage.db import Storage
+    from storage.api import Storage
 
 __all__ = ["Storage"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Storage":
-        from storage.db import Storage
+        from storage.api import Storage
 
         return Storage
     raise AttributeError(f"module 'storage' has no attribute {name!r}")

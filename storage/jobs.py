@@ -12,10 +12,10 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 
 from engine.errors import StorageError
+from engine.jobs.model import BOT_OWNER, TRANSITIONS, Job, JobOwner, JobState, NewJob
 from storage import ids, rows
-from storage.database import Database
-from storage.models import BOT_OWNER, TRANSITIONS, Job, JobOwner, JobState, NewJob
 from storage.owner import is_gone
+from storage.sqlite import Database
 
 STUCK_MESSAGE = ("the command that started this job stopped (a `tessera` command that is no longer "
                  "running asked for it, so nobody was waiting for its result)")

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage.models import BOT_OWNER, GalleryEntry, ImageRecord, Job, JobKind, JobOwner, JobState
+from engine.jobs.model import BOT_OWNER, ImageRecord, Job, JobKind, JobOwner, JobState
+from storage.models import GalleryEntry
 
 
 def now() -> float:

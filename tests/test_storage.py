@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StorageError, TesseraError
+from engine.jobs.model import JobKind, JobState, NewJob
 from storage import Storage
-from storage.database import schema_version
 from storage.ids import ALPHABET, ID_LENGTH
-from storage.models import GuildSettings, JobKind, JobState, NewJob, UserSettings
+from storage.models import GuildSettings, UserSettings
+from storage.sqlite import schema_version
 
 UNTRUSTED = [
     "it's a \"quoted\" prompt; DROP TABLE jobs; --",

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.service import Tessera
-    from engine.executor import Executor
-    from engine.queue import QueueEvent
-    from storage.models import Job
+    from engine.jobs.executor import Executor
+    from engine.jobs.model import Job
+    from engine.jobs.queue import QueueEvent
 
 Submit = Callable[["Tessera"], Awaitable[Sequence["Job"]]]
 Write = Callable[["Job", "QueueEvent", Path], dict]
@@ -162,7 +162,7 @@ async def settings_for_parent(job_ref: str) -> Settings:
     loads one model, not MODEL_ID and then the job's. An unknown job fails here, clearly.
     """
     from bot.config import ConfigError, load_settings
-    from storage.db import Storage
+    from storage.api import Storage
 
     settings = load_settings()
     storage = await Storage.open(settings.data_dir)
@@ -188,9 +188,9 @@ def write_grid(job: Job, event: QueueEvent, out_dir: Path) -> dict:
     """Copy a grid job's stored PNGs to `out_dir`, add the 2x2 grid; the job's JSON summary."""
     from PIL import Image
 
-    from engine.encoding import encode_png, filename_stem
-    from engine.grid import make_grid
-    from engine.metadata import grid_pnginfo
+    from engine.imaging.encoding import encode_png, filename_stem
+    from engine.imaging.grid import make_grid
+    from engine.imaging.metadata import grid_pnginfo
     from engine.request import GenerationRequest
 
     request = GenerationRequest.from_json(job.request_json or {})

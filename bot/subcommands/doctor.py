@@ -35,7 +35,7 @@ def _list(title: str, items: list[str]) -> None:
 
 async def _run(args: argparse.Namespace) -> int:
     from bot.config import load_settings
-    from storage.db import Storage
+    from storage.api import Storage
     from storage.maintenance import doctor
 
     settings = load_settings()

@@ -34,8 +34,8 @@ async def _imagine(args: argparse.Namespace) -> int:
     from bot.config import load_settings
     from bot.service import Tessera
     from bot.subcommands._submit import run_jobs, write_grid
-    from engine.models import check_model_ref
-    from engine.samplers import check_sampler
+    from engine.diffusion.models import check_model_ref
+    from engine.diffusion.samplers import check_sampler
 
     sampler = check_sampler(args.sampler).name if args.sampler else None
     overrides: dict[str, object] = {}

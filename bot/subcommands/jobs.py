@@ -32,8 +32,8 @@ def _line(job) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     from bot.config import load_settings
-    from storage.db import Storage
-    from storage.models import JobState
+    from engine.jobs.model import JobState
+    from storage.api import Storage
 
     storage = await Storage.open(load_settings().data_dir)
     try:

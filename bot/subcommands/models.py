@@ -109,7 +109,7 @@ def _wants_fp16(settings: Any, variant: str) -> bool:
         return variant == "fp16"
     if settings.dtype != "auto":
         return settings.dtype == "float16"
-    from engine.models import resolve_device
+    from engine.device import resolve_device
 
     return resolve_device(settings.device).startswith(("cuda", "mps"))
 
@@ -146,7 +146,7 @@ def _pull(args: argparse.Namespace, settings: Any) -> int:
     if fp16:
         print("fp16 weights only: Tessera loads them on any device (float32 on a CPU upcasts them)")
     if not args.no_upscaler:
-        from engine.weights import OFFICIAL, ensure_weights
+        from engine.upscale.weights import OFFICIAL, ensure_weights
 
         spec = OFFICIAL["RealESRGAN_x4plus"]
         weights = ensure_weights(spec, settings.weights_dir, progress=sys.stderr.isatty())
@@ -158,7 +158,7 @@ def _list(settings: Any) -> int:
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
-    from engine.weights import OFFICIAL, sha256_of
+    from engine.upscale.weights import OFFICIAL, sha256_of
 
     print(f"MODEL_ID: {settings.model_id}")
     if Path(settings.model_id).is_absolute():

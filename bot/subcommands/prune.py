@@ -29,7 +29,7 @@ def _size(count: int) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     from bot.config import load_settings
-    from storage.db import Storage
+    from storage.api import Storage
     from storage.maintenance import parse_duration, prune
 
     age = parse_duration(args.older_than)

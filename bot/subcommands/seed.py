@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def _seed(ref: str) -> int | None:
     from bot.config import load_settings
-    from storage.db import Storage
+    from storage.api import Storage
 
     storage = await Storage.open(load_settings().data_dir)
     try:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.executor import BatchControl, EngineExecutor, WorkItem, WorkResult
-    from engine.queue import QueueEvent
-    from storage.models import Job
+    from engine.jobs.executor import BatchControl, EngineExecutor, WorkItem, WorkResult
+    from engine.jobs.model import Job
+    from engine.jobs.queue import QueueEvent
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,12 +65,12 @@ async def _upscale(args: argparse.Namespace) -> int:
     from bot.config import load_settings
     from bot.service import Tessera
     from bot.subcommands._submit import run_jobs
-    from engine.executor import EngineExecutor
+    from engine.jobs.executor import EngineExecutor
 
     settings = load_settings()
     if args.no_download and not settings.queue_url:  # a Redis worker has its own weights folder
-        from engine.upscale import DEFAULT_MODEL
-        from engine.weights import ensure_weights, spec_for
+        from engine.upscale.realesrgan import DEFAULT_MODEL
+        from engine.upscale.weights import ensure_weights, spec_for
 
         await asyncio.to_thread(ensure_weights, spec_for(DEFAULT_MODEL), settings.weights_dir, allow_download=False)
 
@@ -86,7 +86,7 @@ async def _upscale(args: argparse.Namespace) -> int:
 
 def write_upscale(job: Job, event: QueueEvent, out_dir: Path) -> dict:
     from bot.subcommands._submit import copy_file
-    from engine.encoding import filename_stem
+    from engine.imaging.encoding import filename_stem
 
     [record] = event.images
     path = copy_file(record.path, out_dir.resolve() / f"{filename_stem(job.prompt_text, job.id)}.png")

@@ -51,12 +51,12 @@ def main(args: argparse.Namespace) -> int:
 
     from redis.exceptions import RedisError
 
+    from engine.diffusion.models import check_model_ref
     from engine.errors import TesseraError
-    from engine.executor import EngineExecutor
-    from engine.models import check_model_ref
+    from engine.jobs.executor import EngineExecutor
+    from engine.jobs.redis_wire import WorkerLimits
+    from engine.jobs.worker import Worker
     from engine.redact import redact_url
-    from engine.redis_wire import WorkerLimits
-    from engine.worker import Worker
 
     try:
         check_model_ref(settings.model_id)

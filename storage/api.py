@@ -10,21 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.jobs.model import ImageRecord, Job, JobState, NewJob
 from storage import faults
-from storage.database import Database
 from storage.gallery import GalleryRepository
 from storage.images import ImageRepository
 from storage.jobs import JobRepository
-from storage.models import (
-    GalleryEntry,
-    GuildSettings,
-    ImageRecord,
-    Job,
-    JobState,
-    NewJob,
-    UserSettings,
-)
+from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.settings import SettingsRepository
+from storage.sqlite import Database
 
 DATABASE_NAME = "tessera.sqlite3"
 IMAGES_DIR_NAME = "images"

@@ -3,7 +3,7 @@
 The queue owns scheduling, storage and events; an `Executor` owns only the model. It is
 called on the queue's single worker thread (never on the event loop), one batch at a time,
 and must not touch storage or asyncio. Tests and benchmarks pass a fake one; the product
-uses `EngineExecutor`, which calls `engine.generate.Generator` and `engine.upscale.Upscaler`.
+uses `EngineExecutor`, which calls `engine.diffusion.generate.Generator` and `engine.upscale.realesrgan.Upscaler`.
 
 Batches hold jobs whose `GenerationRequest.batch_key()` are equal (same model, size, steps,
 sampler, ...), so the pipeline runs them as one call. Upscales are never batched.
@@ -127,7 +127,7 @@ class EngineExecutor:
         safety_checker: bool = False,
         safety_checker_model: str = "",
     ) -> None:
-        from engine.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
+        from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 
         self.model_ref = model_ref
         self.device = device
@@ -162,8 +162,8 @@ class EngineExecutor:
         self.safety.prepare()
 
     def _load(self, ref: str) -> tuple[Any, Any]:
-        from engine.generate import Generator
-        from engine.models import load_model
+        from engine.diffusion.generate import Generator
+        from engine.diffusion.models import load_model
 
         model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
         return model, Generator(model)
@@ -180,7 +180,7 @@ class EngineExecutor:
 
     def _upscaler_instance(self) -> Any:
         if self._upscaler is None:
-            from engine.upscale import Upscaler
+            from engine.upscale.realesrgan import Upscaler
 
             if self.weights_dir is None:
                 raise TesseraError("Upscaling is not set up: UPSCALER_WEIGHTS_DIR is not configured.")

@@ -129,7 +129,7 @@ class SafetyChecker:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
 
-        from engine.models import resolve_device, resolve_dtype
+        from engine.device import resolve_device, resolve_dtype
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
