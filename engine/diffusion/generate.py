@@ -47,6 +47,9 @@ from PIL import Image
 
 from engine.diffusion.conditioning import Conditioning, PromptEncoder, chaos_for_image, pad_to_length
 from engine.diffusion.models import LoadedModel
+from engine.diffusion.preview import latents_to_preview
+from engine.diffusion.samplers import make_scheduler
+from engine.diffusion.seamless import circular_padding
 from engine.errors import ImageFetchError, JobCancelled
 from engine.request import GenerationRequest
 
@@ -186,8 +189,6 @@ class Generator:
 
         import torch
 
-        from engine.diffusion.seamless import circular_padding
-
         pipe = self.pipe
         first = requests[slots[0].request]
         device, dtype = self.device, self.dtype
@@ -282,8 +283,6 @@ class Generator:
     def _scheduler(self, sampler: str) -> Any:
         """One scheduler per sampler, reused (this thread runs one job at a time and
         `set_timesteps` resets a scheduler's state); building one costs ~10 ms."""
-        from engine.diffusion.samplers import make_scheduler
-
         if sampler not in self._schedulers:
             self._schedulers[sampler] = make_scheduler(self.pipe.scheduler.config, sampler)
         return self._schedulers[sampler]
@@ -410,8 +409,6 @@ class Generator:
 
 
 def _preview(latents: Any, family: str, scale: int) -> Image.Image:
-    from engine.diffusion.preview import latents_to_preview
-
     return latents_to_preview(latents, family, scale=scale)
 
 

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.diffusion.generate import Generator
+from engine.diffusion.models import load_model
+from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
+from engine.request import GenerationRequest
+from engine.upscale.realesrgan import Upscaler
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,6 @@ class EngineExecutor:
         safety_checker: bool = False,
         safety_checker_model: str = "",
     ) -> None:
-        from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
-
         self.model_ref = model_ref
         self.device = device
         self.dtype = dtype
@@ -162,9 +163,6 @@ class EngineExecutor:
         self.safety.prepare()
 
     def _load(self, ref: str) -> tuple[Any, Any]:
-        from engine.diffusion.generate import Generator
-        from engine.diffusion.models import load_model
-
         model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
         return model, Generator(model)
 
@@ -180,8 +178,6 @@ class EngineExecutor:
 
     def _upscaler_instance(self) -> Any:
         if self._upscaler is None:
-            from engine.upscale.realesrgan import Upscaler
-
             if self.weights_dir is None:
                 raise TesseraError("Upscaling is not set up: UPSCALER_WEIGHTS_DIR is not configured.")
             self._upscaler = Upscaler(self.weights_dir, device=self.device, dtype=self.dtype, **self.upscale_options)

@@ -27,18 +27,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engine.errors import JobCancelled, StorageError, TesseraError
+from engine.imaging.encoding import EncodedImage
 from engine.jobs.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
 from engine.jobs.fairness import Entry, Limits, Scheduler
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job, JobState
 from engine.jobs.results import ResultWriter, encode_preview
 from engine.jobs.store import Store
+from engine.request import GenerationRequest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from engine.imaging.encoding import EncodedImage
-    from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +107,6 @@ def limits_from_settings(settings: Any) -> Limits:
 def request_of(job: Job) -> GenerationRequest | None:
     if job.kind == UPSCALE or not job.request_json:
         return None
-    from engine.request import GenerationRequest
-
     return GenerationRequest.from_json(job.request_json)
 
 

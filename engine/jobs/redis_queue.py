@@ -48,14 +48,16 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq.message import BrokerMessage
 
+from engine.diffusion.models import ModelProfile
 from engine.errors import JobCancelled, TesseraError
 from engine.jobs.executor import UPSCALE, WorkResult
+from engine.jobs.fairness import Limits
 from engine.jobs.joblog import for_job
 from engine.jobs.model import JobState
 from engine.jobs.queue import QueueCore, QueueEvent, QueueTiming, RunningJob
@@ -72,13 +74,9 @@ from engine.jobs.redis_wire import (
     parse_heartbeat,
     parse_result,
 )
+from engine.jobs.results import ResultWriter
 from engine.jobs.store import Store
 from engine.redact import redact_url
-
-if TYPE_CHECKING:
-    from engine.diffusion.models import ModelProfile
-    from engine.jobs.fairness import Limits
-    from engine.jobs.results import ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +235,6 @@ class RedisQueue(QueueCore):
 
     def model_profile(self, model: str) -> ModelProfile | None:
         """The profile a live worker that loaded `model` reports (the bot need not have the model)."""
-        from engine.diffusion.models import ModelProfile
-
         for info in self._workers_info.values():
             data = info.get("profile")
             if info.get("model") == model and isinstance(data, dict):

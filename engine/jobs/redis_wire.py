@@ -52,7 +52,7 @@ from taskiq_redis import RedisStreamBroker
 from engine.diffusion.models import PROFILES
 from engine.errors import TesseraError
 from engine.prompt import _QUALITIES as QUALITIES  # the bot's --quality choices
-from engine.request import MAX_ASPECT, steps_for_quality
+from engine.request import MAX_ASPECT, GenerationRequest, steps_for_quality
 
 WIRE_VERSION = 1
 DEFAULT_NAMESPACE = "tessera"
@@ -283,8 +283,6 @@ def _json_scalars(value: Any, what: str) -> dict:
 
 def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
     """A GenerationRequest's JSON, checked so the pipeline never sees nonsense."""
-    from engine.request import GenerationRequest
-
     if not isinstance(data, dict):
         raise PayloadError(f"{what} must be an object")
     prompts = data.get("prompts")

@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine.errors import JobCancelled, TesseraError
+from engine.imaging.encoding import encode_png
 from engine.jobs.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
 from engine.jobs.joblog import for_job
 from engine.jobs.redis_wire import (
@@ -65,7 +66,10 @@ from engine.jobs.redis_wire import (
     dumps,
     parse_batch,
 )
+from engine.jobs.results import encode_preview
 from engine.redact import redact_url
+from engine.request import GenerationRequest
+from engine.upscale.realesrgan import upscaled_pnginfo
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -402,8 +406,6 @@ class Worker:
         async def send() -> None:
             data = None
             if preview is not None:
-                from engine.jobs.results import encode_preview
-
                 data = b64(await asyncio.to_thread(encode_preview, preview))
             await self._publish(run.batch, {"type": "progress", "job_id": job_id, "step": step, "total": total,
                                             "preview": data})
@@ -478,8 +480,6 @@ def _write_files(files: dict[str, bytes], folder: Path) -> dict[str, str]:
 
 
 def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
-    from engine.request import GenerationRequest
-
     options = dict(job.options)
     request = None
     if job.kind == UPSCALE:
@@ -494,11 +494,7 @@ def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
 
 def _encode_pngs(kind: str, images: Sequence[Image]) -> list[bytes]:
     """PNG bytes; an upscale keeps its text chunks (the bot stores them as they are)."""
-    from engine.imaging.encoding import encode_png
-
     if kind == UPSCALE:
-        from engine.upscale.realesrgan import upscaled_pnginfo
-
         return [encode_png(image, upscaled_pnginfo(image)) for image in images]
     return [encode_png(image) for image in images]
 

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from engine.device import resolve_device, resolve_dtype
 from engine.errors import UpscaleError
+from engine.imaging.encoding import encode_png, pnginfo_from_text
 from engine.upscale.weights import OFFICIAL, WeightSpec, ensure_weights
 
 if TYPE_CHECKING:
@@ -159,8 +161,6 @@ class Upscaler:
 
     def _device(self) -> str:
         if self._torch_device is None:
-            from engine.device import resolve_device
-
             self._torch_device = resolve_device(self.device)
         return self._torch_device
 
@@ -188,8 +188,6 @@ class Upscaler:
 
     def _dtype(self, descriptor: Any, device: str) -> torch.dtype:
         import torch
-
-        from engine.device import resolve_dtype
 
         dtype = resolve_dtype(self.dtype, device)
         if device.startswith("mps") and self.dtype in ("", "auto"):
@@ -242,7 +240,7 @@ class Upscaler:
         import numpy as np
         import torch
 
-        from engine.upscale.tiles import run_tiled_with_retry
+        from engine.upscale.tiles import run_tiled_with_retry  # heavy: tiles imports torch at load
 
         descriptor = loaded.descriptor
         device, dtype = descriptor.device, descriptor.dtype
@@ -337,8 +335,6 @@ def upscaled_text(source: Image.Image, *, scale: int, model: str, size: tuple[in
 
 def upscaled_pnginfo(image: Image.Image) -> PngInfo:
     """A `PngInfo` with `image`'s text chunks, for `engine.imaging.encoding.encode_png`."""
-    from engine.imaging.encoding import pnginfo_from_text
-
     return pnginfo_from_text(text_chunks(image))
 
 
@@ -359,8 +355,6 @@ def upscale_to_png(upscaler: Upscaler, source: Image.Image | Path | bytes, scale
     via `engine.imaging.encoding.encode_for_discord(..., png=result.png)`) happens elsewhere.
     """
     import io
-
-    from engine.imaging.encoding import encode_png
 
     if isinstance(source, bytes):
         image = Image.open(io.BytesIO(source))
