@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
@@ -28,9 +28,7 @@ from bot.progress import EDIT_INTERVAL_S, TOKEN_TTL_S, ProgressEditor, Target, U
 from bot.views import result_view
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job
-
-if TYPE_CHECKING:
-    from engine.jobs.queue import QueueEvent
+from engine.jobs.queue import QueueEvent
 
 log = logging.getLogger(__name__)
 
