@@ -3,7 +3,8 @@
 `Storage.open(data_dir)` opens `data_dir/tessera.sqlite3` (WAL, migrations) and the image
 folder `data_dir/images`. Repositories hang off it: `storage.jobs`, `storage.images`,
 `storage.settings`, `storage.gallery`. All methods are async and return dataclasses from
-`storage.models`. Errors a user can fix raise `engine.errors.StorageError`.
+`engine.jobs.model` (jobs, images) and `storage.models` (settings, gallery). `Storage`
+satisfies `engine.jobs.store.Store`, the job system's view of it. Errors a user can fix raise `engine.errors.StorageError`.
 """
 
 from __future__ import annotations

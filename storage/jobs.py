@@ -137,7 +137,7 @@ class JobRepository:
         return rows.job(row) if row else None
 
     async def transition(self, job_id: str, to: JobState, *, error: str | None = None) -> Job:
-        """Move a job to `to`, refusing changes `storage.models.TRANSITIONS` does not allow.
+        """Move a job to `to`, refusing changes `engine.jobs.model.TRANSITIONS` does not allow.
 
         RUNNING increments `attempts`, sets `started_at` and clears a previous error; finished
         states set `finished_at`. Commits reaching a finished state are durable (fsynced).

@@ -1,4 +1,5 @@
-"""Turning SQLite rows into the dataclasses of `storage.models` (and values into columns).
+"""Turning SQLite rows into the dataclasses of `engine.jobs.model` and `storage.models`
+(and values into columns).
 
 Rows never leave the storage package: callers get frozen dataclasses with real types
 (datetimes in UTC, enums, dicts from JSON), so a schema change stays a storage-only change.

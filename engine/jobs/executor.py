@@ -37,7 +37,7 @@ class WorkItem:
     """One job as the worker thread needs it: no storage row, just what to compute."""
 
     job_id: str
-    kind: str  # storage.models.JobKind value
+    kind: str  # engine.jobs.model.JobKind value
     request: GenerationRequest | None  # None for upscales
     options: dict = field(default_factory=dict)  # upscale: {"scale": 4, "source": "/abs/file.png"}
     prompt_text: str = ""

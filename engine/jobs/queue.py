@@ -63,7 +63,7 @@ class QueueEvent:
     step: int | None = None  # progress
     total: int | None = None
     preview: bytes | None = None  # progress: JPEG bytes of a blurry preview (every few steps)
-    images: tuple = ()  # done: tuple[storage.models.ImageRecord, ...]
+    images: tuple = ()  # done: tuple[engine.jobs.model.ImageRecord, ...]
     upload: EncodedImage | None = None  # done: the Discord-ready file
     error: str | None = None  # failed: a message fit to show the user
     ignored: tuple[str, ...] = ()  # started/done: prompt params accepted but not honoured
