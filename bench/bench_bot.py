@@ -59,8 +59,8 @@ async def _run(model_dir: Path, count: int, rate: float | None) -> tuple[list[fl
     from bot.client import TesseraClient
     from bot.config import load_settings
     from bot.service import Tessera
-    from engine.executor import NoOpExecutor
-    from storage.models import JobState
+    from engine.jobs.executor import NoOpExecutor
+    from engine.jobs.model import JobState
     from tests.discord_harness import CapturedHTTP, Harness
 
     deferred: dict[str, float] = {}

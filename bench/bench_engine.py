@@ -74,15 +74,15 @@ class _ModelClock:
 
 
 def _discord_grid(images: list[Any]) -> Any:
-    from engine.encoding import encode_for_discord
-    from engine.grid import make_grid
+    from engine.imaging.encoding import encode_for_discord
+    from engine.imaging.grid import make_grid
 
     return encode_for_discord(make_grid(images), stem="bench", prefer="jpeg")
 
 
 def run(ctx: Any) -> list[Result]:
-    from engine.generate import Generator
-    from engine.models import load_model
+    from engine.diffusion.generate import Generator
+    from engine.diffusion.models import load_model
 
     ref = ctx.model or str(ctx.models["sd15"])
     model = load_model(ref, device=ctx.device)

@@ -6,7 +6,7 @@ header, before it is decoded. `LINKS` is computed from those defaults.
 
 - `image_prompts_peak_rss_mb`: peak RSS of a fresh process that serves five 6000×6000 PNGs
   (about 100 KB each on the wire, 108 MB each decoded) from a loopback server and runs
-  `engine.imagefetch.fetch_init_image` on all five links, as `/imagine` does for a prompt
+  `engine.imaging.fetch.fetch_init_image` on all five links, as `/imagine` does for a prompt
   with five image links: fetched three at a time, each decoded (one at a time) and reduced,
   blended and saved. Goal ≤ 1024 MB (before issue 13, four such links took 4.6 GB).
 - `image_prompts_loop_lag_ms`: the longest the event loop of that process went without
@@ -86,7 +86,7 @@ def run(ctx: Any) -> list[Result]:
 async def _fetch_all(paths: list[Path]) -> dict[str, float]:
     from aiohttp import web
 
-    from engine.imagefetch import FetchLimits, FetchPolicy, fetch_init_image
+    from engine.imaging.fetch import FetchLimits, FetchPolicy, fetch_init_image
 
     bodies = [p.read_bytes() for p in paths]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Result
-from engine.executor import NoOpExecutor
+from engine.jobs.executor import NoOpExecutor
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -40,9 +40,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def _open_queue(data_dir: Path, executor: Any, *, owns_executor: bool = True, writer: Any = None,
                       **limits: int) -> tuple[Any, Any]:
-    from engine.queue import InProcessQueue
-    from engine.scheduler import Limits
-    from storage.db import Storage
+    from engine.jobs.fairness import Limits
+    from engine.jobs.queue import InProcessQueue
+    from storage.api import Storage
 
     storage = await Storage.open(data_dir)
     base = {"max_per_user": 10_000, "max_running_per_user": 10_000, "max_total": 100_000, "batch_size": 4}
@@ -54,9 +54,9 @@ async def _open_queue(data_dir: Path, executor: Any, *, owns_executor: bool = Tr
 
 async def _create_jobs(storage: Any, users: list[int], **request: Any) -> list[Any]:
     """One job per entry of `users` (the user id it belongs to), all with the same request."""
+    from engine.jobs.model import JobKind, NewJob
     from engine.prompt import WeightedText
     from engine.request import GenerationRequest
-    from storage.models import JobKind, NewJob
 
     values: dict = dict(prompts=(WeightedText("a lighthouse"),), negative=(), width=64, height=64, steps=2,
                         guidance=7.5, seed=1, sampler="euler_a", model="tiny")
@@ -187,7 +187,7 @@ async def _fairness(workdir: Path) -> int:
 
 async def _batch_speedup(workdir: Path, model_dir: Path, jobs: int, rounds: int) -> tuple[float, float, float]:
     """Jobs/s of `jobs` one-image 64² jobs run as batches of 4 vs one by one, side by side."""
-    from engine.executor import EngineExecutor
+    from engine.jobs.executor import EngineExecutor
 
     executor = EngineExecutor(str(model_dir), device="cpu")
     await asyncio.to_thread(executor.prepare)

@@ -58,8 +58,8 @@ def _prompt(rng: random.Random) -> str:
 
 async def _job_throughput(workdir: Path, jobs: int, *, with_files: bool) -> float:
     """Jobs per second; `with_files` also times writing the four files (else written beforehand)."""
+    from engine.jobs.model import JobKind, JobState, NewJob
     from storage import Storage
-    from storage.models import JobKind, JobState, NewJob
 
     folder = workdir / "storage-throughput"
     shutil.rmtree(folder, ignore_errors=True)

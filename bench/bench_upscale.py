@@ -1,7 +1,7 @@
 """Upscaling: Tessera's tiler against the reference tiler, peak memory, and tile seams.
 
 All three use random weights with the RealESRGAN_x4plus layer shapes (64 features, growth
-32, official key names), saved to a file and loaded through `engine.upscale` like real ones.
+32, official key names), saved to a file and loaded through `engine.upscale.realesrgan` like real ones.
 
 - `upscale_tiled_vs_reference`: time of the reference tiler (the algorithm of Real-ESRGAN's
   `RealESRGANer.tile_process`: fixed tiles plus a 10 px pad, cropped, no blending; plain
@@ -134,7 +134,7 @@ def _peak_rss_mb(weights: Path, size: int, device: str) -> float:
 def run(ctx: Any) -> list[Result]:
     from spandrel import ModelLoader
 
-    from engine.upscale import Upscaler
+    from engine.upscale.realesrgan import Upscaler
 
     size, tile, repeats = (96, 48, 3) if ctx.quick else (256, 128, 3)
     device = ctx.device
@@ -202,7 +202,7 @@ def _rss_main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from engine.upscale import Upscaler
+    from engine.upscale.realesrgan import Upscaler
 
     picture = _picture(args.size)
     started = time.perf_counter()

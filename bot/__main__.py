@@ -27,7 +27,7 @@ def run() -> int:
         print(NO_TOKEN_MESSAGE, file=sys.stderr)
         return 2
     setup_logging(settings.log_format, settings.log_level)
-    from bot.app import run_bot
+    from bot.app import run_bot  # heavy for the CLI: discord, aiosqlite, PIL
 
     return run_bot(settings)
 

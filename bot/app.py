@@ -22,7 +22,10 @@ import signal
 import aiohttp
 import discord
 
+from bot.client import TesseraClient
 from bot.config import Settings
+from bot.permissions import check_at_start
+from bot.service import Tessera
 from engine.errors import TesseraError
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,6 @@ def use_api_base(base: str | None) -> None:
 
 
 async def _check_when_ready(client: discord.Client, settings: Settings) -> None:
-    from bot.permissions import check_at_start
-
     await client.wait_until_ready()
     try:
         await check_at_start(client, settings.gallery_channel_id)
@@ -48,9 +49,6 @@ async def _check_when_ready(client: discord.Client, settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> int:
-    from bot.client import TesseraClient
-    from bot.service import Tessera
-
     assert settings.discord_token is not None
     use_api_base(settings.discord_api_base)
     try:

@@ -20,7 +20,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.gallery_views import GALLERY_ITEMS
+from bot.gallery import forget_deleted_posts
+from bot.gallery_views import GALLERY_ITEMS, on_modal_submit
 from bot.progress import EDIT_INTERVAL_S, TOKEN_TTL_S
 from bot.tracker import ORPHAN_GRACE_S, JobTracker
 from bot.views import DYNAMIC_ITEMS
@@ -38,7 +39,7 @@ class TesseraTree(app_commands.CommandTree):
     """The command tree; errors discord.py raises around commands become user messages."""
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        from commands.common import on_tree_error
+        from commands.common import on_tree_error  # cycle: bot -> commands; phase 2 removes it
 
         await on_tree_error(interaction, error)
 
@@ -102,7 +103,7 @@ class TesseraClient(discord.AutoShardedClient):
         options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False, users=True,
                                                                        replied_user=False))
         super().__init__(**options)
-        from commands import setup_commands
+        from commands import setup_commands  # cycle: bot -> commands; phase 2 removes it
 
         self.service = service
         self.dev_guild_id = dev_guild_id
@@ -150,7 +151,6 @@ class TesseraClient(discord.AutoShardedClient):
         button from an older version of Tessera, or another app's custom_id format) is answered
         at once; a claimed one that still has no answer after `unanswered_grace` seconds (its
         item refused it, or its message no longer carries it) is answered then."""
-        from bot.gallery_views import on_modal_submit
 
         if interaction.type not in (discord.InteractionType.component, discord.InteractionType.modal_submit):
             return
@@ -189,7 +189,7 @@ class TesseraClient(discord.AutoShardedClient):
         log.info("logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        from commands.seed import on_envelope_reaction
+        from commands.seed import on_envelope_reaction  # cycle: bot -> commands; phase 2 removes it
 
         try:
             await on_envelope_reaction(self, payload)
@@ -197,13 +197,9 @@ class TesseraClient(discord.AutoShardedClient):
             log.exception("could not handle a reaction on message %s", payload.message_id)
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        from bot.gallery import forget_deleted_posts
-
         await forget_deleted_posts(self.service, (payload.message_id,))
 
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
-        from bot.gallery import forget_deleted_posts
-
         await forget_deleted_posts(self.service, payload.message_ids)
 
 

@@ -24,18 +24,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
 from bot import render
 from bot.authorization import Act, Actor
 from engine.errors import TesseraError
-from engine.joblog import for_job
-from storage.models import GalleryEntry, ImageRecord, Job, JobKind, JobState
-
-if TYPE_CHECKING:
-    from engine.encoding import EncodedImage
+from engine.imaging.encoding import EncodedImage, encode_for_discord, filename_stem
+from engine.jobs.joblog import for_job
+from engine.jobs.model import ImageRecord, Job, JobKind, JobState
+from storage.models import GalleryEntry
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +209,6 @@ def _encode_post_image(path: Path, stem: str) -> EncodedImage:
     """The stored PNG as Discord will take it (the PNG itself when under 10 MiB)."""
     from PIL import Image
 
-    from engine.encoding import encode_for_discord
-
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         image.load()
@@ -226,7 +223,7 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
     The entry's author is whoever wrote the prompt (an upscale's is its source's author); the
     sharer, when someone else, is named on the post.
     """
-    from bot.gallery_views import gallery_view
+    from bot.gallery_views import gallery_view  # cycle: gallery_views builds on this module
 
     storage = service.storage
     # Who may share: `bot.authorization` (the owner; members of the job's own server unless private).
@@ -265,8 +262,6 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
 
 async def _post(channel: Any, entry: GalleryEntry, facts: ImageFacts, *, sharer_id: int, source_url: str | None,
                 view: discord.ui.View) -> discord.Message:
-    from engine.encoding import filename_stem
-
     assert facts.image is not None
     job, index = facts.job, facts.index
     stem = filename_stem(entry.prompt_text, job.id) + (f"_{index + 1}" if job.kind is not JobKind.UPSCALE else "")
@@ -283,7 +278,7 @@ async def _post(channel: Any, entry: GalleryEntry, facts: ImageFacts, *, sharer_
 
 async def share_from_button(interaction: discord.Interaction, service: Any, job_id: str, index: int) -> None:
     """❤️ Share under an upscale: post it to the gallery and tell the presser where."""
-    from commands.common import defer_private, reply
+    from commands.common import defer_private, reply  # cycle: bot -> commands; phase 2 removes it
 
     channel_id = await gallery_channel_for(service, interaction.guild_id)  # before deferring: one quick answer
     await defer_private(interaction)

@@ -17,6 +17,8 @@ from typing import Any
 
 import discord
 
+from bot.authorization import Act
+from bot.gallery import MESSAGE_LIMIT, image_facts, paste_text, prompt_with_seed, remove_share
 from engine.errors import TesseraError
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class GalleryButton(discord.ui.DynamicItem[discord.ui.Button],
         return cls(match["action"], int(match["entry"]), label=item.label, row=item.row)
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        from commands.common import guarded
+        from commands.common import guarded  # cycle: bot -> commands; phase 2 removes it
 
         async with guarded(interaction) as guard:
             handler = _HANDLERS.get(self.action)
@@ -104,7 +106,7 @@ async def live_entry(service: Any, entry_id: int) -> Any:
 
 
 async def _remix(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
-    from commands.common import service_of
+    from commands.common import service_of  # cycle: bot -> commands; phase 2 removes it
 
     entry = await live_entry(service_of(interaction), entry_id)
     guard.job_id = entry.job_id
@@ -115,8 +117,13 @@ async def _remix(interaction: discord.Interaction, entry_id: int, guard: Any) ->
 
 async def _same(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
     """🎲: the shared request again with a new seed, as the presser's job, posted where pressed."""
-    from commands.common import check_channel, defer_public, post_jobs, service_of
-    from commands.imagine import member_priority
+    from commands.common import (  # cycle: bot -> commands; phase 2 removes it
+        check_channel,
+        defer_public,
+        post_jobs,
+        service_of,
+    )
+    from commands.imagine import member_priority  # cycle: bot -> commands; phase 2 removes it
 
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
@@ -132,8 +139,7 @@ async def _prompt(interaction: discord.Interaction, entry_id: int, guard: Any) -
     """📋: the prompt and parameters, only for the presser; a very long one comes as a file."""
     import io
 
-    from bot.gallery import MESSAGE_LIMIT, image_facts, paste_text, prompt_with_seed
-    from commands.common import service_of
+    from commands.common import service_of  # cycle: bot -> commands; phase 2 removes it
 
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
@@ -152,7 +158,7 @@ async def _prompt(interaction: discord.Interaction, entry_id: int, guard: Any) -
 
 async def _like(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
     """👍: one like per person; pressing again takes it back. The post shows the new count."""
-    from commands.common import service_of
+    from commands.common import service_of  # cycle: bot -> commands; phase 2 removes it
 
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
@@ -164,9 +170,7 @@ async def _like(interaction: discord.Interaction, entry_id: int, guard: Any) -> 
 async def _delete(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
     """🗑: the share's author, or a manager of the server it was shared in, takes it out of the
     gallery (the image stays)."""
-    from bot.authorization import Act
-    from bot.gallery import remove_share
-    from commands.common import actor_of, reply, service_of
+    from commands.common import actor_of, reply, service_of  # cycle: bot -> commands; phase 2 removes it
 
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
@@ -224,8 +228,8 @@ def submitted_value(components: Any, custom_id: str) -> str | None:
 async def on_modal_submit(interaction: discord.Interaction) -> bool:
     """A submitted 🔁 Remix form: run the edited prompt as the submitter's job. False (and
     nothing done) for any other interaction."""
-    from commands.common import defer_public, guarded
-    from commands.imagine import quick_parse, start
+    from commands.common import defer_public, guarded  # cycle: bot -> commands; phase 2 removes it
+    from commands.imagine import quick_parse, start  # cycle: bot -> commands; phase 2 removes it
 
     if interaction.type is not discord.InteractionType.modal_submit:
         return False
@@ -259,8 +263,8 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}
         return cls(match["ref"], label=item.label or "·", row=item.row)
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        from commands.common import guarded
-        from commands.prompts import show_page
+        from commands.common import guarded  # cycle: bot -> commands; phase 2 removes it
+        from commands.prompts import show_page  # cycle: bot -> commands; phase 2 removes it
 
         async with guarded(interaction):
             await show_page(interaction, self.ref)

@@ -1,7 +1,7 @@
 """One logging setup for the bot, the CLI and GPU workers.
 
 Human-readable lines by default; JSON lines with `LOG_FORMAT=json` for log shippers. A record
-that carries `job_id` (see `engine.joblog.for_job`) prints it, so a user's quoted job id
+that carries `job_id` (see `engine.jobs.joblog.for_job`) prints it, so a user's quoted job id
 finds every line about that job.
 """
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import discord
 
-from engine.joblog import for_job
+from engine.jobs.joblog import for_job
 
 log = logging.getLogger(__name__)
 

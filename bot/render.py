@@ -15,8 +15,8 @@ from typing import Any
 
 import discord
 
-from engine.encoding import filename_stem
-from storage.models import Job, JobKind
+from engine.imaging.encoding import filename_stem
+from engine.jobs.model import Job, JobKind
 
 MESSAGE_LIMIT = 2000
 # Room left for the author, state and job id around the prompt.

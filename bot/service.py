@@ -20,27 +20,33 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from bot.authorization import Act, Actor, Subject, decide
+from bot.config import ConfigError, Settings
+from engine.diffusion.models import PROFILES, ModelProfile, check_model_ref
+from engine.diffusion.safety import check_source
 from engine.errors import (
     PromptError,
     QueueLimitError,
     StorageError,
     TesseraError,
 )
-from engine.joblog import for_job
-from engine.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
-from engine.request import GenerationRequest
-from storage.models import GalleryEntry, Job, JobKind, JobState, NewJob
-
-if TYPE_CHECKING:
-    from bot.config import Settings
-    from engine.encoding import EncodedImage
-    from engine.executor import Executor
-    from engine.models import ModelProfile
-    from engine.prompt import Expansion, Prompt
-    from storage.db import Storage
+from engine.imaging.decode import decode_image
+from engine.imaging.encoding import EncodedImage, encode_png
+from engine.imaging.fetch import FetchLimits, FetchPolicy, fetch_init_image
+from engine.jobs.executor import EngineExecutor, Executor
+from engine.jobs.joblog import for_job
+from engine.jobs.metrics import MetricsServer
+from engine.jobs.model import Job, JobKind, JobState, NewJob
+from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
+from engine.jobs.results import ResultWriter
+from engine.prompt import Expansion, Prompt, parse
+from engine.request import Defaults, GenerationRequest, reroll_of, resolve, variation_of, variation_of_image
+from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
+from storage.api import Storage
+from storage.models import GalleryEntry
+from storage.owner import this_cli
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,6 @@ def peek_profile(ref: str) -> ModelProfile | None:
     still loading; for diffusers folders the configs say enough. Single files and hub ids
     not in the local cache return None, and the caller waits for the loaded model instead.
     """
-    from engine.models import PROFILES, ModelProfile
 
     folder = Path(ref).expanduser()
     if not folder.is_dir():
@@ -133,10 +138,8 @@ def build_queue(settings: Settings, storage: Storage, executor: Executor | None)
                                "max_attempts": settings.job_max_attempts}
     if settings.queue_url:
         try:
-            from engine.queue_redis import RedisQueue
+            from engine.jobs.redis_queue import RedisQueue  # heavy: redis, taskiq
         except ImportError:
-            from bot.config import ConfigError
-
             raise ConfigError("invalid setting QUEUE_URL: the Redis queue is not available in this build; "
                               "leave QUEUE_URL empty for the in-process queue") from None
         return RedisQueue(storage, settings.queue_url, **options)
@@ -186,23 +189,15 @@ class Tessera:
         `tessera doctor --fix` can see when this process is gone and fail what it left. A CLI
         start settles such stuck jobs first, so killed runs do not pile up.
         """
-        from storage.db import Storage
 
         if executor is None and not settings.queue_url:
-            from engine.executor import EngineExecutor
-            from engine.models import check_model_ref
-
             await asyncio.to_thread(check_model_ref, settings.model_id)  # a typo fails here, not in a job
             if settings.safety_checker:
-                from engine.safety import check_source
-
                 await asyncio.to_thread(check_source, settings.model_id, settings.safety_checker_model)
             executor = EngineExecutor.from_settings(settings)
         storage = await Storage.open(settings.data_dir)  # creates DATA_DIR, or says why it cannot
         try:
             if requester == "cli":
-                from storage.owner import this_cli
-
                 storage.jobs.owner = this_cli()
                 for job in await storage.jobs.settle_stuck():
                     for_job(log, job.id).warning("marked failed: the command that started it is gone")
@@ -210,8 +205,6 @@ class Tessera:
             service = cls(settings, storage, queue, executor)
             await queue.start(resume=resume)
             if settings.metrics_port:
-                from engine.metrics import MetricsServer
-
                 service._metrics = MetricsServer(queue.stats, port=settings.metrics_port)
                 service._metrics.start()
         except BaseException:
@@ -289,8 +282,6 @@ class Tessera:
         """Parse, check, resolve and queue a prompt: one job per expansion and --repeat.
 
         `sampler` overrides the user's and the server's (the CLI's --sampler)."""
-        from engine.prompt import parse
-        from engine.request import Defaults, resolve
 
         prompt = parse(prompt_text, self.settings.prompt_limits)
         await self._check_words(prompt_text, guild_id)
@@ -333,7 +324,6 @@ class Tessera:
 
         `actor` is who pressed the button or typed the id (Discord); the CLI, run by the
         operator, passes none."""
-        from engine.upscale import check_upscale_factor, check_upscale_size
 
         check_upscale_factor(scale)
         parent = await self._done_job(job_id)
@@ -354,7 +344,6 @@ class Tessera:
                    priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
         """Queue four variations of image `index` (0-based); `prompt_text` remixes the prompt.
         `actor` as for `upscale`."""
-        from engine.request import variation_of
 
         parent = await self._done_job(job_id)
         if actor is not None:
@@ -381,7 +370,6 @@ class Tessera:
                           strength: Literal["subtle", "strong"] = "subtle", guild_id: int | None = None,
                           channel_id: int | None = None, priority: int = 0) -> Job:
         """Queue variations of an uploaded image (DALL·E 2's "variations")."""
-        from engine.request import variation_of_image
 
         if prompt_text:
             await self._check_words(prompt_text, guild_id)
@@ -406,7 +394,6 @@ class Tessera:
                      priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
         """Queue the same request as `job_id` with a new seed (`seed`, else a random one).
         `actor` as for `upscale` (the gallery's 🎲 passes none: a share is public)."""
-        from engine.request import reroll_of
 
         parent = await self.storage.jobs.require(job_id)
         if actor is not None:
@@ -469,7 +456,6 @@ class Tessera:
 
     async def result_upload(self, job_id: str) -> EncodedImage:
         """Re-make the Discord file of a done job (for /show and after restarts)."""
-        from engine.results import ResultWriter
 
         job = await self.storage.jobs.require(job_id)
         if job.state != JobState.DONE:
@@ -574,16 +560,12 @@ class Tessera:
             if profile is None and remote is not None:
                 profile = remote(model)
         if profile is None:
-            from engine.models import PROFILES
-
             profile = PROFILES["sd1"]
             log.warning("cannot tell the family of %s before loading it; assuming SD 1.x sizes", model)
         self._profiles[model] = profile
         return profile
 
     def _single_expansion(self, prompt_text: str) -> Expansion:
-        from engine.prompt import parse
-
         prompt: Prompt = parse(prompt_text, self.settings.prompt_limits)
         if len(prompt.expansions) != 1:
             raise PromptError(f"A remix or variation prompt must make one job; this one makes {len(prompt.expansions)}.")
@@ -623,7 +605,6 @@ class Tessera:
 
         Links may reach only public addresses on `IMAGE_FETCH_PORTS` (or the hosts in
         `IMAGE_FETCH_ALLOWED_HOSTS`); decoding and blending run off the event loop."""
-        from engine.imagefetch import FetchLimits, FetchPolicy, fetch_init_image
 
         settings = self.settings
         policy = FetchPolicy.build(settings.image_fetch_allowed_hosts, settings.image_fetch_ports)
@@ -637,7 +618,6 @@ class Tessera:
         """Decode an upload with the same checked decoder as image prompts, then store it.
 
         Blocking (decodes): call it in a worker thread. Raises `ImageFetchError`."""
-        from engine.imagedecode import decode_image
 
         image = decode_image(data, max_bytes=self.settings.image_prompt_max_bytes,
                              max_pixels=self.settings.image_prompt_max_pixels, source="The upload")
@@ -645,7 +625,6 @@ class Tessera:
 
     def _store_input_image(self, image: Any) -> tuple[Path, tuple[int, int]]:
         """Save as PNG under DATA_DIR/inputs/<sha256>.png (atomic, content-addressed)."""
-        from engine.encoding import encode_png
 
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGB")

@@ -20,6 +20,9 @@ from typing import Any
 
 import discord
 
+from bot import gallery
+from engine.errors import TesseraError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "tessera"
@@ -96,7 +99,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:
 
 async def handle_press(interaction: discord.Interaction, action: str, job_id: str, index: int) -> None:
     """Run a button's action; every failure becomes a message, never "This interaction failed"."""
-    from commands.common import guarded
+    from commands.common import guarded  # cycle: bot -> commands; phase 2 removes it
 
     names_job = action not in (Action.CONFIRM, Action.DISMISS)
     async with guarded(interaction, job_id=job_id if names_job else None):
@@ -112,20 +115,17 @@ def _gone(job_id: str) -> Exception:
     """The job a button names was deleted (`tessera prune`, a database reset): say so in words
     for a button press; the storage's own message is for someone who typed an id. (🗑 still
     removes a message whose job is gone, so it is not checked.)"""
-    from engine.errors import TesseraError
 
     return TesseraError(f"The job behind this button (`{job_id}`) no longer exists on this bot (it was deleted). "
                         "Run `/imagine` to make new images.")
 
 
 def _stale(job_id: str) -> Exception:
-    from engine.errors import TesseraError
-
     return TesseraError(f"This button no longer does anything. Use `/show job:{job_id}` to get a fresh copy.")
 
 
 def _handler(action: str) -> Callable[[discord.Interaction, str, int], Awaitable[Any]] | None:
-    from commands import imagine, show, upscale, variation
+    from commands import imagine, show, upscale, variation  # cycle: bot -> commands; phase 2 removes it
 
     handlers: dict[str, Callable[[discord.Interaction, str, int], Awaitable[Any]]] = {
         Action.UPSCALE: upscale.press_upscale,
@@ -143,8 +143,6 @@ def _handler(action: str) -> Callable[[discord.Interaction, str, int], Awaitable
 
 
 async def _share(interaction: discord.Interaction, job_id: str, index: int) -> None:
-    from bot import gallery
-
     await gallery.share_from_button(interaction, interaction.client.service, job_id, index)  # type: ignore[attr-defined]
 
 
@@ -204,8 +202,8 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=rf"{PREF
         return select
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        from commands import settings
-        from commands.common import guarded
+        from commands import settings  # cycle: bot -> commands; phase 2 removes it
+        from commands.common import guarded  # cycle: bot -> commands; phase 2 removes it
 
         async with guarded(interaction):
             values = (interaction.data or {}).get("values") or []  # type: ignore[union-attr]

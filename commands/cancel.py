@@ -11,7 +11,7 @@ from discord import app_commands
 
 from commands.common import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
 from engine.errors import TesseraError
-from storage.models import JobState
+from engine.jobs.model import JobState
 
 
 @app_commands.command(name="cancel", description="Cancel a waiting or running job (default: your latest)")

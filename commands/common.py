@@ -13,21 +13,20 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot import render
 from bot.authorization import Actor
+from bot.client import TesseraClient
 from bot.progress import Target, Update
+from bot.tracker import JobTracker, is_warming
 from engine.errors import StorageError, TesseraError
-from engine.joblog import for_job
-from storage.models import GuildSettings, Job, JobKind, JobState
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
-    from bot.tracker import JobTracker
+from engine.jobs.joblog import for_job
+from engine.jobs.model import Job, JobKind, JobState
+from storage.models import GuildSettings
 
 log = logging.getLogger("commands")
 
@@ -248,7 +247,6 @@ async def job_choices(interaction: discord.Interaction, current: str) -> list[ap
 
 def warming(interaction: discord.Interaction) -> bool:
     """Whether the model is still loading (jobs queue meanwhile)."""
-    from bot.tracker import is_warming
 
     return is_warming(service_of(interaction))
 

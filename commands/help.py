@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 
 from commands.common import guarded, is_admin
+from engine.prompt import SYNTAX_HELP
 
 EMBED_DESCRIPTION_LIMIT = 4096
 MESSAGE_EMBEDS_LIMIT = 6000  # all titles, descriptions, fields and footers of one message together
@@ -58,8 +59,6 @@ class Section:
 
 
 def syntax_help() -> str:
-    from engine.prompt import SYNTAX_HELP  # torch-free
-
     return str(SYNTAX_HELP)
 
 

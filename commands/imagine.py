@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 
 from bot.client import PendingPrompt
+from bot.service import PRIORITY_ROLE_BOOST, NeedsConfirmation
 from bot.views import confirm_view
 from commands.common import (
     actor_of,
@@ -26,7 +27,8 @@ from commands.common import (
     service_of,
 )
 from engine.errors import TesseraError
-from engine.imagedecode import ALLOWED_CONTENT_TYPES, check_attachment
+from engine.imaging.decode import ALLOWED_CONTENT_TYPES, check_attachment
+from engine.prompt import parse
 
 IMAGE_TYPES = ALLOWED_CONTENT_TYPES  # the decoder's rule; kept under this name for feature modules
 
@@ -41,7 +43,6 @@ async def member_priority(interaction: discord.Interaction) -> int:
     held = set(getattr(interaction.user, "_roles", ())) | {r.id for r in interaction.user.roles}
     if role is None or role not in held:
         return 0
-    from bot.service import PRIORITY_ROLE_BOOST
 
     return PRIORITY_ROLE_BOOST
 
@@ -58,7 +59,6 @@ def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
 
 def quick_parse(interaction: discord.Interaction, text: str) -> None:
     """Refuse a malformed prompt before deferring (the service parses it again, authoritatively)."""
-    from engine.prompt import parse
 
     settings = service_of(interaction).settings
     parse(text, settings.prompt_limits)
@@ -76,7 +76,6 @@ async def imagine(interaction: discord.Interaction, prompt: str, image: discord.
 
 async def start(interaction: discord.Interaction, prompt: str, *, image_url: str | None, confirmed: bool = False) -> None:
     """Queue a prompt for the interaction's user and show its jobs (or ask to confirm)."""
-    from bot.service import NeedsConfirmation
 
     await check_channel(interaction)
     service = service_of(interaction)

@@ -6,7 +6,7 @@ import discord
 from discord import app_commands
 
 from commands.common import defer_private, guarded, reply, service_of
-from storage.models import JobState
+from engine.jobs.model import JobState
 
 _MAX_LISTED = 10
 FIELD_LIMIT = 1024  # Discord's limit for one embed field's value

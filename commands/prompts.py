@@ -26,6 +26,7 @@ from bot.gallery_views import PREFIX, GalleryAction, GalleryButton, PageButton
 from commands.common import defer_private, guarded, service_of
 from engine.errors import TesseraError
 from storage.models import GalleryEntry
+from storage.search import to_fts_query
 
 PAGE_SIZE = 5
 CUSTOM_ID_MAX = 100
@@ -234,8 +235,6 @@ prompts = app_commands.Group(name="prompts", description="Search and browse the 
 async def search(interaction: discord.Interaction, query: app_commands.Range[str, 1, 500],
                  author: discord.User | None = None,
                  sort: Literal["relevance", "likes", "recent"] = "relevance") -> None:
-    from storage.search import to_fts_query
-
     async with guarded(interaction):
         to_fts_query(query)  # a malformed query is answered at once, with what to type instead
         await send_first_page(interaction, PageRef("search", 0, query=query.strip(), sort=sort,

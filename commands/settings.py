@@ -16,8 +16,10 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.gallery import model_name
 from bot.views import SettingSelect
 from commands.common import defer_private, guarded, reply, service_of
+from engine.diffusion.samplers import SAMPLERS
 from engine.errors import TesseraError
 from storage.models import UserSettings
 
@@ -34,10 +36,6 @@ PRIVACY_LABELS = {PUBLIC_VALUE: "results: public (anyone may share them to a gal
 
 
 def samplers() -> list[str]:
-    try:
-        from engine.samplers import SAMPLERS
-    except ImportError:  # the engine is optional for listing commands
-        return ["euler_a"]
     return list(SAMPLERS)[:24]
 
 
@@ -48,8 +46,6 @@ def models(service: Any) -> list[str]:
 
 def _shown(field: str, value: str) -> str:
     """A model by the name users know (a local folder by its name: the server's paths are private)."""
-    from bot.gallery import model_name
-
     return model_name(value) if field == "model" else value
 
 

@@ -12,7 +12,7 @@ from discord import app_commands
 
 from bot import gallery
 from commands.common import defer_private, find_job, guarded, job_choices, reply, require_done, service_of
-from storage.models import JobKind
+from engine.jobs.model import JobKind
 
 
 @app_commands.command(name="share", description="Post one of your images to this server's gallery channel")

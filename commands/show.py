@@ -27,7 +27,7 @@ from commands.common import (
     tracker_of,
 )
 from engine.errors import TesseraError
-from storage.models import JobKind
+from engine.jobs.model import JobKind
 
 
 @app_commands.command(name="show", description="Post a finished job's result again, with its buttons")

@@ -21,7 +21,7 @@ from commands.common import (
     service_of,
 )
 from commands.imagine import member_priority
-from storage.models import JobKind
+from engine.jobs.model import JobKind
 
 
 async def run_upscale(interaction: discord.Interaction, job_id: str, index: int, scale: int) -> None:

@@ -22,8 +22,8 @@ from commands.common import (
 )
 from commands.imagine import member_priority
 from engine.errors import ImageFetchError, TesseraError
-from engine.imagedecode import check_attachment
-from storage.models import JobKind
+from engine.imaging.decode import check_attachment
+from engine.jobs.model import JobKind
 
 Strength = Literal["subtle", "strong"]
 

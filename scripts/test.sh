@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Tessera with its test dependencies (and redis-server for the scale-out tests),
-# then runs the linter and the whole test suite. .ci/run calls this very script.
+# then runs the linter, the import-layer contracts (pyproject.toml) and the whole test suite. .ci/run calls this very script.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS="dev,redis" source "$ROOT/scripts/install.sh"
@@ -12,4 +12,5 @@ fi
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$VENV/bin/ruff" check .
+"$VENV/bin/lint-imports" --no-logo
 exec "$VENV/bin/python" -m pytest "$@"

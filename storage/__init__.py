@@ -1,22 +1,11 @@
 """Tessera's storage: SQLite (jobs, settings, gallery) and the image folder.
 
-`from storage import Storage` works, but lazily: `storage.models` is imported by engine code
-that must not load aiosqlite, and importing a submodule runs this file first.
+Storage persists engine's types (`engine.jobs.model`) and its own (`storage.models`); it
+imports engine, never the bot or commands. `from storage import Storage` is the entry point.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from storage.db import Storage
+from storage.api import Storage
 
 __all__ = ["Storage"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Storage":
-        from storage.db import Storage
-
-        return Storage
-    raise AttributeError(f"module 'storage' has no attribute {name!r}")

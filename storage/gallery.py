@@ -18,9 +18,9 @@ import sqlite3
 
 from engine.errors import StorageError
 from storage import ids, rows
-from storage.database import Database
 from storage.models import GalleryEntry
 from storage.search import to_fts_query
+from storage.sqlite import Database
 
 SORTS = ("relevance", "likes", "recent")
 LIKES_WEIGHT = 0.5

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from engine.errors import StorageError
+from engine.jobs.model import ImageRecord, NewImage
 from storage import files, ids, rows
-from storage.database import Database
-from storage.models import ImageRecord, NewImage
+from storage.sqlite import Database
 
 log = logging.getLogger(__name__)
 

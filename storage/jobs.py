@@ -12,10 +12,10 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 
 from engine.errors import StorageError
+from engine.jobs.model import BOT_OWNER, TRANSITIONS, Job, JobOwner, JobState, NewJob
 from storage import ids, rows
-from storage.database import Database
-from storage.models import BOT_OWNER, TRANSITIONS, Job, JobOwner, JobState, NewJob
 from storage.owner import is_gone
+from storage.sqlite import Database
 
 STUCK_MESSAGE = ("the command that started this job stopped (a `tessera` command that is no longer "
                  "running asked for it, so nobody was waiting for its result)")
@@ -137,7 +137,7 @@ class JobRepository:
         return rows.job(row) if row else None
 
     async def transition(self, job_id: str, to: JobState, *, error: str | None = None) -> Job:
-        """Move a job to `to`, refusing changes `storage.models.TRANSITIONS` does not allow.
+        """Move a job to `to`, refusing changes `engine.jobs.model.TRANSITIONS` does not allow.
 
         RUNNING increments `attempts`, sets `started_at` and clears a previous error; finished
         states set `finished_at`. Commits reaching a finished state are durable (fsynced).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.errors import StorageError
 from storage import files, rows
-from storage.db import Storage
+from storage.api import Storage
 
 # A file without a row younger than this may be an image whose row is being inserted right now.
 ORPHAN_GRACE_S = 3600.0

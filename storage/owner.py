@@ -16,7 +16,7 @@ import os
 import socket
 from functools import cache
 
-from storage.models import JobOwner
+from engine.jobs.model import JobOwner
 
 
 def this_cli() -> JobOwner:

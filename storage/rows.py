@@ -1,4 +1,5 @@
-"""Turning SQLite rows into the dataclasses of `storage.models` (and values into columns).
+"""Turning SQLite rows into the dataclasses of `engine.jobs.model` and `storage.models`
+(and values into columns).
 
 Rows never leave the storage package: callers get frozen dataclasses with real types
 (datetimes in UTC, enums, dicts from JSON), so a schema change stays a storage-only change.
@@ -13,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage.models import BOT_OWNER, GalleryEntry, ImageRecord, Job, JobKind, JobOwner, JobState
+from engine.jobs.model import BOT_OWNER, ImageRecord, Job, JobKind, JobOwner, JobState
+from storage.models import GalleryEntry
 
 
 def now() -> float:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from storage import rows
-from storage.database import Database
 from storage.models import GuildSettings, UserSettings
+from storage.sqlite import Database
 
 
 class SettingsRepository:

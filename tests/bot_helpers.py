@@ -21,8 +21,8 @@ from bot.client import TesseraClient
 from bot.config import load_settings
 from bot.service import Tessera
 from engine.errors import JobCancelled
-from engine.executor import BatchControl, WorkItem, WorkResult
-from storage.models import Job
+from engine.jobs.executor import BatchControl, WorkItem, WorkResult
+from engine.jobs.model import Job
 from tests.discord_harness import CapturedHTTP, Harness
 
 

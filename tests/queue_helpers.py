@@ -12,10 +12,10 @@ from pathlib import Path
 from PIL import Image
 
 from engine.errors import JobCancelled
-from engine.executor import BatchControl, WorkItem, WorkResult
+from engine.jobs.executor import BatchControl, WorkItem, WorkResult
+from engine.jobs.model import Job, JobKind, NewJob
 from engine.prompt import WeightedText
 from engine.request import GenerationRequest
-from storage.models import Job, JobKind, NewJob
 
 
 def make_request(**changes: object) -> GenerationRequest:

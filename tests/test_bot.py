@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.subcommands.commands import command_payloads
-from storage.models import GuildSettings, JobKind, JobState
+from engine.jobs.model import JobKind, JobState
+from storage.models import GuildSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import (
     ADMIN_ID,

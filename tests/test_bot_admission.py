@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import QueueLimitError
-from storage.models import JobState
+from engine.jobs.model import JobState
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import ADMIN_ID, MANAGE_GUILD, USER_ID
 

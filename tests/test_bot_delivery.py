@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.progress import ProgressEditor, Target, Update
-from storage.models import JobState
+from engine.jobs.model import JobState
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import BOT_ID, CHANNEL_ID, OTHER_USER_ID, USER_ID, Call, http_error, message_with
 from tests.test_bot import GRID_BUTTONS, final_edit, ids, imagine
@@ -196,7 +196,7 @@ async def test_job_resumed_after_a_restart_replies_to_its_message(tiny_models: d
 
 
 async def _state(data_dir: Path, job_id: str) -> JobState:
-    from storage.db import Storage
+    from storage.api import Storage
 
     storage = await Storage.open(data_dir)
     try:

@@ -127,7 +127,7 @@ async def test_a_button_of_a_deleted_job_says_so_without_cli_commands_or_links(b
 
 
 async def _state(data_dir: Path, job_id: str) -> str:
-    from storage.db import Storage
+    from storage.api import Storage
 
     storage = await Storage.open(data_dir)
     try:
@@ -190,8 +190,8 @@ async def test_after_the_token_expires_the_old_message_points_to_the_reply(bot: 
 
 async def test_a_job_given_up_on_at_start_shows_the_failure_in_its_message(tiny_models: dict[str, Path],
                                                                          data_dir: Path) -> None:
-    from storage.db import Storage
-    from storage.models import JobState
+    from engine.jobs.model import JobState
+    from storage.api import Storage
 
     first = await start_bot(tiny_models["sd15"], data_dir)
     first.executor.gate.clear()

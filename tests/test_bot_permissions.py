@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from bot.authorization import Act, Actor, Subject, decide
-from storage.models import GuildSettings, Job, JobKind, JobState, UserSettings
+from engine.jobs.model import Job, JobKind, JobState
+from storage.models import GuildSettings, UserSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import (
     ADMIN_ID,

@@ -15,7 +15,8 @@ import pytest
 from bot import render
 from commands.admin import listing
 from commands.info import fit_lines
-from storage.models import GuildSettings, JobState
+from engine.jobs.model import JobState
+from storage.models import GuildSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import (
     ADMIN_ID,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.models import GuildSettings, JobKind, UserSettings
+from engine.jobs.model import JobKind
+from storage.models import GuildSettings, UserSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import (
     CHANNEL_ID,

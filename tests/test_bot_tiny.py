@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from storage.models import JobState
+from engine.jobs.model import JobState
 from tests.bot_helpers import start_bot
 from tests.discord_harness import USER_ID, message_with
 from tests.test_bot import GRID_BUTTONS, final_edit, ids
@@ -26,7 +26,7 @@ def small_model(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
 
 
 async def test_imagine_with_the_tiny_model(small_model: Path, data_dir: Path) -> None:
-    from engine.executor import EngineExecutor
+    from engine.jobs.executor import EngineExecutor
 
     executor = EngineExecutor(str(small_model), device="cpu", dtype="float32")
     bot = await start_bot(small_model, data_dir, executor=executor)  # MODEL_ID=<the tiny model>, DEVICE=cpu

@@ -18,9 +18,9 @@ import pytest
 from bot.cli import main as cli
 from bot.config import load_settings
 from bot.service import Tessera
-from storage.db import Storage
+from engine.jobs.model import JobKind, JobOwner, JobState, NewJob
+from storage.api import Storage
 from storage.jobs import STUCK_MESSAGE
-from storage.models import JobKind, JobOwner, JobState, NewJob
 from storage.owner import hostname, is_gone, process_start, this_cli
 from tests.queue_helpers import FakeExecutor, wait_for
 

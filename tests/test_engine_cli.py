@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from engine.metadata import read_metadata
+from engine.imaging.metadata import read_metadata
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict]
 
 
 async def stored(data_dir: Path, job_id: str) -> tuple[object, list[object]]:
-    from storage.db import Storage
+    from storage.api import Storage
 
     storage = await Storage.open(data_dir)
     try:
@@ -94,7 +94,7 @@ def test_progress_bars_follow_queue_events() -> None:
     import io
 
     from bot.subcommands._submit import ProgressBars
-    from engine.queue import QueueEvent
+    from engine.jobs.queue import QueueEvent
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -127,7 +127,7 @@ def test_imagine_runs_on_a_redis_worker_when_queue_url_is_set(
     """With QUEUE_URL the CLI only queues: a worker (here a fake executor in a thread) makes the images."""
     import threading
 
-    from engine.worker import Worker
+    from engine.jobs.worker import Worker
     from tests.fixtures.redis_server import redis_server
     from tests.queue_helpers import FakeExecutor
 

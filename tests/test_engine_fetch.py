@@ -24,7 +24,7 @@ from aiohttp import web
 from PIL import Image
 
 from engine.errors import ImageFetchError
-from engine.imagefetch import (
+from engine.imaging.fetch import (
     FetchLimits,
     FetchPolicy,
     blend_images,
@@ -278,8 +278,8 @@ def test_decoded_pixel_limits() -> None:
 
 async def test_image_prompt_drives_image_to_image(server: Server, tmp_path: Path,
                                                   tiny_models: dict[str, Path]) -> None:
-    from engine.generate import Generator
-    from engine.models import load_model
+    from engine.diffusion.generate import Generator
+    from engine.diffusion.models import load_model
     from engine.prompt import Expansion, Params, WeightedText
     from engine.request import resolve
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.conditioning import NO_ITEM_WEIGHT, chaos_for_image
+from engine.diffusion.conditioning import NO_ITEM_WEIGHT, chaos_for_image
+from engine.diffusion.generate import Generator, StepProgress
+from engine.diffusion.models import LoadedModel, load_model
 from engine.errors import JobCancelled
-from engine.generate import Generator, StepProgress
-from engine.models import LoadedModel, load_model
 from engine.prompt import Expansion, Params, WeightedText
 from engine.request import GenerationRequest, resolve, variation_of
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.device import resolve_device, resolve_dtype
+from engine.diffusion.models import PROFILES, check_model_ref, load_model
+from engine.diffusion.samplers import SAMPLERS, SamplerError, a1111_name, check_sampler, make_scheduler
 from engine.errors import ModelError
-from engine.models import PROFILES, check_model_ref, load_model, resolve_device, resolve_dtype
-from engine.samplers import SAMPLERS, SamplerError, a1111_name, check_sampler, make_scheduler
 
 
 def test_missing_path_is_named_in_the_error(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.grid import make_grid
-from engine.metadata import a1111_parameters, parse_parameters, pnginfo_for, read_metadata
-from engine.preview import latents_to_preview
+from engine.diffusion.preview import latents_to_preview
+from engine.imaging.grid import make_grid
+from engine.imaging.metadata import a1111_parameters, parse_parameters, pnginfo_for, read_metadata
 from engine.prompt import WeightedText
 from engine.request import GenerationRequest
 

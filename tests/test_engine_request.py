@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.diffusion.models import PROFILES, ModelProfile
 from engine.errors import PromptError
-from engine.models import PROFILES, ModelProfile
 from engine.prompt import Expansion, Params, WeightedText
 from engine.request import (
     SEED_MAX,

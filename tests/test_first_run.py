@@ -74,7 +74,7 @@ def test_bot_with_discord_unreachable_stops_at_once_with_the_error_last(tmp_path
     assert result.returncode == 1, output
     assert not any("Traceback" in line for line in output)
     assert "cannot reach Discord" in output[-1] and f"127.0.0.1:{port}" in output[-1], output
-    assert not any("engine.models: loaded" in line for line in output), output  # no success-looking line
+    assert not any("engine.diffusion.models: loaded" in line for line in output), output  # no success-looking line
     assert len(output) <= 8, output
 
 
@@ -104,7 +104,7 @@ def test_ctrl_c_while_the_model_loads_stops_without_waiting_for_it(tmp_path: Pat
                 process.wait()
     output = _lines("".join(seen) + rest)
     assert process.returncode == 0, output
-    assert not any("engine.models: loaded" in line for line in output), output
+    assert not any("engine.diffusion.models: loaded" in line for line in output), output
     assert not any("Traceback" in line for line in output), output
     assert elapsed < 10, elapsed
 
@@ -285,7 +285,7 @@ def test_a_folder_with_only_fp16_weights_loads(tmp_path: Path, tiny_models: dict
     """What `models pull` fetches for a GPU must load (diffusers needs to be told the variant)."""
     from diffusers import StableDiffusionPipeline
 
-    from engine.models import load_model
+    from engine.diffusion.models import load_model
 
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_models["sd15"]))
     folder = tmp_path / "fp16-only"
@@ -298,7 +298,7 @@ def test_a_folder_with_only_fp16_weights_loads(tmp_path: Path, tiny_models: dict
 # ----- progress while the model loads -------------------------------------------------------------
 def test_cli_bar_says_loading_model_until_the_first_step() -> None:
     from bot.subcommands._submit import ProgressBars
-    from engine.queue import QueueEvent
+    from engine.jobs.queue import QueueEvent
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -319,7 +319,7 @@ def test_cli_bar_says_loading_model_until_the_first_step() -> None:
 
 def test_discord_message_says_loading_model() -> None:
     from bot import render
-    from storage.models import Job, JobKind, JobState
+    from engine.jobs.model import Job, JobKind, JobState
 
     job = Job(id="j1", kind=JobKind.IMAGINE, state=JobState.RUNNING, user_id=5, prompt_text="a harbour",
               prompt_json=None, request_json=None, seed=3, model="tiny", guild_id=None, channel_id=None,

@@ -15,7 +15,7 @@ import pytest
 from bot import cli
 from bot.config import ConfigError, load_settings
 from bot.logs import JsonFormatter, TextFormatter
-from engine.joblog import for_job
+from engine.jobs.joblog import for_job
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.models import GuildSettings, Job, JobKind, UserSettings
+from engine.jobs.model import Job, JobKind
+from storage.models import GuildSettings, UserSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import (
     ADMIN_ID,

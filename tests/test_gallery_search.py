@@ -12,7 +12,8 @@ from PIL import Image
 
 from commands.prompts import PAGE_SIZE, PageRef, decode_ref, encode_ref
 from engine.errors import TesseraError
-from storage.models import GalleryEntry, JobKind, JobState, NewJob
+from engine.jobs.model import JobKind, JobState, NewJob
+from storage.models import GalleryEntry
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import GUILD_ID, OTHER_USER_ID, USER_ID, Call, message_with, user_payload
 

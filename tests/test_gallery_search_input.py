@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import StorageError
+from engine.jobs.model import JobKind, JobState, NewJob
 from storage import Storage
-from storage.models import JobKind, JobState, NewJob
 from tests.bot_helpers import Bot, start_bot
 
 # Every code point, surrogates (category Cs) and control characters included.

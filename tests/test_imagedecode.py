@@ -25,7 +25,7 @@ from PIL import EpsImagePlugin, Image, ImageFile
 from bot.config import load_settings
 from bot.service import Tessera
 from engine.errors import ImageFetchError
-from engine.imagedecode import decode_image, read_header
+from engine.imaging.decode import decode_image, read_header
 from tests.queue_helpers import FakeExecutor
 
 PIXELS = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)

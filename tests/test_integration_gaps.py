@@ -24,11 +24,19 @@ from bot import render
 from bot.config import load_settings
 from bot.service import Tessera
 from engine.errors import ModelError
-from engine.executor import BatchControl, WorkItem, WorkResult
-from engine.redis_wire import BatchPayload, JobPayload, PayloadError, ResultPayload, parse_batch, parse_result
-from engine.worker import Worker
-from storage.db import Storage
-from storage.models import GuildSettings, Job, JobKind, JobState
+from engine.jobs.executor import BatchControl, WorkItem, WorkResult
+from engine.jobs.model import Job, JobKind, JobState
+from engine.jobs.redis_wire import (
+    BatchPayload,
+    JobPayload,
+    PayloadError,
+    ResultPayload,
+    parse_batch,
+    parse_result,
+)
+from engine.jobs.worker import Worker
+from storage.api import Storage
+from storage.models import GuildSettings
 from tests.bot_helpers import Bot, StepExecutor, start_bot
 from tests.discord_harness import GUILD_ID, USER_ID
 from tests.fixtures.redis_server import RedisServer, redis_server
@@ -53,7 +61,7 @@ class FlaggingExecutor(FakeExecutor):
 
     def __init__(self, ref: str = HUB_ID) -> None:
         super().__init__(steps=2)
-        from engine.models import ModelProfile
+        from engine.diffusion.models import ModelProfile
 
         self.model = SimpleNamespace(ref=ref, profile=ModelProfile("sd1", 64, 2, 5.0))
 
@@ -175,7 +183,7 @@ async def test_the_result_message_says_an_image_was_hidden(flagging_bot: Bot) ->
 async def test_a_redis_bot_starts_without_the_model_and_its_jobs_run_on_a_worker(
         redis_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from engine.models import check_model_ref
+    from engine.diffusion.models import check_model_ref
 
     with pytest.raises(ModelError):  # what a bot with the in-process queue would stop on
         check_model_ref(HUB_ID)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.metadata import model_name, pnginfo_for, read_metadata
+from engine.imaging.metadata import model_name, pnginfo_for, read_metadata
 from engine.prompt import WeightedText, parse
 from engine.request import GenerationRequest
 from tests.test_engine_cli import run, small_model, stored

@@ -16,7 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.netguard import BlockedDestination, FetchPolicy, GuardedResolver, is_public_address, parse_ip_host
+from engine.imaging.netguard import (
+    BlockedDestination,
+    FetchPolicy,
+    GuardedResolver,
+    is_public_address,
+    parse_ip_host,
+)
 
 NON_PUBLIC_V4 = [ipaddress.IPv4Network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/29",

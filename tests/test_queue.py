@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from engine.errors import ModelError, QueueLimitError, UpscaleError
-from engine.metrics import MetricsServer, render
-from engine.queue import InProcessQueue, QueueEvent
-from engine.scheduler import Limits
-from storage.db import Storage
-from storage.models import JobKind, JobState
+from engine.jobs.fairness import Limits
+from engine.jobs.metrics import MetricsServer, render
+from engine.jobs.model import JobKind, JobState
+from engine.jobs.queue import InProcessQueue, QueueEvent
+from storage.api import Storage
 from tests.queue_helpers import FakeExecutor, color_of, create_job, make_png, make_request, wait_for
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.errors import ModelError
-from engine.queue import POSITION_EXACT_UNTIL
-from engine.scheduler import Limits
+from engine.jobs.fairness import Limits
+from engine.jobs.queue import POSITION_EXACT_UNTIL
 from tests.queue_helpers import FakeExecutor, create_job, make_request, wait_for
 from tests.test_queue import open_queue
 

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from engine.queue import InProcessQueue, QueueEvent
-from engine.scheduler import Limits
-from storage.db import Storage
-from storage.models import JobState
+from engine.jobs.fairness import Limits
+from engine.jobs.model import JobState
+from engine.jobs.queue import InProcessQueue, QueueEvent
+from storage.api import Storage
 from tests.queue_helpers import FakeExecutor, create_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VICTIM = r"""
 import asyncio, os, sys
 sys.path.insert(0, sys.argv[3])
-from engine.queue import InProcessQueue
-from engine.scheduler import Limits
-from storage.db import Storage
+from engine.jobs.queue import InProcessQueue
+from engine.jobs.fairness import Limits
+from storage.api import Storage
 from tests.queue_helpers import FakeExecutor
 
 def log(line):

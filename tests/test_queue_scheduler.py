@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import QueueLimitError
-from engine.scheduler import Entry, Limits, Scheduler
+from engine.jobs.fairness import Entry, Limits, Scheduler
 
 
 def run_all(s: Scheduler, batch_size: int = 1) -> list[str]:

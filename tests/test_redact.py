@@ -19,10 +19,10 @@ from redis.exceptions import RedisError
 
 from bot.cli import main as cli_main
 from bot.config import ConfigError, load_settings
-from engine.queue_redis import RedisQueue, RedisUnavailable
+from engine.jobs.redis_queue import RedisQueue, RedisUnavailable
+from engine.jobs.worker import Worker
 from engine.redact import redact_url
-from engine.worker import Worker
-from storage.db import Storage
+from storage.api import Storage
 from tests.fixtures.redis_server import RedisServer, free_port, redis_server
 from tests.queue_helpers import FakeExecutor
 

@@ -1,6 +1,6 @@
 """The Redis backend against a real redis-server, with in-process workers running a fake executor.
 
-The bot side (`RedisQueue`) and the worker side (`engine.worker.Worker`) share one event loop
+The bot side (`RedisQueue`) and the worker side (`engine.jobs.worker.Worker`) share one event loop
 here, so cancels, timeouts, duplicate results, malformed payloads and restarts are driven
 step by step; tests/test_redis_workers.py runs real worker processes with the tiny model.
 Each test uses its own key namespace on the shared server.
@@ -21,11 +21,12 @@ from PIL import Image
 from redis.asyncio import Redis
 
 from engine.errors import QueueLimitError
-from engine.executor import BatchControl, WorkItem, WorkResult
-from engine.queue import QueueEvent
-from engine.queue_redis import RedisQueue, RedisUnavailable
-from engine.redact import redact_url
-from engine.redis_wire import (
+from engine.jobs.executor import BatchControl, WorkItem, WorkResult
+from engine.jobs.fairness import Limits
+from engine.jobs.model import JobKind, JobState
+from engine.jobs.queue import QueueEvent
+from engine.jobs.redis_queue import RedisQueue, RedisUnavailable
+from engine.jobs.redis_wire import (
     BatchPayload,
     JobPayload,
     Keys,
@@ -35,10 +36,9 @@ from engine.redis_wire import (
     parse_batch,
     parse_result,
 )
-from engine.scheduler import Limits
-from engine.worker import Worker
-from storage.db import Storage
-from storage.models import JobKind, JobState
+from engine.jobs.worker import Worker
+from engine.redact import redact_url
+from storage.api import Storage
 from tests.fixtures.redis_server import RedisServer, free_port, redis_server
 from tests.queue_helpers import FakeExecutor, color_of, create_job, make_png, make_request, wait_for
 
@@ -349,7 +349,7 @@ async def test_malformed_payloads_are_logged_and_never_run(cluster: Cluster,
         for data in (pickle.dumps({"job": "x"}), b"not json", json.dumps(bad).encode(), json.dumps(elsewhere).encode()):
             await redis.xadd(cluster.keys.stream, {b"data": data})
     assert cluster.storage is not None
-    with caplog.at_level(logging.ERROR, logger="engine.worker"):
+    with caplog.at_level(logging.ERROR, logger="engine.jobs.worker"):
         job = await create_job(cluster.storage, 1)
         await queue.submit(job)
         await cluster.wait(job.id)
@@ -487,7 +487,7 @@ async def test_hostile_stream_entries_are_dropped_and_the_worker_goes_on(cluster
         for data in HOSTILE:
             await redis.xadd(cluster.keys.stream, {b"data": data})
         assert cluster.storage is not None
-        with caplog.at_level(logging.ERROR, logger="engine.worker"):
+        with caplog.at_level(logging.ERROR, logger="engine.jobs.worker"):
             await wait_for(lambda: worker.rejected == len(HOSTILE))
             job = await create_job(cluster.storage, 1)
             await queue.submit(job)
@@ -541,7 +541,7 @@ async def test_a_background_task_that_fails_is_logged_and_restarted(cluster: Clu
         await real_poll()
 
     monkeypatch.setattr(queue, "_poll_workers", flaky_poll)
-    with caplog.at_level(logging.ERROR, logger="engine.queue_redis"):
+    with caplog.at_level(logging.ERROR, logger="engine.jobs.redis_queue"):
         await wait_for(lambda: queue.restarts.get("workers") == 1)
         worker = await cluster.add_worker(FakeExecutor())  # the restarted task counts it
     assert worker.worker_id in queue.workers()

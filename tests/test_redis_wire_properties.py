@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.config import Settings
-from engine.models import PROFILES
-from engine.prompt import parse
-from engine.redis_wire import (
+from engine.diffusion.models import PROFILES
+from engine.jobs.redis_wire import (
     MAX_DEPTH,
     BatchPayload,
     BatchRefused,
@@ -34,6 +33,7 @@ from engine.redis_wire import (
     parse_heartbeat,
     parse_result,
 )
+from engine.prompt import parse
 from engine.request import resolve
 from tests.queue_helpers import make_request
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.queue import QueueEvent
-from engine.queue_redis import RedisQueue
-from engine.scheduler import Limits
-from storage.db import Storage
-from storage.models import JobState
+from engine.jobs.fairness import Limits
+from engine.jobs.model import JobState
+from engine.jobs.queue import QueueEvent
+from engine.jobs.redis_queue import RedisQueue
+from storage.api import Storage
 from tests.fixtures.redis_server import RedisServer, die_with_parent, redis_server
 from tests.queue_helpers import create_job, make_request, wait_for
 

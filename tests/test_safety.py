@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import ModelError
-from engine.safety import (
+from engine.diffusion.safety import (
     NOTICE_BACKGROUND,
     SafetyChecker,
     SafetyFilter,
@@ -23,6 +22,7 @@ from engine.safety import (
     find_source,
     notice_image,
 )
+from engine.errors import ModelError
 
 
 def _save_checker(folder: Path, *, flag_everything: bool, layout: str) -> Path:

@@ -29,9 +29,10 @@ from engine.errors import (
     TesseraError,
     UpscaleError,
 )
-from engine.queue import QueueEvent
+from engine.jobs.model import JobKind, JobState
+from engine.jobs.queue import QueueEvent
 from engine.request import GenerationRequest
-from storage.models import GuildSettings, JobKind, JobState, UserSettings
+from storage.models import GuildSettings, UserSettings
 from tests.queue_helpers import FakeExecutor, wait_for
 
 

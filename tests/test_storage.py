@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StorageError, TesseraError
+from engine.jobs.model import JobKind, JobState, NewJob
 from storage import Storage
-from storage.database import schema_version
 from storage.ids import ALPHABET, ID_LENGTH
-from storage.models import GuildSettings, JobKind, JobState, NewJob, UserSettings
+from storage.models import GuildSettings, UserSettings
+from storage.sqlite import schema_version
 
 UNTRUSTED = [
     "it's a \"quoted\" prompt; DROP TABLE jobs; --",
@@ -302,7 +303,7 @@ async def test_a_file_that_is_not_a_database_is_a_clear_error(data_dir: Path) ->
 
 
 async def test_a_failing_migration_is_rolled_back(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage import database
+    from storage import sqlite as database
 
     real = database.migrations()
     broken = [*real[:1], (2, "0002_broken.sql", "CREATE TABLE half_done (x);\nTHIS IS NOT SQL;")]

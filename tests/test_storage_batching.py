@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import storage.database as database
+import storage.sqlite as database
 from engine.errors import StorageError
+from engine.jobs.model import JobKind, JobState, NewImage, NewJob
 from storage import Storage
-from storage.models import JobKind, JobState, NewImage, NewJob
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main as cli
+from engine.jobs.model import JobKind, JobState, NewJob
 from storage import Storage
-from storage.models import JobKind, JobState, NewJob
 
 
 @pytest.fixture

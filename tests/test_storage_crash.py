@@ -29,7 +29,7 @@ CHILD = r"""
 import asyncio, os, random, sys
 from pathlib import Path
 from storage import Storage
-from storage.models import JobKind, JobState, NewJob
+from engine.jobs.model import JobKind, JobState, NewJob
 
 async def main() -> None:
     storage = await Storage.open(Path(sys.argv[1]))

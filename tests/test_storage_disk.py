@@ -31,9 +31,9 @@ import pytest
 from bot.config import load_settings
 from bot.service import Tessera
 from engine.errors import StorageError
+from engine.jobs.model import JobKind, JobState, NewJob
 from storage import faults, files
-from storage.db import Storage
-from storage.models import JobKind, JobState, NewJob
+from storage.api import Storage
 from tests.queue_helpers import FakeExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ async def test_creating_a_job_on_a_full_disk_names_the_folder(data_dir: Path) ->
 
 async def test_image_write_on_a_full_disk_leaves_no_temporary_file(data_dir: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage.models import NewImage
+    from engine.jobs.model import NewImage
 
     storage = await Storage.open(data_dir)
     try:
@@ -231,7 +231,7 @@ def test_cli_job_on_a_full_database_is_one_line(data_dir: Path, tmp_path: Path, 
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """`tessera imagine` when the job cannot be stored: one line naming DATA_DIR, exit status 1."""
     from bot.subcommands._submit import run_command, run_jobs, write_grid
-    from storage.database import Database
+    from storage.sqlite import Database
 
     real = Database._configure
 

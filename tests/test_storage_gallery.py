@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import StorageError
+from engine.jobs.model import JobKind, JobState, NewJob
 from storage import Storage
 from storage.gallery import relevance_windows_sql, search_sql
-from storage.models import JobKind, JobState, NewJob
 from storage.search import to_fts_query
 
 

@@ -18,9 +18,9 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from engine.errors import UpscaleError
-from engine.metadata import read_metadata
-from engine.tiler import ramp, run_tiled_with_retry, run_tiles, spans
-from engine.upscale import Upscaler, upscale_to_png, upscaled_pnginfo
+from engine.imaging.metadata import read_metadata
+from engine.upscale.realesrgan import Upscaler, upscale_to_png, upscaled_pnginfo
+from engine.upscale.tiles import ramp, run_tiled_with_retry, run_tiles, spans
 
 
 def _noise(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
@@ -247,7 +247,7 @@ def test_a_x2_file_under_the_x4_name_is_refused(tiny_models: dict[str, Path], tm
 
 
 def test_library_call_uses_the_configured_weights(weights_x4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import upscale as module
+    from bot import library as module
 
     monkeypatch.setenv("UPSCALER_WEIGHTS_DIR", str(weights_x4))
     monkeypatch.setenv("DEVICE", "cpu")

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from engine.encoding import encode_png
-from engine.upscale import Upscaler
-from storage.db import Storage
-from storage.models import JobKind, JobState, NewJob
+from engine.imaging.encoding import encode_png
+from engine.jobs.model import JobKind, JobState, NewJob
+from engine.upscale.realesrgan import Upscaler
+from storage.api import Storage
 
 
 def _png(seed: int) -> bytes:

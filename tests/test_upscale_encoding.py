@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.encoding import encode_for_discord, encode_png, filename_stem, pnginfo_from_text
+from engine.imaging.encoding import encode_for_discord, encode_png, filename_stem, pnginfo_from_text
 
 
 def _noise(size: int, mode: str = "RGB") -> Image.Image:

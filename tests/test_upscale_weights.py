@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from engine.errors import UpscaleError
-from engine.upscale import Upscaler
-from engine.weights import OFFICIAL, WeightSpec, ensure_weights
+from engine.upscale.realesrgan import Upscaler
+from engine.upscale.weights import OFFICIAL, WeightSpec, ensure_weights
 
 
 @pytest.fixture

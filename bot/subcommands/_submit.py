@@ -26,12 +26,16 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from bot.authorization import Actor
+from bot.config import ConfigError, Settings, load_settings
+from engine.errors import JobCancelled, TesseraError
+from engine.jobs.model import Job
+from engine.request import GenerationRequest
+
 if TYPE_CHECKING:
-    from bot.config import Settings
-    from bot.service import Tessera
-    from engine.executor import Executor
-    from engine.queue import QueueEvent
-    from storage.models import Job
+    from bot.service import Tessera  # heavy for the CLI: aiosqlite, PIL
+    from engine.jobs.executor import Executor  # heavy for the CLI: PIL
+    from engine.jobs.queue import QueueEvent  # heavy for the CLI: PIL
 
 Submit = Callable[["Tessera"], Awaitable[Sequence["Job"]]]
 Write = Callable[["Job", "QueueEvent", Path], dict]
@@ -118,14 +122,12 @@ async def run_jobs(command: str, settings: Settings, submit: Submit, write: Writ
     Interrupted (Ctrl-C), the jobs not finished yet are cancelled before the service stops,
     so they do not run on the next start.
     """
-    from bot.authorization import Actor
-    from bot.service import Tessera
-    from engine.errors import TesseraError
+    from bot.service import Tessera  # heavy for the CLI: aiosqlite, PIL
 
     service = await Tessera.start(settings, executor=executor, resume=False, requester="cli")
     bars = bars if bars is not None else ProgressBars()
     if bars.loading is None:
-        from bot.tracker import is_warming
+        from bot.tracker import is_warming  # heavy for the CLI: discord, aiosqlite, PIL
 
         bars.loading = lambda: is_warming(service)
     service.subscribe(bars)
@@ -161,8 +163,7 @@ async def settings_for_parent(job_ref: str) -> Settings:
     The in-process GPU thread loads MODEL_ID first; making it the job's model means a CLI run
     loads one model, not MODEL_ID and then the job's. An unknown job fails here, clearly.
     """
-    from bot.config import ConfigError, load_settings
-    from storage.db import Storage
+    from storage.api import Storage  # heavy for the CLI: aiosqlite
 
     settings = load_settings()
     storage = await Storage.open(settings.data_dir)
@@ -188,10 +189,9 @@ def write_grid(job: Job, event: QueueEvent, out_dir: Path) -> dict:
     """Copy a grid job's stored PNGs to `out_dir`, add the 2x2 grid; the job's JSON summary."""
     from PIL import Image
 
-    from engine.encoding import encode_png, filename_stem
-    from engine.grid import make_grid
-    from engine.metadata import grid_pnginfo
-    from engine.request import GenerationRequest
+    from engine.imaging.encoding import encode_png, filename_stem  # heavy for the CLI: PIL
+    from engine.imaging.grid import make_grid  # heavy for the CLI: PIL
+    from engine.imaging.metadata import grid_pnginfo  # heavy for the CLI: PIL
 
     request = GenerationRequest.from_json(job.request_json or {})
     records = sorted(event.images, key=lambda record: record.index)
@@ -216,7 +216,6 @@ def report_error(command: str, exc: BaseException) -> int:
 
 def run_command(command: str, main: Callable[[], Awaitable[int]]) -> int:
     """`asyncio.run(main())` with user errors as one line on stderr and exit status 1."""
-    from engine.errors import JobCancelled, TesseraError
 
     try:
         return asyncio.run(main())

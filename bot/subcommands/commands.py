@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def command_payloads() -> list[dict]:
     """The sync payload of every slash command, in the order they are registered."""
-    from bot.client import TesseraClient
+    from bot.client import TesseraClient  # heavy for the CLI: discord, aiosqlite, PIL
 
     client = TesseraClient(None, sync_commands=False)
     return [command.to_dict(client.tree) for command in client.tree.get_commands()]

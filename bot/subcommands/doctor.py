@@ -17,6 +17,9 @@ import argparse
 import asyncio
 import sys
 
+from bot.config import load_settings
+from engine.errors import StorageError
+
 _SHOWN = 20
 
 
@@ -34,9 +37,8 @@ def _list(title: str, items: list[str]) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from bot.config import load_settings
-    from storage.db import Storage
-    from storage.maintenance import doctor
+    from storage.api import Storage  # heavy for the CLI: aiosqlite
+    from storage.maintenance import doctor  # heavy for the CLI: aiosqlite
 
     settings = load_settings()
     storage = await Storage.open(settings.data_dir)
@@ -76,8 +78,6 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.errors import StorageError
-
     try:
         return asyncio.run(_run(args))
     except StorageError as exc:

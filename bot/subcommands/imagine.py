@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-from bot.subcommands._submit import add_common_options
+from bot.config import load_settings
+from bot.subcommands._submit import add_common_options, run_command, run_jobs, write_grid
+from engine.diffusion.models import check_model_ref
+from engine.diffusion.samplers import check_sampler
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,19 +26,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.subcommands._submit import run_command
-
     return run_command("imagine", lambda: _imagine(args))
 
 
 async def _imagine(args: argparse.Namespace) -> int:
     import asyncio
 
-    from bot.config import load_settings
-    from bot.service import Tessera
-    from bot.subcommands._submit import run_jobs, write_grid
-    from engine.models import check_model_ref
-    from engine.samplers import check_sampler
+    from bot.service import Tessera  # heavy for the CLI: aiosqlite, PIL
 
     sampler = check_sampler(args.sampler).name if args.sampler else None
     overrides: dict[str, object] = {}

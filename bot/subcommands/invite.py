@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bot.config import load_settings
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-id", type=int, help="the application id (developer portal, General Information); "
@@ -17,8 +19,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.config import load_settings
-    from bot.permissions import REQUIRED, SCOPES, application_id_from_token, invite_url, permission_label
+    from bot.permissions import (  # heavy for the CLI: discord
+        REQUIRED,
+        SCOPES,
+        application_id_from_token,
+        invite_url,
+        permission_label,
+    )
 
     client_id = args.client_id
     if client_id is None:

@@ -12,6 +12,10 @@ import json
 import sys
 from dataclasses import asdict
 
+from bot.config import load_settings
+from engine.errors import StorageError
+from engine.jobs.model import JobState
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -31,9 +35,7 @@ def _line(job) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from bot.config import load_settings
-    from storage.db import Storage
-    from storage.models import JobState
+    from storage.api import Storage  # heavy for the CLI: aiosqlite
 
     storage = await Storage.open(load_settings().data_dir)
     try:
@@ -54,8 +56,6 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.errors import StorageError
-
     try:
         return asyncio.run(_run(args))
     except StorageError as exc:

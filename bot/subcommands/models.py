@@ -20,6 +20,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bot.config import load_settings, looks_like_path
+from engine.device import resolve_device
+from engine.errors import TesseraError
+from engine.upscale.weights import OFFICIAL, ensure_weights, sha256_of
+
 # A weight file: <stem>[.<variant>][-00001-of-00002].<ext>; variants are fp16, non_ema, ema, ...
 _WEIGHT = re.compile(r"^(?P<stem>[^.]+)(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d{5}-of-\d{5})?\.(?P<ext>safetensors|bin)$")
 # The index of a sharded weight file: <stem>.<ext>.index[.<variant>].json
@@ -109,15 +114,12 @@ def _wants_fp16(settings: Any, variant: str) -> bool:
         return variant == "fp16"
     if settings.dtype != "auto":
         return settings.dtype == "float16"
-    from engine.models import resolve_device
 
     return resolve_device(settings.device).startswith(("cuda", "mps"))
 
 
 def _pull(args: argparse.Namespace, settings: Any) -> int:
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-
-    from bot.config import looks_like_path
 
     ref = (args.model or settings.model_id).strip()
     if looks_like_path(ref):
@@ -146,8 +148,6 @@ def _pull(args: argparse.Namespace, settings: Any) -> int:
     if fp16:
         print("fp16 weights only: Tessera loads them on any device (float32 on a CPU upcasts them)")
     if not args.no_upscaler:
-        from engine.weights import OFFICIAL, ensure_weights
-
         spec = OFFICIAL["RealESRGAN_x4plus"]
         weights = ensure_weights(spec, settings.weights_dir, progress=sys.stderr.isatty())
         print(f"upscaler: {weights} (SHA-256 {spec.sha256[:12]}… verified or already there)")
@@ -157,8 +157,6 @@ def _pull(args: argparse.Namespace, settings: Any) -> int:
 def _list(settings: Any) -> int:
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
-
-    from engine.weights import OFFICIAL, sha256_of
 
     print(f"MODEL_ID: {settings.model_id}")
     if Path(settings.model_id).is_absolute():
@@ -194,9 +192,6 @@ def _list(settings: Any) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.config import load_settings
-    from engine.errors import TesseraError
-
     settings = load_settings()
     try:
         if args.models_command == "list":

@@ -12,6 +12,9 @@ import argparse
 import asyncio
 import sys
 
+from bot.config import load_settings
+from engine.errors import StorageError
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--older-than", required=True, metavar="AGE", help="age like 30d, 12h or 90m")
@@ -28,9 +31,8 @@ def _size(count: int) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from bot.config import load_settings
-    from storage.db import Storage
-    from storage.maintenance import parse_duration, prune
+    from storage.api import Storage  # heavy for the CLI: aiosqlite
+    from storage.maintenance import parse_duration, prune  # heavy for the CLI: aiosqlite
 
     age = parse_duration(args.older_than)
     storage = await Storage.open(load_settings().data_dir)
@@ -47,8 +49,6 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.errors import StorageError
-
     try:
         return asyncio.run(_run(args))
     except StorageError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot.subcommands._submit import add_common_options
+from bot.subcommands._submit import add_common_options, run_command, run_jobs, settings_for_parent, write_grid
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -19,14 +19,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.subcommands._submit import run_command
-
     return run_command("reroll", lambda: _reroll(args))
 
 
 async def _reroll(args: argparse.Namespace) -> int:
-    from bot.service import Tessera
-    from bot.subcommands._submit import run_jobs, settings_for_parent, write_grid
+    from bot.service import Tessera  # heavy for the CLI: aiosqlite, PIL
 
     settings = await settings_for_parent(args.job)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from bot.__main__ import run
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     pass
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.__main__ import run
-
     return run()

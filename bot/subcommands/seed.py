@@ -11,14 +11,16 @@ import argparse
 import asyncio
 import sys
 
+from bot.config import load_settings
+from engine.errors import StorageError
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", help="job id (like k3m9qra) or a Discord message link")
 
 
 async def _seed(ref: str) -> int | None:
-    from bot.config import load_settings
-    from storage.db import Storage
+    from storage.api import Storage  # heavy for the CLI: aiosqlite
 
     storage = await Storage.open(load_settings().data_dir)
     try:
@@ -29,8 +31,6 @@ async def _seed(ref: str) -> int | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.errors import StorageError
-
     try:
         seed = asyncio.run(_seed(args.job))
     except StorageError as exc:

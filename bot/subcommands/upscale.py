@@ -17,10 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.config import load_settings
+from bot.subcommands._submit import copy_file, run_command, run_jobs
+from engine.jobs.model import Job
+from engine.upscale.weights import ensure_weights, spec_for
+
 if TYPE_CHECKING:
-    from engine.executor import BatchControl, EngineExecutor, WorkItem, WorkResult
-    from engine.queue import QueueEvent
-    from storage.models import Job
+    from engine.jobs.executor import (  # heavy for the CLI: PIL
+        BatchControl,
+        EngineExecutor,
+        WorkItem,
+        WorkResult,
+    )
+    from engine.jobs.queue import QueueEvent  # heavy for the CLI: PIL
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -54,23 +63,18 @@ class ModelOnDemand:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.subcommands._submit import run_command
-
     return run_command("upscale", lambda: _upscale(args))
 
 
 async def _upscale(args: argparse.Namespace) -> int:
     import asyncio
 
-    from bot.config import load_settings
-    from bot.service import Tessera
-    from bot.subcommands._submit import run_jobs
-    from engine.executor import EngineExecutor
+    from bot.service import Tessera  # heavy for the CLI: aiosqlite, PIL
+    from engine.jobs.executor import EngineExecutor  # heavy for the CLI: PIL
 
     settings = load_settings()
     if args.no_download and not settings.queue_url:  # a Redis worker has its own weights folder
-        from engine.upscale import DEFAULT_MODEL
-        from engine.weights import ensure_weights, spec_for
+        from engine.upscale.realesrgan import DEFAULT_MODEL  # heavy for the CLI: PIL
 
         await asyncio.to_thread(ensure_weights, spec_for(DEFAULT_MODEL), settings.weights_dir, allow_download=False)
 
@@ -85,8 +89,7 @@ async def _upscale(args: argparse.Namespace) -> int:
 
 
 def write_upscale(job: Job, event: QueueEvent, out_dir: Path) -> dict:
-    from bot.subcommands._submit import copy_file
-    from engine.encoding import filename_stem
+    from engine.imaging.encoding import filename_stem  # heavy for the CLI: PIL
 
     [record] = event.images
     path = copy_file(record.path, out_dir.resolve() / f"{filename_stem(job.prompt_text, job.id)}.png")

@@ -16,6 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bot.config import ConfigError, load_settings
+from bot.logs import setup_logging
+from engine.diffusion.models import check_model_ref
+from engine.errors import TesseraError
+from engine.redact import redact_url
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue", metavar="URL", default=None,
@@ -31,9 +37,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import asyncio
     import signal
-
-    from bot.config import ConfigError, load_settings
-    from bot.logs import setup_logging
 
     overrides: dict[str, object] = {}
     if args.model:
@@ -51,12 +54,9 @@ def main(args: argparse.Namespace) -> int:
 
     from redis.exceptions import RedisError
 
-    from engine.errors import TesseraError
-    from engine.executor import EngineExecutor
-    from engine.models import check_model_ref
-    from engine.redact import redact_url
-    from engine.redis_wire import WorkerLimits
-    from engine.worker import Worker
+    from engine.jobs.executor import EngineExecutor  # heavy for the CLI: PIL
+    from engine.jobs.redis_wire import WorkerLimits  # heavy for the CLI: redis, taskiq
+    from engine.jobs.worker import Worker  # heavy for the CLI: redis, taskiq, PIL
 
     try:
         check_model_ref(settings.model_id)

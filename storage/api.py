@@ -3,28 +3,22 @@
 `Storage.open(data_dir)` opens `data_dir/tessera.sqlite3` (WAL, migrations) and the image
 folder `data_dir/images`. Repositories hang off it: `storage.jobs`, `storage.images`,
 `storage.settings`, `storage.gallery`. All methods are async and return dataclasses from
-`storage.models`. Errors a user can fix raise `engine.errors.StorageError`.
+`engine.jobs.model` (jobs, images) and `storage.models` (settings, gallery). `Storage`
+satisfies `engine.jobs.store.Store`, the job system's view of it. Errors a user can fix raise `engine.errors.StorageError`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from engine.jobs.model import ImageRecord, Job, JobState, NewJob
 from storage import faults
-from storage.database import Database
 from storage.gallery import GalleryRepository
 from storage.images import ImageRepository
 from storage.jobs import JobRepository
-from storage.models import (
-    GalleryEntry,
-    GuildSettings,
-    ImageRecord,
-    Job,
-    JobState,
-    NewJob,
-    UserSettings,
-)
+from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.settings import SettingsRepository
+from storage.sqlite import Database
 
 DATABASE_NAME = "tessera.sqlite3"
 IMAGES_DIR_NAME = "images"

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from engine.queue import QueueStats
+from engine.jobs.queue import QueueStats
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,10 @@
 
 Weights are read with spandrel (the loader ComfyUI and A1111 use), which recognises the
 official `RealESRGAN_x4plus.pth`, `RealESRGAN_x2plus.pth` and `RealESRGAN_x4plus_anime_6B.pth`
-files. Missing ones are downloaded once and verified (`engine.weights`).
+files. Missing ones are downloaded once and verified (`engine.upscale.weights`).
 
 How each case is done:
-- ×4: the ×4 model (`RealESRGAN_x4plus` by default, or the anime one), tiled (`engine.tiler`).
+- ×4: the ×4 model (`RealESRGAN_x4plus` by default, or the anime one), tiled (`engine.upscale.tiles`).
 - ×2: `RealESRGAN_x2plus` when its file is in the weights folder (it is never downloaded on
   its own); otherwise the ×4 model followed by a Lanczos downscale by 2, which looks as
   sharp and costs one more resize.
@@ -18,7 +18,7 @@ How each case is done:
 
 The result keeps the source PNG's text chunks (A1111 `parameters`, Tessera's `tessera`) in
 `image.info`, with an `upscale` step added; `upscaled_pnginfo(image)` turns them into a
-`PngInfo` for `engine.encoding.encode_png`.
+`PngInfo` for `engine.imaging.encoding.encode_png`.
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ import json
 import logging
 import threading
 from dataclasses import KW_ONLY, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from engine.device import resolve_device, resolve_dtype
 from engine.errors import UpscaleError
-from engine.weights import OFFICIAL, WeightSpec, ensure_weights
+from engine.imaging.encoding import encode_png, pnginfo_from_text
+from engine.upscale.weights import OFFICIAL, WeightSpec, ensure_weights
 
 if TYPE_CHECKING:
     import torch
@@ -143,7 +144,9 @@ class Upscaler:
 
     @classmethod
     def from_settings(cls, settings: Any, *, allow_download: bool = True) -> Upscaler:
-        """Build from `bot.config.Settings` (weights folder, device, dtype, tiling, limit)."""
+        """Build from settings given by the caller (`bot.config.Settings` or anything with its
+        `weights_dir`, `device`, `dtype`, `upscale_tile*` and `upscale_max_side`); engine never
+        reads the configuration itself."""
         return cls(settings.weights_dir, device=settings.device, dtype=settings.dtype,
                    tile=settings.upscale_tile, overlap=settings.upscale_tile_overlap,
                    max_side=settings.upscale_max_side, allow_download=allow_download)
@@ -158,8 +161,6 @@ class Upscaler:
 
     def _device(self) -> str:
         if self._torch_device is None:
-            from engine.models import resolve_device
-
             self._torch_device = resolve_device(self.device)
         return self._torch_device
 
@@ -187,8 +188,6 @@ class Upscaler:
 
     def _dtype(self, descriptor: Any, device: str) -> torch.dtype:
         import torch
-
-        from engine.models import resolve_dtype
 
         dtype = resolve_dtype(self.dtype, device)
         if device.startswith("mps") and self.dtype in ("", "auto"):
@@ -241,7 +240,7 @@ class Upscaler:
         import numpy as np
         import torch
 
-        from engine.tiler import run_tiled_with_retry
+        from engine.upscale.tiles import run_tiled_with_retry  # heavy: tiles imports torch at load
 
         descriptor = loaded.descriptor
         device, dtype = descriptor.device, descriptor.dtype
@@ -312,7 +311,7 @@ def upscaled_text(source: Image.Image, *, scale: int, model: str, size: tuple[in
                   halved: bool = False) -> dict[str, str]:
     """The source's text chunks with this upscale recorded in them.
 
-    The `tessera` JSON chunk (`engine.metadata`) gets an entry in its `extra_steps` list;
+    The `tessera` JSON chunk (`engine.imaging.metadata`) gets an entry in its `extra_steps` list;
     A1111's `postprocessing` chunk (what its Extras tab writes) gets "Postprocess upscale by: N, ...".
     """
     text = text_chunks(source)
@@ -335,9 +334,7 @@ def upscaled_text(source: Image.Image, *, scale: int, model: str, size: tuple[in
 
 
 def upscaled_pnginfo(image: Image.Image) -> PngInfo:
-    """A `PngInfo` with `image`'s text chunks, for `engine.encoding.encode_png`."""
-    from engine.encoding import pnginfo_from_text
-
+    """A `PngInfo` with `image`'s text chunks, for `engine.imaging.encoding.encode_png`."""
     return pnginfo_from_text(text_chunks(image))
 
 
@@ -355,11 +352,9 @@ def upscale_to_png(upscaler: Upscaler, source: Image.Image | Path | bytes, scale
     """Open `source` (an image, a file or PNG bytes), upscale it, encode the PNG with metadata.
 
     This is the whole job an upscale runs on the GPU worker; posting (a Discord-sized file
-    via `engine.encoding.encode_for_discord(..., png=result.png)`) happens elsewhere.
+    via `engine.imaging.encoding.encode_for_discord(..., png=result.png)`) happens elsewhere.
     """
     import io
-
-    from engine.encoding import encode_png
 
     if isinstance(source, bytes):
         image = Image.open(io.BytesIO(source))
@@ -375,17 +370,5 @@ def upscale_to_png(upscaler: Upscaler, source: Image.Image | Path | bytes, scale
     return UpscaledPNG(out, encode_png(out, upscaled_pnginfo(out)), out.width, out.height)
 
 
-@lru_cache(maxsize=1)
-def _default_upscaler() -> Upscaler:
-    from bot.config import load_settings
-
-    return Upscaler.from_settings(load_settings())
-
-
-def upscale(image: Image.Image, scale: Literal[2, 4]) -> Image.Image:
-    """Library call: upscale `image` ×`scale` with the configured (environment/.env) upscaler."""
-    return _default_upscaler().upscale(image, scale)
-
-
 __all__ = ["DEFAULT_MODEL", "UpscaledPNG", "Upscaler", "load_descriptor", "text_chunks",
-           "upscale", "upscale_to_png", "upscaled_pnginfo", "upscaled_text"]
+           "upscale_to_png", "upscaled_pnginfo", "upscaled_text"]

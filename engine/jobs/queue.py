@@ -15,7 +15,6 @@ to the next batch. The Redis backend reuses the same `Scheduler`, events and res
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import queue as thread_queue
@@ -28,17 +27,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engine.errors import JobCancelled, StorageError, TesseraError
-from engine.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
-from engine.joblog import for_job
-from engine.results import ResultWriter, encode_preview
-from engine.scheduler import Entry, Limits, Scheduler
+from engine.imaging.encoding import EncodedImage
+from engine.jobs.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
+from engine.jobs.fairness import Entry, Limits, Scheduler
+from engine.jobs.joblog import for_job
+from engine.jobs.model import Job, JobState
+from engine.jobs.results import ResultWriter, encode_preview
+from engine.jobs.store import Store
+from engine.request import GenerationRequest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from engine.encoding import EncodedImage
-    from engine.request import GenerationRequest
-    from storage.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class QueueEvent:
     step: int | None = None  # progress
     total: int | None = None
     preview: bytes | None = None  # progress: JPEG bytes of a blurry preview (every few steps)
-    images: tuple = ()  # done: tuple[storage.models.ImageRecord, ...]
+    images: tuple = ()  # done: tuple[engine.jobs.model.ImageRecord, ...]
     upload: EncodedImage | None = None  # done: the Discord-ready file
     error: str | None = None  # failed: a message fit to show the user
     ignored: tuple[str, ...] = ()  # started/done: prompt params accepted but not honoured
@@ -108,8 +107,6 @@ def limits_from_settings(settings: Any) -> Limits:
 def request_of(job: Job) -> GenerationRequest | None:
     if job.kind == UPSCALE or not job.request_json:
         return None
-    from engine.request import GenerationRequest
-
     return GenerationRequest.from_json(job.request_json)
 
 
@@ -152,8 +149,8 @@ class EventHub:
 
 
 @dataclass
-class _Running:
-    """A job handed to the worker thread."""
+class RunningJob:
+    """A job handed to a worker (the thread here, a remote worker in `redis_queue`)."""
 
     job: Job
     item: WorkItem
@@ -164,7 +161,9 @@ class _Running:
 
 
 @dataclass
-class _Timing:
+class QueueTiming:
+    """Recent wait and run times and counts, for `stats()` (shared by both backends)."""
+
     waits: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     runs: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     busy_s: float = 0.0
@@ -180,7 +179,7 @@ class QueueCore:
     Subclasses decide where batches run (`_dispatch`).
     """
 
-    def __init__(self, storage: Any, *, limits: Limits | None = None, job_timeout_s: float = 600.0,
+    def __init__(self, storage: Store, *, limits: Limits | None = None, job_timeout_s: float = 600.0,
                  max_attempts: int = 3, writer: ResultWriter | None = None) -> None:
         self.storage = storage
         self.scheduler = Scheduler(limits or Limits())
@@ -190,7 +189,7 @@ class QueueCore:
         self.writer = writer or ResultWriter(storage, self._pool)
         self.events = EventHub()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, RunningJob] = {}
         self._cancel_requested: set[str] = set()
         self._timed_out: set[str] = set()
         self._stopping = False
@@ -200,7 +199,7 @@ class QueueCore:
         self._positions_scheduled = False
         # job -> (its request_json, the request parsed from it) from `submit`, reused when it starts
         self._requests: dict[str, tuple[dict | None, GenerationRequest | None]] = {}
-        self._timing = _Timing()
+        self._timing = QueueTiming()
         self._lock = threading.Lock()  # guards _cancel_requested / _timed_out across threads
         # job -> its failure message, for jobs whose "failed" could not be stored (disk full)
         self._unsettled: dict[str, str] = {}
@@ -235,7 +234,7 @@ class QueueCore:
         if entry is not None:
             self._published.pop(job_id, None)
             self._requests.pop(job_id, None)
-            await self.storage.jobs.transition(job_id, _state("cancelled"))
+            await self.storage.jobs.transition(job_id, JobState.CANCELLED)
             self._timing.cancelled += 1
             self.events.emit(QueueEvent("cancelled", job_id))
             self._queue_moved()
@@ -280,12 +279,12 @@ class QueueCore:
                 if job.attempts >= self.max_attempts:
                     message = (f"Gave up on this job after {job.attempts} attempts: the bot stopped each "
                                "time while it was running. Try a smaller image or a lower --quality.")
-                    await self.storage.jobs.transition(job.id, _state("failed"), error=message)
+                    await self.storage.jobs.transition(job.id, JobState.FAILED, error=message)
                     self._timing.failed += 1
                     jl.warning("not resuming job: %d attempts used", job.attempts)
                     self.events.emit(QueueEvent("failed", job.id, error=message))
                     continue
-                job = await self.storage.jobs.transition(job.id, _state("queued"))
+                job = await self.storage.jobs.transition(job.id, JobState.QUEUED)
                 jl.info("re-running job interrupted by a stop (attempt %d of %d)", job.attempts + 1, self.max_attempts)
             try:
                 key = batch_key_of(job)
@@ -306,7 +305,7 @@ class QueueCore:
         background until it lands, so the job ends failed with this reason once there is room.
         """
         try:
-            await self.storage.jobs.transition(job_id, _state("failed"), error=message)
+            await self.storage.jobs.transition(job_id, JobState.FAILED, error=message)
         except Exception as exc:
             if isinstance(exc, StorageError) and await self._already_finished(job_id):
                 raise  # not ours to fail (e.g. cancelled meanwhile): a real refusal, as before
@@ -338,7 +337,7 @@ class QueueCore:
     async def _settle_now(self) -> None:
         for job_id, message in list(self._unsettled.items()):
             try:
-                await self.storage.jobs.transition(job_id, _state("failed"), error=message)
+                await self.storage.jobs.transition(job_id, JobState.FAILED, error=message)
             except StorageError:
                 if not await self._already_finished(job_id):
                     continue  # still failing: next round
@@ -347,7 +346,7 @@ class QueueCore:
             for_job(log, job_id).info("recorded that the job failed: %s", message)
             self._unsettled.pop(job_id, None)
 
-    async def _take_batch(self, batch_size: int | None = None) -> list[_Running]:
+    async def _take_batch(self, batch_size: int | None = None) -> list[RunningJob]:
         """Pick the next batch, mark its jobs running in storage, emit `started`.
 
         The batch's jobs are marked running side by side, so storage writes them in one trip
@@ -371,12 +370,12 @@ class QueueCore:
                 return batch
         return []
 
-    async def _start(self, entry: Entry) -> _Running | None:
+    async def _start(self, entry: Entry) -> RunningJob | None:
         """Mark one picked job running; None if it is not to run after all."""
         cached = self._requests.pop(entry.job_id, None)
         try:
             try:
-                job = await self.storage.jobs.transition(entry.job_id, _state("running"))
+                job = await self.storage.jobs.transition(entry.job_id, JobState.RUNNING)
             except StorageError:  # cancelled or deleted behind our back: not ours to run
                 self.scheduler.finish(entry.job_id)
                 return None
@@ -390,7 +389,7 @@ class QueueCore:
             return None
         now = time.monotonic()
         self._timing.waits.append(now - entry.enqueued_at)
-        running = self._running[job.id] = _Running(job, item, now, job.user_id)
+        running = self._running[job.id] = RunningJob(job, item, now, job.user_id)
         return running
 
     # ----- worker-thread callbacks (thread-safe) ----------------------------------------
@@ -455,7 +454,7 @@ class QueueCore:
         try:
             if error is None and result.images:
                 records, upload = await self.writer.write(running.job, running.item.request, result.images)
-                await self.storage.jobs.transition(job_id, _state("done"))
+                await self.storage.jobs.transition(job_id, JobState.DONE)
                 self._timing.done += 1
                 ignored = tuple(running.item.request.ignored) if running.item.request is not None else ()
                 self.events.emit(QueueEvent("done", job_id, images=records, upload=upload, ignored=ignored,
@@ -464,9 +463,9 @@ class QueueCore:
                 if timed_out and not cancel_requested:
                     await self._fail(job_id, f"This job took longer than the {self.job_timeout_s:g} s limit and was stopped.")
                 elif self._stopping and not cancel_requested:
-                    await self.storage.jobs.transition(job_id, _state("queued"))  # runs again after the restart
+                    await self.storage.jobs.transition(job_id, JobState.QUEUED)  # runs again after the restart
                 else:
-                    await self.storage.jobs.transition(job_id, _state("cancelled"))
+                    await self.storage.jobs.transition(job_id, JobState.CANCELLED)
                     self._timing.cancelled += 1
                     self.events.emit(QueueEvent("cancelled", job_id))
             elif isinstance(error, TesseraError):
@@ -561,7 +560,7 @@ _STOP = object()
 class InProcessQueue(QueueCore):
     """The default backend: one worker thread in this process runs every batch."""
 
-    def __init__(self, storage: Any, executor: Executor, *, owns_executor: bool = True, **kwargs: Any) -> None:
+    def __init__(self, storage: Store, executor: Executor, *, owns_executor: bool = True, **kwargs: Any) -> None:
         super().__init__(storage, **kwargs)
         self.executor = executor
         self.owns_executor = owns_executor  # False: stop() leaves the executor (and its model) loaded
@@ -580,7 +579,7 @@ class InProcessQueue(QueueCore):
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._timing = _Timing()
+        self._timing = QueueTiming()
         if resume:
             await self._resume()
         self._thread = threading.Thread(target=self._worker, name="tessera-gpu", daemon=True)
@@ -610,7 +609,7 @@ class InProcessQueue(QueueCore):
         # Anything still marked running (handed over but never reported) waits for the next start.
         for job_id in list(self._running):
             try:
-                await self.storage.jobs.transition(job_id, _state("queued"))
+                await self.storage.jobs.transition(job_id, JobState.QUEUED)
             except Exception as exc:  # stays "running": the next start re-queues it all the same
                 for_job(log, job_id).error("could not re-queue the job on stop: %s", exc)
             self._running.pop(job_id, None)
@@ -698,10 +697,3 @@ class InProcessQueue(QueueCore):
             self._timing.busy_s += time.monotonic() - self._busy_since
             self._busy_since = None
         self._idle.set()
-
-
-@functools.cache
-def _state(name: str) -> Any:
-    from storage.models import JobState
-
-    return JobState(name)

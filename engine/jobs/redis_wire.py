@@ -1,6 +1,6 @@
 """What the bot and its Redis GPU workers say to each other: keys, JSON messages, the stream.
 
-Shared by `engine.queue_redis` (the bot side) and `engine.worker` (the GPU side), so both
+Shared by `engine.jobs.redis_queue` (the bot side) and `engine.jobs.worker` (the GPU side), so both
 ends agree on one schema. Every message is JSON (images travel as base64 PNG/JPEG inside
 it), never pickle: a worker may sit on another machine, and whatever reaches Redis must not
 be able to run code. Every payload a worker takes is checked field by field by
@@ -49,10 +49,10 @@ from redis.asyncio import Redis
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
+from engine.diffusion.models import PROFILES
 from engine.errors import TesseraError
-from engine.models import PROFILES
 from engine.prompt import _QUALITIES as QUALITIES  # the bot's --quality choices
-from engine.request import MAX_ASPECT, steps_for_quality
+from engine.request import MAX_ASPECT, GenerationRequest, steps_for_quality
 
 WIRE_VERSION = 1
 DEFAULT_NAMESPACE = "tessera"
@@ -283,8 +283,6 @@ def _json_scalars(value: Any, what: str) -> dict:
 
 def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
     """A GenerationRequest's JSON, checked so the pipeline never sees nonsense."""
-    from engine.request import GenerationRequest
-
     if not isinstance(data, dict):
         raise PayloadError(f"{what} must be an object")
     prompts = data.get("prompts")

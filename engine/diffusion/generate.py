@@ -11,7 +11,7 @@ things a Midjourney grid needs are not parameters of the stock pipelines:
 2. **Per-image seeds.** Image *i* of a request uses its own `torch.Generator` (on the CPU,
    seeded `(seed + i) mod 2**32`) for its starting noise and for the ancestral samplers' step
    noise, so any image reproduces alone and a batch gives the same images as single runs.
-3. **Conditioning** comes from `engine.conditioning` (`::` weights, negatives, long prompts,
+3. **Conditioning** comes from `engine.diffusion.conditioning` (`::` weights, negatives, long prompts,
    chaos); it is padded to one sequence length across the batch.
 4. **Image-to-image** (image prompts and variations): the init image is fitted to the
    request's size (centre crop, no distortion), encoded once with the VAE (the latent mean),
@@ -20,10 +20,10 @@ things a Midjourney grid needs are not parameters of the stock pipelines:
 5. **`--stop N`** runs the first ceil(N% of the steps) and decodes the sampler's current
    estimate of the final image (`pred_original_sample`; the latents themselves for samplers
    that do not give one). `total` in progress reports counts the steps that will run.
-6. **`--tile`**: `engine.tiling.circular_padding` around the loop and the decode.
+6. **`--tile`**: `engine.diffusion.seamless.circular_padding` around the loop and the decode.
 7. **Progress**: `on_step(request_index, StepProgress)` after every step; every
    `preview_every` steps (and at the last step) with a blurry preview grid decoded from the
-   latents by `engine.preview` (no VAE call).
+   latents by `engine.diffusion.preview` (no VAE call).
 8. **Cancellation**: `should_stop(request_index)` is asked before every step. A cancelled
    request ends with `JobCancelled`; when every request in the batch is cancelled the loop
    stops at once.
@@ -45,9 +45,12 @@ from typing import Any
 
 from PIL import Image
 
-from engine.conditioning import Conditioning, PromptEncoder, chaos_for_image, pad_to_length
+from engine.diffusion.conditioning import Conditioning, PromptEncoder, chaos_for_image, pad_to_length
+from engine.diffusion.models import LoadedModel
+from engine.diffusion.preview import latents_to_preview
+from engine.diffusion.samplers import make_scheduler
+from engine.diffusion.seamless import circular_padding
 from engine.errors import ImageFetchError, JobCancelled
-from engine.models import LoadedModel
 from engine.request import GenerationRequest
 
 __all__ = ["Generator", "StepProgress", "fit_image", "run_generation"]
@@ -131,7 +134,7 @@ class Generator:
             if request.batch_key() != key:
                 raise ValueError(f"requests of one batch must share batch_key(): {request.batch_key()} != {key}")
             if request.image_prompts and not request.init_image:
-                raise ValueError("a request with image prompts needs init_image (fetch them with engine.imagefetch)")
+                raise ValueError("a request with image prompts needs init_image (fetch them with engine.imaging.fetch)")
         cancelled: set[int] = set()
         with torch.inference_mode():
             conds = [self.encoder.encode(r.prompts, r.negative) for r in requests]
@@ -185,8 +188,6 @@ class Generator:
         import contextlib
 
         import torch
-
-        from engine.tiling import circular_padding
 
         pipe = self.pipe
         first = requests[slots[0].request]
@@ -282,8 +283,6 @@ class Generator:
     def _scheduler(self, sampler: str) -> Any:
         """One scheduler per sampler, reused (this thread runs one job at a time and
         `set_timesteps` resets a scheduler's state); building one costs ~10 ms."""
-        from engine.samplers import make_scheduler
-
         if sampler not in self._schedulers:
             self._schedulers[sampler] = make_scheduler(self.pipe.scheduler.config, sampler)
         return self._schedulers[sampler]
@@ -410,8 +409,6 @@ class Generator:
 
 
 def _preview(latents: Any, family: str, scale: int) -> Image.Image:
-    from engine.preview import latents_to_preview
-
     return latents_to_preview(latents, family, scale=scale)
 
 

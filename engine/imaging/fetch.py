@@ -4,12 +4,12 @@ A prompt may start with a few image links (Midjourney blends them into the init 
 Each link is a request the bot makes on the user's behalf from the GPU machine, and each
 image may be a decompression bomb, so `fetch_init_image`:
 
-* checks every URL and every redirect against a `FetchPolicy` (`engine.netguard`): http(s)
+* checks every URL and every redirect against a `FetchPolicy` (`engine.imaging.netguard`): http(s)
   only, allowed ports only, public addresses only, with the name resolved once and the
   connection made to the checked address; at most `policy.max_redirects` redirects;
 * downloads at most `FETCH_CONCURRENCY` links at once, each under `max_bytes` (checked on
   `Content-Length` and again while streaming) and within `timeout_s` (redirects included);
-* decodes each in a worker thread with the one checked decoder (`engine.imagedecode`):
+* decodes each in a worker thread with the one checked decoder (`engine.imaging.decode`):
   allowed formats only, at most `max_pixels` per image and `max_total_pixels` per prompt
   (both checked on the header, before decoding), reduced at once to `DECODE_MAX_SIDE`;
 * blends and saves in a worker thread too, so the event loop never decodes a pixel.
@@ -36,14 +36,14 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from engine.errors import ImageFetchError
-from engine.imagedecode import (
+from engine.imaging.decode import (
     ALLOWED_CONTENT_TYPES,
     DECODE_MAX_SIDE,
     MAX_PIXELS,
     decode_image,
     describe_limits,
 )
-from engine.netguard import BlockedDestination, FetchPolicy, GuardedResolver
+from engine.imaging.netguard import BlockedDestination, FetchPolicy, GuardedResolver
 
 __all__ = ["FETCH_CONCURRENCY", "MAX_PIXELS", "MAX_TOTAL_PIXELS", "FetchLimits", "FetchPolicy", "blend_images",
            "decode_image", "fetch_image", "fetch_init_image", "save_init_image"]

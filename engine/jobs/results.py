@@ -13,16 +13,20 @@ import asyncio
 import io
 from collections.abc import Sequence
 from concurrent.futures import Executor as PoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.executor import UPSCALE
+from PIL import Image as PILImage
+from PIL.Image import Image
 
-if TYPE_CHECKING:
-    from PIL.Image import Image
-
-    from engine.encoding import EncodedImage
-    from engine.request import GenerationRequest
-    from storage.models import ImageRecord, Job
+from engine.errors import StorageError
+from engine.imaging.encoding import EncodedImage, encode_for_discord, encode_png, filename_stem
+from engine.imaging.grid import make_grid
+from engine.imaging.metadata import pnginfo_for
+from engine.jobs.executor import UPSCALE
+from engine.jobs.model import ImageRecord, Job, NewImage
+from engine.jobs.store import Store
+from engine.request import GenerationRequest
+from engine.upscale.realesrgan import upscaled_pnginfo
 
 PREVIEW_JPEG_QUALITY = 70
 
@@ -36,34 +40,24 @@ def encode_preview(image: Image) -> bytes:
 
 def make_upload(job: Job, images: Sequence[Image]) -> EncodedImage:
     """The file Discord gets: the 2x2 grid as JPEG for grids, the image itself for upscales."""
-    from engine.encoding import encode_for_discord, filename_stem
-
     stem = filename_stem(job.prompt_text, job.id)
     if job.kind == UPSCALE or len(images) == 1:
         return encode_for_discord(images[0], stem=stem, prefer="png")
-    from engine.grid import make_grid
-
     return encode_for_discord(make_grid(list(images)), stem=stem, prefer="jpeg")
 
 
 def encode_pngs(request: GenerationRequest | None, images: Sequence[Image]) -> list[bytes]:
     """Lossless PNGs carrying the request's metadata; an upscale carries the text chunks the
     upscaler put in its `info` (the source's chunks plus the upscale step)."""
-    from engine.encoding import encode_png
-
     if request is not None:
-        from engine.metadata import pnginfo_for
-
         return [encode_png(image, pnginfo_for(request, index=i)) for i, image in enumerate(images)]
-    from engine.upscale import upscaled_pnginfo
-
     return [encode_png(image, upscaled_pnginfo(image)) for image in images]
 
 
 class ResultWriter:
     """Turns images into the done event's payload and the stored image rows."""
 
-    def __init__(self, storage: Any, pool: PoolExecutor | None = None) -> None:
+    def __init__(self, storage: Store, pool: PoolExecutor | None = None) -> None:
         self.storage = storage
         self.pool = pool
 
@@ -73,8 +67,6 @@ class ResultWriter:
     async def write(self, job: Job, request: GenerationRequest | None, images: Sequence[Image]
                     ) -> tuple[tuple[ImageRecord, ...], EncodedImage]:
         """Make the upload first, then store every PNG."""
-        from storage.models import NewImage
-
         upload, pngs = await self._off_loop(_encode_all, job, request, images)
         # The files are written side by side (each is fsynced on its own, so their waits
         # overlap), then all rows in one statement: the job has every image or none. A job
@@ -87,8 +79,6 @@ class ResultWriter:
 
     async def upload_for(self, job: Job) -> EncodedImage:
         """Re-make a done job's Discord file from its stored PNGs (for /show and restarts)."""
-        from engine.errors import StorageError
-
         records = sorted(await self.storage.images.for_job(job.id), key=lambda r: r.index)
         if not records:
             raise StorageError(f"Job {job.id} has no stored images (it is {job.state}).")
@@ -102,11 +92,9 @@ def _encode_all(job: Job, request: GenerationRequest | None, images: Sequence[Im
 
 
 def _upload_from_files(job: Job, paths: Sequence[Any]) -> EncodedImage:
-    from PIL import Image
-
     images = []
     for path in paths:
-        with Image.open(path) as image:
+        with PILImage.open(path) as image:
             image.load()
             images.append(image.copy())
     return make_upload(job, images)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.device import resolve_device, resolve_dtype
 from engine.errors import ModelError
 
 if TYPE_CHECKING:
@@ -128,8 +129,6 @@ class SafetyChecker:
         source = check_source(model_ref, fallback)
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
-
-        from engine.models import resolve_device, resolve_dtype
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)

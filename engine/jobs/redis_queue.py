@@ -1,6 +1,6 @@
 """The scale-out backend: the bot keeps the queue, GPU worker processes on Redis run the jobs.
 
-`RedisQueue` has the same interface as `engine.queue.InProcessQueue` and shares its
+`RedisQueue` has the same interface as `engine.jobs.queue.InProcessQueue` and shares its
 `QueueCore` (storage state changes, events, results, positions, stats) and its `Scheduler`,
 so fairness, priorities, per-user limits and batching are decided here, in the bot, exactly
 as on one GPU. Redis only ever holds what is about to run: the bot hands a batch over when a
@@ -8,8 +8,8 @@ worker is free (at most `prefetch` batches per live worker), so a user with 100 
 still cannot starve a newcomer, whatever the number of workers.
 
 The bot stays the only owner of SQLite and the image folder. A hand-over is one JSON entry
-on a Redis stream (see `engine.redis_wire` for the schema): the resolved requests, with any
-init image or upscale source sent as bytes. A worker (`engine.worker`, `tessera worker`)
+on a Redis stream (see `engine.jobs.redis_wire` for the schema): the resolved requests, with any
+init image or upscale source sent as bytes. A worker (`engine.jobs.worker`, `tessera worker`)
 returns each job's images as PNG bytes on this process's result list; the grid, the PNGs
 with metadata and the `done` event are then made here by the shared `ResultWriter`.
 Progress flows back over Redis pub/sub.
@@ -21,7 +21,7 @@ decorator, result backend and worker):
   acknowledges them after pushing the results. A worker that dies mid-job stops renewing its
   claim; another worker reclaims the entry (XAUTOCLAIM) once it has been idle for the
   visibility timeout and runs it again. taskiq's own `listen()` does not reclaim on an idle
-  stream, hence `engine.redis_wire.TesseraStreamBroker`.
+  stream, hence `engine.jobs.redis_wire.TesseraStreamBroker`.
 - **Never completed twice.** Each hand-over carries a random token, stored on a per-job
   `live` key. The bot accepts exactly one result per token (a second one, from a slow worker
   whose entry was reclaimed, is logged and ignored) and deletes the key when the job ends,
@@ -48,18 +48,20 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq.message import BrokerMessage
 
+from engine.diffusion.models import ModelProfile
 from engine.errors import JobCancelled, TesseraError
-from engine.executor import UPSCALE, WorkResult
-from engine.joblog import for_job
-from engine.queue import QueueCore, QueueEvent, _Running, _state, _Timing
-from engine.redact import redact_url
-from engine.redis_wire import (
+from engine.jobs.executor import UPSCALE, WorkResult
+from engine.jobs.fairness import Limits
+from engine.jobs.joblog import for_job
+from engine.jobs.model import JobState
+from engine.jobs.queue import QueueCore, QueueEvent, QueueTiming, RunningJob
+from engine.jobs.redis_wire import (
     DEFAULT_NAMESPACE,
     LIVE_TTL_S,
     BatchPayload,
@@ -72,11 +74,9 @@ from engine.redis_wire import (
     parse_heartbeat,
     parse_result,
 )
-
-if TYPE_CHECKING:
-    from engine.models import ModelProfile
-    from engine.results import ResultWriter
-    from engine.scheduler import Limits
+from engine.jobs.results import ResultWriter
+from engine.jobs.store import Store
+from engine.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _instance_id() -> str:
 class RedisQueue(QueueCore):
     """The bot side of the scale-out queue (select it with `QUEUE_URL=redis://…`)."""
 
-    def __init__(self, storage: Any, url: str, *, limits: Limits | None = None, job_timeout_s: float = 600.0,
+    def __init__(self, storage: Store, url: str, *, limits: Limits | None = None, job_timeout_s: float = 600.0,
                  max_attempts: int = 3, writer: ResultWriter | None = None, prefetch: int = 1,
                  namespace: str = DEFAULT_NAMESPACE, worker_poll_s: float = WORKER_POLL_S) -> None:
         super().__init__(storage, limits=limits, job_timeout_s=job_timeout_s, max_attempts=max_attempts, writer=writer)
@@ -138,7 +138,7 @@ class RedisQueue(QueueCore):
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._workers_seen = asyncio.Event()
-        self._timing = _Timing()
+        self._timing = QueueTiming()
         self._redis = Redis.from_url(self.url)
         try:
             await self._redis.ping()
@@ -168,7 +168,7 @@ class RedisQueue(QueueCore):
         await self._drain_finishing()
         for job_id in list(self._running):
             try:
-                await self.storage.jobs.transition(job_id, _state("queued"))  # runs again after the restart
+                await self.storage.jobs.transition(job_id, JobState.QUEUED)  # runs again after the restart
             except Exception as exc:  # stays "running": the next start re-queues it all the same
                 for_job(log, job_id).error("could not re-queue the job on stop: %s", exc)
             self._running.pop(job_id, None)
@@ -239,8 +239,6 @@ class RedisQueue(QueueCore):
 
     def model_profile(self, model: str) -> ModelProfile | None:
         """The profile a live worker that loaded `model` reports (the bot need not have the model)."""
-        from engine.models import ModelProfile
-
         for info in self._workers_info.values():
             data = info.get("profile")
             if info.get("model") == model and isinstance(data, dict):
@@ -295,7 +293,7 @@ class RedisQueue(QueueCore):
                 await self._put_back(batch)  # the jobs wait again rather than stay "running" forever
                 raise  # _supervise logs it and restarts this loop
 
-    async def _hand_over(self, batch: list[_Running]) -> None:
+    async def _hand_over(self, batch: list[RunningJob]) -> None:
         token = secrets.token_hex(8)
         files: dict[str, bytes] = {}
         jobs: list[JobPayload] = []
@@ -332,7 +330,7 @@ class RedisQueue(QueueCore):
             if job.job_id in self._cancel_requested:  # cancelled while the hand-over was in flight
                 await redis.hset(self.keys.live(job.job_id), "cancel", "1")
 
-    async def _job_payload(self, running: _Running, files: dict[str, bytes]) -> JobPayload:
+    async def _job_payload(self, running: RunningJob, files: dict[str, bytes]) -> JobPayload:
         item = running.item
         options = {k: v for k, v in item.options.items() if v is None or isinstance(v, str | int | float | bool)}
         request = None
@@ -353,7 +351,7 @@ class RedisQueue(QueueCore):
         files[key] = data
         return key
 
-    async def _put_back(self, batch: list[_Running]) -> None:
+    async def _put_back(self, batch: list[RunningJob]) -> None:
         """Redis refused the hand-over: the jobs wait again at the front of their users' lines."""
         for running in batch:
             job_id = running.job.id
@@ -363,7 +361,7 @@ class RedisQueue(QueueCore):
             self._running.pop(job_id, None)
             self.scheduler.requeue(job_id)
             try:
-                await self.storage.jobs.transition(job_id, _state("queued"))
+                await self.storage.jobs.transition(job_id, JobState.QUEUED)
             except Exception:
                 for_job(log, job_id).exception("could not put the job back in the queue")
 

@@ -3,7 +3,7 @@
 The queue owns scheduling, storage and events; an `Executor` owns only the model. It is
 called on the queue's single worker thread (never on the event loop), one batch at a time,
 and must not touch storage or asyncio. Tests and benchmarks pass a fake one; the product
-uses `EngineExecutor`, which calls `engine.generate.Generator` and `engine.upscale.Upscaler`.
+uses `EngineExecutor`, which calls `engine.diffusion.generate.Generator` and `engine.upscale.realesrgan.Upscaler`.
 
 Batches hold jobs whose `GenerationRequest.batch_key()` are equal (same model, size, steps,
 sampler, ...), so the pipeline runs them as one call. Upscales are never batched.
@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.diffusion.generate import Generator
+from engine.diffusion.models import load_model
+from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
+from engine.request import GenerationRequest
+from engine.upscale.realesrgan import Upscaler
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ class WorkItem:
     """One job as the worker thread needs it: no storage row, just what to compute."""
 
     job_id: str
-    kind: str  # storage.models.JobKind value
+    kind: str  # engine.jobs.model.JobKind value
     request: GenerationRequest | None  # None for upscales
     options: dict = field(default_factory=dict)  # upscale: {"scale": 4, "source": "/abs/file.png"}
     prompt_text: str = ""
@@ -127,8 +130,6 @@ class EngineExecutor:
         safety_checker: bool = False,
         safety_checker_model: str = "",
     ) -> None:
-        from engine.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
-
         self.model_ref = model_ref
         self.device = device
         self.dtype = dtype
@@ -162,9 +163,6 @@ class EngineExecutor:
         self.safety.prepare()
 
     def _load(self, ref: str) -> tuple[Any, Any]:
-        from engine.generate import Generator
-        from engine.models import load_model
-
         model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
         return model, Generator(model)
 
@@ -180,8 +178,6 @@ class EngineExecutor:
 
     def _upscaler_instance(self) -> Any:
         if self._upscaler is None:
-            from engine.upscale import Upscaler
-
             if self.weights_dir is None:
                 raise TesseraError("Upscaling is not set up: UPSCALER_WEIGHTS_DIR is not configured.")
             self._upscaler = Upscaler(self.weights_dir, device=self.device, dtype=self.dtype, **self.upscale_options)

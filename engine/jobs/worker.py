@@ -7,7 +7,7 @@ so it can run on any machine that reaches Redis. Several workers share one strea
 decides the order (fair turns, limits, batching) and hands over only what is about to run.
 
 Per batch:
-1. the entry's JSON is checked field by field (`engine.redis_wire.parse_batch`); a
+1. the entry's JSON is checked field by field (`engine.jobs.redis_wire.parse_batch`); a
    malformed one is logged and dropped (acknowledged, so it is never re-delivered to kill
    the next worker), never run. A well-formed batch outside this worker's models or the
    bot's own limits (`WorkerLimits`: size, steps, batch, timeout, attempts) is refused
@@ -15,7 +15,7 @@ Per batch:
 2. each job is claimed on its `live` key: skipped if the bot no longer waits for this
    hand-over, answered "cancelled" if it was cancelled meanwhile, answered "gave_up" once it
    has been started `max_attempts` times (each earlier run died with its worker);
-3. the executor runs on a thread (`engine.executor.run_split`: an out-of-memory batch is
+3. the executor runs on a thread (`engine.jobs.executor.run_split`: an out-of-memory batch is
    split, a failing job fails alone) while the event loop renews the entry's claim,
    watches the `live` keys for cancels and publishes throttled progress;
 4. each job's result is pushed to the bot's list, then the entry is acknowledged. A worker
@@ -42,10 +42,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine.errors import JobCancelled, TesseraError
-from engine.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
-from engine.joblog import for_job
-from engine.redact import redact_url
-from engine.redis_wire import (
+from engine.imaging.encoding import encode_png
+from engine.jobs.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
+from engine.jobs.joblog import for_job
+from engine.jobs.redis_wire import (
     CLAIM_SCRIPT,
     DEFAULT_NAMESPACE,
     DEFAULT_VISIBILITY_S,
@@ -66,13 +66,17 @@ from engine.redis_wire import (
     dumps,
     parse_batch,
 )
+from engine.jobs.results import encode_preview
+from engine.redact import redact_url
+from engine.request import GenerationRequest
+from engine.upscale.realesrgan import upscaled_pnginfo
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL_S = 0.5  # as engine.queue: at most one progress event per job this often
+PROGRESS_INTERVAL_S = 0.5  # as engine.jobs.queue: at most one progress event per job this often
 POLL_S = 0.5  # how often a running batch's `live` keys are checked for cancels
 
 
@@ -402,8 +406,6 @@ class Worker:
         async def send() -> None:
             data = None
             if preview is not None:
-                from engine.results import encode_preview
-
                 data = b64(await asyncio.to_thread(encode_preview, preview))
             await self._publish(run.batch, {"type": "progress", "job_id": job_id, "step": step, "total": total,
                                             "preview": data})
@@ -478,8 +480,6 @@ def _write_files(files: dict[str, bytes], folder: Path) -> dict[str, str]:
 
 
 def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
-    from engine.request import GenerationRequest
-
     options = dict(job.options)
     request = None
     if job.kind == UPSCALE:
@@ -494,11 +494,7 @@ def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
 
 def _encode_pngs(kind: str, images: Sequence[Image]) -> list[bytes]:
     """PNG bytes; an upscale keeps its text chunks (the bot stores them as they are)."""
-    from engine.encoding import encode_png
-
     if kind == UPSCALE:
-        from engine.upscale import upscaled_pnginfo
-
         return [encode_png(image, upscaled_pnginfo(image)) for image in images]
     return [encode_png(image) for image in images]
 

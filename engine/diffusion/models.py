@@ -10,7 +10,7 @@ with a `tessera.json` file, e.g. `{"native": 768, "steps": 25, "guidance": 6.5}`
 
 Device: `auto` picks CUDA, then MPS, then CPU. dtype: `auto` is float16 on CUDA and MPS and
 float32 on CPU (half precision on CPU is slow and unsupported by some kernels).
-Memory savers (settings): attention slicing; VAE tiling (used by `engine.generate` for images
+Memory savers (settings): attention slicing; VAE tiling (used by `engine.diffusion.generate` for images
 well above the native area, and to retry a decode that ran out of memory: tiles can leave
 faint seams, so images that fit are never tiled); model CPU offload (CUDA only: each
 sub-model moves to the GPU for its forward pass).
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.device import resolve_device, resolve_dtype
 from engine.errors import ModelError
 
 __all__ = ["PROFILES", "LoadedModel", "ModelProfile", "check_model_ref", "load_model", "resolve_device",
@@ -81,40 +82,6 @@ class LoadedModel:
     def execution_device(self) -> Any:
         """Where inputs must go (with CPU offload the modules move there on their own)."""
         return self.pipe._execution_device
-
-
-def resolve_device(name: str = "auto") -> str:
-    """`auto` -> cuda, mps or cpu, whichever is available first; checks explicit names."""
-    import torch
-
-    name = (name or "auto").strip().lower()
-    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if has_mps else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ModelError(f"DEVICE={name} but this machine has no usable CUDA GPU; use DEVICE=auto or cpu")
-        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
-            raise ModelError(f"DEVICE={name} but there are only {torch.cuda.device_count()} CUDA devices")
-        return name
-    if name == "mps" and not has_mps:
-        raise ModelError("DEVICE=mps but MPS is not available here; use DEVICE=auto or cpu")
-    if name not in ("cpu", "mps"):
-        raise ModelError(f"DEVICE={name} is not one of auto, cpu, mps, cuda, cuda:N")
-    return name
-
-
-def resolve_dtype(name: str, device: str) -> Any:
-    import torch
-
-    if name in (None, "", "auto"):
-        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
-    try:
-        return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
-    except KeyError:
-        raise ModelError(f"DTYPE={name} is not one of auto, float16, bfloat16, float32") from None
 
 
 def _looks_like_path(ref: str) -> bool:
