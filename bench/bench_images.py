@@ -36,7 +36,7 @@ SIDE = 6000
 
 
 def _most_links() -> int:
-    from engine.imagefetch import FetchLimits
+    from engine.imaging.fetch import FetchLimits
     from engine.prompt import PromptLimits
 
     limits = FetchLimits()

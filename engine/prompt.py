@@ -604,7 +604,7 @@ def _choice(*options: str) -> Callable[[str, list[str]], str]:
 
 
 # The most `::` parts one prompt, and things one `--no`, may have. Each is run through the
-# text encoder on its own for every job (engine.conditioning), and each costs the parser an
+# text encoder on its own for every job (engine.diffusion.conditioning), and each costs the parser an
 # object per expansion; people write a handful, a pasted wall of `::` or commas is thousands.
 _PARTS_MAX = 100
 
@@ -941,7 +941,7 @@ def _image_url(token: str) -> str | None:
     An http(s) link whose path ends in an image type, or whose last path segment has no
     extension at all: Midjourney's short links (`https://s.mj.run/khAQMPWrXoc`) and most image
     hosts have none. Whether such a link really is an image is the fetcher's question
-    (`engine.imagefetch` decodes what it downloads and refuses anything that is not a
+    (`engine.imaging.fetch` decodes what it downloads and refuses anything that is not a
     picture); a link with another extension (`page.html`) stays text.
     """
     url = _link(token)

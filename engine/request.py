@@ -15,7 +15,7 @@ How Midjourney's parameters are mapped (each documented in one place, here):
 - `--quality Q`: steps = round(profile steps x Q), at least 1 (.25 -> a quarter, 2 -> double).
 - `--stylize S` (0-1000, default 100) -> guidance, piecewise linear and increasing:
   S=0 -> 0.4 x g (at least 1.5), S=100 -> g (the profile's guidance), S=1000 -> 2 x g.
-- `--chaos C` (0-100): recorded here, applied by `engine.conditioning.chaos_for_image`.
+- `--chaos C` (0-100): recorded here, applied by `engine.diffusion.conditioning.chaos_for_image`.
 - `--stop N`: recorded as N (100 and absent both mean "run every step").
 - `--iw W` (0-3, default 1) -> image-to-image strength = 1 - 0.7 x W / 3
   (W=0: the image prompt is only a starting point, 1.0; W=1: 0.767; W=3: 0.3).
@@ -124,7 +124,7 @@ class GenerationRequest:
 
 
 class ProfileLike(Protocol):
-    """What `resolve` needs of `engine.models.ModelProfile` (kept torch-free here)."""
+    """What `resolve` needs of `engine.diffusion.models.ModelProfile` (kept torch-free here)."""
 
     family: str
     native: int
@@ -219,7 +219,7 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
 
     `seed` is used when the prompt has no `--seed` (else a random one is drawn).
     `init_image` is the local copy of the expansion's image prompts (fetched and blended by
-    the caller with `engine.imagefetch`); without it the request has no image-to-image.
+    the caller with `engine.imaging.fetch`); without it the request has no image-to-image.
     """
     defaults = defaults or Defaults()
     p = expansion.params

@@ -20,9 +20,9 @@ from PIL import Image
 from bot.service import DEFAULT_BANNED_WORDS, find_banned_word
 from commands.admin import MAX_BANNED_WORDS
 from commands.prompts import PAGE_SIZE
+from engine.jobs.redis_queue import _decode_result as decode_result
+from engine.jobs.redis_wire import PayloadError, ResultPayload
 from engine.prompt import PromptError, PromptLimits, parse
-from engine.queue_redis import _decode_result as decode_result
-from engine.redis_wire import PayloadError, ResultPayload
 from storage.models import GuildSettings
 from tests.bot_helpers import Bot, start_bot
 from tests.discord_harness import ADMIN_ID, GUILD_ID, MANAGE_GUILD, message_with

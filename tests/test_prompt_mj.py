@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from engine.models import PROFILES
+from engine.diffusion.models import PROFILES
 from engine.prompt import APPLIED, IGNORED, PromptError, parameter_table, parse
 from engine.request import guidance_for_stylize, resolve
 
