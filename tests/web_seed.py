@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from bot.web import WebOptions, WebServer, start_web
 from storage import Storage
@@ -27,9 +27,15 @@ OTHER_AUTHOR = 444444444444444444
 
 
 def png(colour: tuple[int, int, int], width: int = 96, height: int = 96) -> bytes:
-    image = Image.new("RGB", (width, height), colour)
-    for x in range(0, width, 8):  # some detail so thumbnails are real work
-        image.putpixel((x, x % height), (255 - colour[0], 255 - colour[1], 255 - colour[2]))
+    """A real PNG: a gradient from `colour` to its complement with a sun in it (real work
+    for the thumbnailer, and something to look at in the README's screenshot)."""
+    top = Image.new("RGB", (width, height), colour)
+    bottom = Image.new("RGB", (width, height), tuple(255 - c // 2 for c in colour))
+    image = Image.composite(top, bottom, Image.linear_gradient("L").resize((width, height)).transpose(
+        Image.Transpose.FLIP_TOP_BOTTOM))
+    radius = min(width, height) // 5
+    ImageDraw.Draw(image).ellipse((width // 2 - radius, height // 3 - radius, width // 2 + radius,
+                                   height // 3 + radius), fill=(255, 236, 180))
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
@@ -111,6 +117,18 @@ async def seed_gallery(data_dir: Path) -> Seeded:
                                                         prompt_text=gone.prompt_text)
         await storage.gallery.remove(shares["removed"].id)
     return Seeded(data_dir=data_dir, shares=shares, jobs=jobs)
+
+
+async def seed_filler(data_dir: Path, count: int, *, guild: int = GUILD_B) -> list[GalleryEntry]:
+    """`count` more shares in `guild`, one small image each (for paging)."""
+    found = []
+    async with await Storage.open(data_dir) as storage:
+        for number in range(count):
+            job = await _job(storage, f"filler tile number {number}", user=OTHER_AUTHOR, guild=guild, seed=number,
+                             size=(64, 64), colours=[(number * 7 % 256, 90, 200)])
+            found.append(await storage.gallery.share(job.id, 0, author_id=OTHER_AUTHOR, title=None, guild_id=guild,
+                                                     prompt_text=job.prompt_text))
+    return found
 
 
 class ServerThread:

@@ -54,12 +54,27 @@ def _page(title: str, body: str, *, home: str) -> str:
             f"<main>{body}</main></body></html>\n")
 
 
+def thumb_width(width: int, height: int, size: int) -> int:
+    """How wide the `size` thumbnail of a width×height image is (never enlarged)."""
+    scale = min(1.0, size / max(width, height))
+    return max(1, round(width * scale))
+
+
+def srcset(entry_id: int, width: int, height: int, sizes: Iterable[int]) -> str:
+    """`srcset` with each thumbnail's true width: a small image's thumbnails are smaller than
+    their size name, and claiming more would make the browser draw them too small."""
+    seen: dict[int, int] = {}
+    for size in sizes:
+        seen.setdefault(thumb_width(width, height, size), size)
+    return ", ".join(f"/thumb/{entry_id}/{size} {w}w" for w, size in seen.items())
+
+
 def card(item: SharedImage) -> str:
     """One tile of the grid (gallery.js builds the same markup from /api/shares)."""
     entry = item.entry
     title = post_title(entry)
     return (f"<a class=\"card\" href=\"/s/{entry.id}\" data-id=\"{entry.id}\">"
-            f"<img src=\"/thumb/{entry.id}/512\" srcset=\"/thumb/{entry.id}/256 256w, /thumb/{entry.id}/512 512w\" "
+            f"<img src=\"/thumb/{entry.id}/512\" srcset=\"{srcset(entry.id, item.width, item.height, (256, 512))}\" "
             f"sizes=\"(max-width: 600px) 50vw, 25vw\" width=\"{item.width}\" height=\"{item.height}\" "
             f"loading=\"lazy\" alt=\"{escape(title)}\">"
             f"<span class=\"meta\"><span class=\"title\">{escape(title)}</span>"
@@ -180,7 +195,7 @@ def share_page(details: ShareDetails, *, home: str) -> str:
     body = (
         "<article class=\"share\">"
         f"<figure><a href=\"/img/{entry.id}\"><img id=\"full\" src=\"/thumb/{entry.id}/1024\" "
-        f"srcset=\"/thumb/{entry.id}/512 512w, /thumb/{entry.id}/1024 1024w\" sizes=\"(max-width: 900px) 100vw, 60vw\" "
+        f"srcset=\"{srcset(entry.id, image.width, image.height, (512, 1024))}\" sizes=\"(max-width: 900px) 100vw, 60vw\" "
         f"width=\"{image.width}\" height=\"{image.height}\" alt=\"{escape(title)}\"></a>"
         f"<figcaption><a href=\"/img/{entry.id}\">Full size ({image.width}×{image.height} {escape(image.format)})</a>"
         "</figcaption></figure>"

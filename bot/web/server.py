@@ -108,6 +108,7 @@ def _json_entry(item: SharedImage) -> dict[str, Any]:
         "width": item.width, "height": item.height, "model": model_name(item.model),
         "page": f"/s/{entry.id}", "image": f"/img/{entry.id}",
         "thumbs": {str(size): f"/thumb/{entry.id}/{size}" for size in SIZES},
+        "srcset": pages.srcset(entry.id, item.width, item.height, (256, 512)),
         "discord": entry_link(entry),
     }
 

@@ -10,7 +10,7 @@ function makeCard(item) {
   link.dataset.id = String(item.id);
   const img = document.createElement("img");
   img.src = item.thumbs["512"];
-  img.srcset = item.thumbs["256"] + " 256w, " + item.thumbs["512"] + " 512w";
+  img.srcset = item.srcset;
   img.sizes = "(max-width: 600px) 50vw, 25vw";
   img.width = item.width;
   img.height = item.height;
