@@ -79,11 +79,13 @@ def relevance_windows_sql() -> str:
 PERIODS: dict[str, int | None] = {"day": 1, "week": 7, "all": None}
 ASPECTS = ("square", "landscape", "portrait")
 _ASPECT_SQL = {"square": "i.width = i.height", "landscape": "i.width > i.height", "portrait": "i.width < i.height"}
-# The model an image was made with, as `bot.gallery.image_facts` reads it (the request's first;
-# an upscale has no request of its own, so its source's).
-_MODEL_SQL = ("coalesce(json_extract(j.request_json, '$.model'), j.model, (SELECT coalesce("
-              "json_extract(p.request_json, '$.model'), p.model) FROM jobs AS p WHERE p.id = j.parent_id))")
+# The model an image was made with: the job's `model` column (`set_request` stores the request's
+# model there), else its request's, else (an upscale has no request) its source's. The column
+# comes first because it is read without parsing JSON: a model filter tests every row it scans.
+_MODEL_SQL = ("coalesce(j.model, json_extract(j.request_json, '$.model'), (SELECT coalesce("
+              "p.model, json_extract(p.request_json, '$.model')) FROM jobs AS p WHERE p.id = j.parent_id))")
 LINEAGE_DEPTH = 32
+FILTER_SCAN = 10_000  # model and shape filters look among this many newest candidates; see `browse_sql`
 GALLERY_SCHEMA = 2  # the first schema version with the gallery tables
 
 
@@ -167,28 +169,40 @@ def browse_sql(*, sort: str, match: bool, guild: bool, author: bool, model: bool
     value is a named parameter. Each filter is added only when given, so SQLite plans the
     query it runs (an `:x IS NULL OR` guard would hide the indexes from it). With a search,
     the FTS matches drive the loop (CROSS JOIN, see `search_sql`) and every match is scored:
-    filters may drop most of the newest window, so relevance is over all of them."""
+    filters may drop most of the newest window, so relevance is over all of them.
+
+    Model and shape are tested on the job and image rows, with no index to help: a rare model
+    would otherwise make every page a walk through the whole gallery (200 ms at 100,000
+    shares). So they look among the newest `:scan` shares that pass the other filters."""
     source = "gallery AS g"
+    score = ""
     if match:
         source = (f"(SELECT rowid AS id, {_BM25} AS score FROM gallery_fts WHERE gallery_fts MATCH :match) AS best "
                   "CROSS JOIN gallery AS g ON g.id = best.id")
+        score = ", best.score AS score"
     where = ["g.removed = 0"]
-    joins = ""
-    if model or aspect:
-        joins = " JOIN images AS i ON i.job_id = g.job_id AND i.idx = g.idx JOIN jobs AS j ON j.id = g.job_id"
     if guild:
         where.append("g.guild_id = :guild")
     if author:
         where.append("g.author_id = :author")
     if since:
         where.append("g.created_at >= :since")
+    relevance = sort == "relevance" and match
+    if not (model or aspect):
+        order = (f"best.score - {LIKES_WEIGHT} * ln(1 + g.likes), g.id DESC" if relevance
+                 else _ORDER["recent" if sort == "relevance" else sort])
+        return (f"SELECT g.*{score} FROM {source} WHERE {' AND '.join(where)} "
+                f"ORDER BY {order} LIMIT :limit OFFSET :offset")
+    newest = f"SELECT g.*{score} FROM {source} WHERE {' AND '.join(where)} ORDER BY g.created_at DESC, g.id DESC LIMIT :scan"
+    tests = []
     if model:
-        where.append(f"{_MODEL_SQL} = :model")
+        tests.append(f"{_MODEL_SQL} = :model")
     if aspect:
-        where.append(_ASPECT_SQL[aspect])
-    order = (f"best.score - {LIKES_WEIGHT} * ln(1 + g.likes), g.id DESC" if sort == "relevance" and match
+        tests.append(_ASPECT_SQL[aspect])
+    order = (f"g.score - {LIKES_WEIGHT} * ln(1 + g.likes), g.id DESC" if relevance
              else _ORDER["recent" if sort == "relevance" else sort])
-    return (f"SELECT g.* FROM {source}{joins} WHERE {' AND '.join(where)} "
+    return (f"SELECT g.* FROM ({newest}) AS g JOIN images AS i ON i.job_id = g.job_id AND i.idx = g.idx "
+            f"JOIN jobs AS j ON j.id = g.job_id WHERE {' AND '.join(tests)} "
             f"ORDER BY {order} LIMIT :limit OFFSET :offset")
 
 
@@ -355,7 +369,7 @@ class GalleryRepository:
             match = to_fts_query(query) if query else None
             params: dict[str, Any] = {"match": match, "guild": guild_id, "author": author_id, "model": model,
                                       "since": rows.now() - days * 86400 if days is not None else None,
-                                      "limit": limit, "offset": offset}
+                                      "limit": limit, "offset": offset, "scan": FILTER_SCAN}
             sql = browse_sql(sort=sort, match=match is not None, guild=guild_id is not None,
                              author=author_id is not None, model=model is not None, aspect=aspect,
                              since=days is not None)
