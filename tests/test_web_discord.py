@@ -66,3 +66,47 @@ async def test_the_gallery_post_links_to_its_web_page_which_serves_it(bot: Bot, 
         assert (await fetch(server.port, f"/s/{entry.id}"))[0] == 404
     finally:
         await server.close()
+
+
+def test_the_bot_serves_the_web_gallery_beside_discord_with_web_port(tmp_path: Path,
+                                                                      tiny_models: dict[str, Path]) -> None:
+    """`python -m bot` with WEB_PORT: the gallery answers while the bot runs (Discord here is
+    a loopback socket that never answers), and Ctrl-C stops both."""
+    import asyncio
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from tests.test_first_run import _closed_port, _env
+
+    web_port = _closed_port()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        env = _env(tmp_path, MODEL_ID=str(tiny_models["sd15"]), WEB_PORT=str(web_port),
+                   DISCORD_API_BASE=f"http://127.0.0.1:{silent.getsockname()[1]}/api/v10")
+        process = subprocess.Popen([sys.executable, "-m", "bot"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        deadline = threading.Timer(90, process.kill)  # without a gallery the bot would wait for Discord forever
+        deadline.start()
+        try:
+            assert process.stdout is not None
+            seen: list[str] = []
+            for line in process.stdout:
+                seen.append(line)
+                if "web gallery on" in line:
+                    break
+            assert seen and f"http://127.0.0.1:{web_port}" in seen[-1], seen
+            status, _, body = asyncio.run(fetch(web_port, "/api/shares"))
+            assert status == 200 and b'"items": []' in body
+            process.send_signal(signal.SIGINT)
+            rest, _ = process.communicate(timeout=60)
+        finally:
+            deadline.cancel()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, [*seen, rest]
+    assert "Traceback" not in rest
