@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -294,6 +295,12 @@ async def test_reads_only_and_refuses_a_missing_or_newer_database(seeded: Seeded
     assert database.read_bytes() == before
     with pytest.raises(StorageError, match="no Tessera database"):
         await start_web(tmp_path / "empty", host="127.0.0.1", port=0)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    with sqlite3.connect(newer / "tessera.sqlite3") as con:
+        con.execute("PRAGMA user_version = 99")
+    with pytest.raises(StorageError, match="schema version 99"):
+        await start_web(newer, host="127.0.0.1", port=0)
 
 
 def test_settings_and_gallery_link() -> None:

@@ -13,7 +13,6 @@ import os
 import shutil
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -136,7 +135,3 @@ def test_a_removed_share_is_a_404_page(browser: webdriver.Chrome, gallery: tuple
         f"fetch('/s/{seeded.shares['removed'].id}').then(r => arguments[0](r.status))")
     assert status == 404
 
-
-def test_screenshot_path_is_writable_when_asked() -> None:
-    if SCREENSHOT:
-        assert Path(SCREENSHOT).is_file()
