@@ -57,6 +57,15 @@ async def serve(settings: Settings) -> int:
         log.debug("the job service could not start", exc_info=True)
         log.error("cannot start: %s", exc)
         return 2
+    web_server = None
+    if settings.web_port:
+        from bot.web import options_from, start_web
+
+        try:
+            web_server = await start_web(settings.data_dir, host=settings.web_host, port=settings.web_port,
+                                         options=options_from(settings))
+        except (OSError, TesseraError) as exc:  # the port is taken: the bot runs on, without its website
+            log.error("the web gallery could not start on %s:%d: %s", settings.web_host, settings.web_port, exc)
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here: no warning about it
     client = TesseraClient(service, dev_guild_id=settings.dev_guild_id)
     loop = asyncio.get_running_loop()
@@ -94,6 +103,8 @@ async def serve(settings: Settings) -> int:
     finally:
         if checker is not None:
             checker.cancel()
+        if web_server is not None:
+            await web_server.close()
         await service.close()
     if message:
         log.error("%s", message)  # last, after the shutdown's own lines: the one that matters

@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "prune": "delete old unshared images and their rows",
     "commands": "print the slash commands the bot would sync, as JSON",
     "invite": "print the link that adds the bot to a server, with the permissions it needs",
+    "web": "serve the web gallery of DATA_DIR alone (read-only)",
     "models": "download models and upscaler weights (pull), show what is here (list)",
 }
 

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     image_fetch_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
 
     gallery_channel_id: int | None = None
+    # The web gallery (`bot.web`): off while WEB_PORT is 0; `tessera web` runs it alone.
+    web_port: int = Field(default=0, ge=0, le=65535)
+    web_host: str = "127.0.0.1"
+    web_base_url: str = ""  # the address people open (behind a proxy); empty: http://WEB_HOST:WEB_PORT
+    web_trust_proxy: bool = False  # take the client address from X-Forwarded-For (only behind a proxy)
+    web_all_servers: bool = True  # the all-servers view at /; off: only /g/<server> pages
+    web_rate_per_s: float = Field(default=20.0, gt=0)  # requests per second per client address...
+    web_rate_burst: int = Field(default=120, ge=1)  # ...with bursts this large (a page and its thumbnails)
     banned_words: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     log_format: Literal["text", "json"] = "text"
@@ -148,6 +156,15 @@ class Settings(BaseSettings):
     def _ports_in_range(cls, value: list[int]) -> list[int]:
         if not value or not all(1 <= port <= 65535 for port in value):
             raise ValueError("must be one or more port numbers from 1 to 65535, like 80,443")
+        return value
+
+    @field_validator("web_base_url", mode="before")
+    @classmethod
+    def _web_base(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/")
+            if value and (not value.startswith(("https://", "http://")) or any(c.isspace() for c in value)):
+                raise ValueError("must be empty or the gallery's public http(s):// address, like https://gallery.example.org")
         return value
 
     @field_validator("discord_api_base", mode="before")
@@ -198,6 +215,16 @@ class Settings(BaseSettings):
     def weights_dir(self) -> Path:
         """Where Real-ESRGAN weights live: `UPSCALER_WEIGHTS_DIR`, else `DATA_DIR/weights`."""
         return self.upscaler_weights_dir or self.data_dir / "weights"
+
+    @property
+    def web_url(self) -> str | None:
+        """Where people open the web gallery, or None while it is off (WEB_PORT 0 and no WEB_BASE_URL)."""
+        if self.web_base_url:
+            return self.web_base_url
+        if not self.web_port:
+            return None
+        host = f"[{self.web_host}]" if ":" in self.web_host else self.web_host
+        return f"http://{host}:{self.web_port}"
 
     @property
     def database_path(self) -> Path:

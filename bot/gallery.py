@@ -78,6 +78,12 @@ def entry_link(entry: GalleryEntry) -> str | None:
     return message_link(entry.guild_id, entry.channel_id, entry.message_id)
 
 
+def web_page(service: Any, entry: GalleryEntry) -> str | None:
+    """The share's page in the web gallery (`bot.web`), or None while the web gallery is off."""
+    base = getattr(getattr(service, "settings", None), "web_url", None)
+    return f"{base}/s/{entry.id}" if isinstance(base, str) and base else None
+
+
 def model_name(model: str | None) -> str:
     """A model as users know it: a hub id as it is, a local folder or file by its name only
     (the server's paths are nobody's business)."""
@@ -147,7 +153,7 @@ def size_text(facts: ImageFacts) -> str:
 
 
 def post_embed(entry: GalleryEntry, facts: ImageFacts, *, sharer_id: int | None, filename: str | None,
-               source_url: str | None) -> discord.Embed:
+               source_url: str | None, web_url: str | None = None) -> discord.Embed:
     """The gallery post: image, prompt (copyable), seed, size, model, author, original message."""
     prompt = entry.prompt_text
     note = ""
@@ -163,6 +169,8 @@ def post_embed(entry: GalleryEntry, facts: ImageFacts, *, sharer_id: int | None,
         embed.add_field(name="Shared by", value=render.mention(sharer_id))
     if source_url:
         embed.add_field(name="Original", value=f"[Jump to the message]({source_url})")
+    if web_url:
+        embed.add_field(name="Web", value=f"[Open in the web gallery]({web_url})")
     if filename:
         embed.set_image(url=f"attachment://{filename}")
     embed.set_footer(text=f"gallery #{entry.id} · job {facts.job.id} · image {facts.index + 1}")
@@ -248,7 +256,7 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
                                             guild_id=post_guild, prompt_text=job.prompt_text)
         try:
             message = await _post(channel, entry, facts, sharer_id=sharer_id, source_url=source_url,
-                                  view=gallery_view(entry.id, entry.likes))
+                                  view=gallery_view(entry.id, entry.likes), web_url=web_page(service, entry))
         except BaseException:
             if first is None:  # ours alone: take it back out (a half-made share is finished by a retry)
                 await storage.gallery.remove(entry.id)
@@ -261,12 +269,13 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
 
 
 async def _post(channel: Any, entry: GalleryEntry, facts: ImageFacts, *, sharer_id: int, source_url: str | None,
-                view: discord.ui.View) -> discord.Message:
+                view: discord.ui.View, web_url: str | None = None) -> discord.Message:
     assert facts.image is not None
     job, index = facts.job, facts.index
     stem = filename_stem(entry.prompt_text, job.id) + (f"_{index + 1}" if job.kind is not JobKind.UPSCALE else "")
     upload = await asyncio.to_thread(_encode_post_image, facts.image.path, stem)
-    embed = post_embed(entry, facts, sharer_id=sharer_id, filename=upload.filename, source_url=source_url)
+    embed = post_embed(entry, facts, sharer_id=sharer_id, filename=upload.filename, source_url=source_url,
+                       web_url=web_url)
     try:
         return await channel.send(embed=embed, file=discord.File(io.BytesIO(upload.data), filename=upload.filename),
                                   view=view)

@@ -1,7 +1,8 @@
 """`/admin …`: per-server rules, for members with the Manage Server permission.
 
 Allowed channels, a per-user queue limit, banned words, the NSFW policy (the diffusers safety
-checker), the gallery channel and a priority role, all stored in SQLite per server. Discord
+checker), the gallery channel and a priority role, all stored in SQLite per server; `/admin
+web` prints the link to the server's page of the web gallery. Discord
 hides the group from others (`default_permissions`), and each subcommand checks again,
 because server owners can override what Discord shows.
 """
@@ -183,6 +184,20 @@ async def priority(interaction: discord.Interaction, role: discord.Role | None =
         current = await _load(interaction)
         await _save(interaction, replace(current, priority_role_id=role.id if role else None),
                     f"Members with {role.mention} now go ahead in the queue." if role else "No priority role.")
+
+
+@admin.command(name="web", description="The link to this server's page of the web gallery")
+@app_commands.check(_admin_only)
+async def web(interaction: discord.Interaction) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        base = service_of(interaction).settings.web_url
+        if base is None:
+            raise TesseraError("The web gallery is off: the bot's operator can turn it on with WEB_PORT "
+                               "(and WEB_BASE_URL, the address people open), see the README.")
+        await reply(interaction, f"This server's web gallery: {base}/g/{interaction.guild_id}\n"
+                                 "-# It shows what members shared with ❤️ Share; a removed share disappears at once.",
+                    ephemeral=True)
 
 
 def setup(tree: app_commands.CommandTree) -> None:

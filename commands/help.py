@@ -49,7 +49,8 @@ Only members with the Manage Server permission see and use these.
 `/admin banned add|remove|clear [word]` — words refused in prompts, on top of the built-in list
 `/admin nsfw filter` — run the safety checker on images made here
 `/admin gallery [channel]` — the channel ❤️ Share and `/share` post to (empty: sharing off)
-`/admin priority [role]` — members with this role go ahead in the queue"""
+`/admin priority [role]` — members with this role go ahead in the queue
+`/admin web` — the link to this server's page of the web gallery (when the operator turned it on)"""
 
 
 @dataclass(frozen=True)

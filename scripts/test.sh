@@ -9,6 +9,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq redis-server >/dev/null 2>&1 \
         || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq redis-server >/dev/null; }
 fi
+# The web gallery's browser tests drive Debian's headless Chromium (no browser download).
+if ! command -v chromedriver >/dev/null 2>&1 || ! { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+        || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+fi
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$VENV/bin/ruff" check .

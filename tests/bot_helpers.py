@@ -103,7 +103,7 @@ class Bot:
     async def jobs(self, user_id: int | None = None) -> list[Job]:
         return await self.service.storage.jobs.list(user_id=user_id, limit=100)
 
-    async def until(self, condition: Callable[[], Any], timeout: float = 20.0) -> None:
+    async def until(self, condition: Callable[[], Any], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             value = condition()
