@@ -25,6 +25,7 @@ from PIL import Image
 
 from engine.errors import ImageFetchError
 from engine.imaging.fetch import (
+    PROCESS_IN_HAND,
     FetchLimits,
     FetchPolicy,
     blend_images,
@@ -227,6 +228,15 @@ async def test_fetches_run_at_most_three_at_once_and_keep_their_order(server: Se
     path = await fetch_init_image(urls, tmp_path, policy=server.allowed, limits=FetchLimits(max_bytes=MAX))
     assert server.most_in_flight <= 3 and all(server.hits[f"/paced/{n}.png"] >= 1 for n in range(5))
     assert Image.open(path).getpixel((0, 0)) == (40, 0, 0)  # mean of 0, 20, 40, 60, 80
+
+
+async def test_concurrent_prompts_hold_at_most_process_in_hand_links(server: Server, tmp_path: Path) -> None:
+    """Many /imagine commands at once: each may fetch 3 links, but the process holds at most
+    PROCESS_IN_HAND links' bytes in all, so their memory is bounded before any queue limit."""
+    prompts = [[f"{server.base}/paced/{n}.png" for n in range(3)] for _ in range(5)]  # 15 links wanted at once
+    await asyncio.gather(*(fetch_init_image(urls, tmp_path / str(i), policy=server.allowed,
+                                            limits=FetchLimits(max_bytes=MAX)) for i, urls in enumerate(prompts)))
+    assert 3 < server.most_in_flight <= PROCESS_IN_HAND < 15
 
 
 async def test_pixel_limits_per_image_and_per_prompt(server: Server, tmp_path: Path) -> None:

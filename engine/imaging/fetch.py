@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,12 @@ __all__ = ["FETCH_CONCURRENCY", "MAX_PIXELS", "MAX_TOTAL_PIXELS", "FetchLimits",
 log = logging.getLogger(__name__)
 
 MAX_TOTAL_PIXELS = 200_000_000  # five images of 40 MP (IMAGE_PROMPT_MAX_TOTAL_PIXELS)
-FETCH_CONCURRENCY = 3
+FETCH_CONCURRENCY = 3  # downloads at once for one prompt
+# Links whose bytes this process holds at once, from download to the end of decoding, across
+# every prompt: many concurrent /imagine commands each fetching their links would otherwise hold
+# (commands x links x IMAGE_PROMPT_MAX_BYTES) before any queue limit applies.
+PROCESS_IN_HAND = 8
+_in_hand: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 _CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -148,6 +154,15 @@ class _PixelBudget:
         self.left -= need
 
 
+def _in_hand_gate() -> asyncio.Semaphore:
+    """This event loop's process-wide bound on links held (`PROCESS_IN_HAND`)."""
+    loop = asyncio.get_running_loop()
+    gate = _in_hand.get(loop)
+    if gate is None:
+        gate = _in_hand[loop] = asyncio.Semaphore(PROCESS_IN_HAND)
+    return gate
+
+
 async def fetch_images(urls: Sequence[str], *, policy: FetchPolicy | None = None,
                        limits: FetchLimits = FetchLimits()) -> list[Image.Image]:
     """Fetch and decode every link (reduced to `limits.max_side`), in order.
@@ -161,8 +176,13 @@ async def fetch_images(urls: Sequence[str], *, policy: FetchPolicy | None = None
     budget = _PixelBudget(limits.max_total_pixels)
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
     lock = asyncio.Lock()  # the budget is spent one header at a time
+    in_hand = _in_hand_gate()
 
     async def one(position: int, url: str, session: aiohttp.ClientSession) -> Image.Image:
+        async with in_hand:
+            return await fetched(position, url, session)
+
+    async def fetched(position: int, url: str, session: aiohttp.ClientSession) -> Image.Image:
         async with gate:
             try:
                 async with asyncio.timeout(limits.timeout_s):  # each link, redirects included
