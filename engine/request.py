@@ -96,6 +96,9 @@ class GenerationRequest:
     variation: str | None = None  # "subtle" / "strong" for variations
     safety_check: bool = False  # run the safety checker on the results (set from server/global settings)
     exp: int = 0  # --exp as given (0 when absent); already part of `guidance`
+    loras: tuple[tuple[str, float], ...] = ()  # (name, weight) from --lora, sorted by name (engine.diffusion.loras)
+    embeddings: tuple[str, ...] = ()  # textual-inversion names used in the prompt (as `<name>` in its text)
+    draft: bool = False  # --draft/--turbo: the operator's few-step path (DRAFT_LORA + LCM, or DRAFT_MODEL_ID)
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -103,13 +106,15 @@ class GenerationRequest:
     def batch_key(self) -> tuple:
         """Requests with equal keys may run together as one batch."""
         return (self.model, self.width, self.height, self.steps, self.sampler, self.tile,
-                self.init_image is None, self.stop, self.strength if self.init_image else None)
+                self.init_image is None, self.stop, self.strength if self.init_image else None,
+                tuple(sorted(self.loras)), self.draft)  # adapters are set per batch: one LoRA set each
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
-        for name in ("negative", "ignored", "image_prompts"):
+        for name in ("negative", "ignored", "image_prompts", "embeddings"):
             data[name] = list(data[name])
+        data["loras"] = [[name, weight] for name, weight in self.loras]
         return data
 
     @classmethod
@@ -118,8 +123,9 @@ class GenerationRequest:
         values = {k: v for k, v in data.items() if k in known}
         values["prompts"] = tuple(WeightedText(str(p["text"]), float(p.get("weight", 1.0)))
                                   for p in data.get("prompts", ()))
-        for name in ("negative", "ignored", "image_prompts"):
+        for name in ("negative", "ignored", "image_prompts", "embeddings"):
             values[name] = tuple(data.get(name) or ())
+        values["loras"] = tuple((str(name), float(weight)) for name, weight in data.get("loras") or ())
         return cls(**values)
 
 
