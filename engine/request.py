@@ -46,8 +46,10 @@ __all__ = [
     "SEED_MAX",
     "VARIATION_STRENGTH",
     "Defaults",
+    "DraftProfile",
     "GenerationRequest",
     "ProfileLike",
+    "enhance_of",
     "guidance_for_exp",
     "guidance_for_stylize",
     "random_seed",
@@ -147,6 +149,34 @@ class Defaults:
     stylize: int | None = None
 
 
+@dataclass(frozen=True)
+class DraftProfile:
+    """The operator's few-step path for `--draft`/`--turbo` (DRAFT_LORA or DRAFT_MODEL_ID).
+
+    Few-step models are trained for their own steps and guidance, so --quality and --stylize
+    do not apply to a draft and the 1.5 floor on guidance is not used (LCM-LoRA wants 1-2,
+    turbo models 0-1). `model` is None to draw with the job's model plus the draft LoRA.
+    """
+
+    steps: int = 4
+    guidance: float = 1.0
+    sampler: str = "lcm"
+    model: str | None = None
+
+
+def enhance_of(parent: GenerationRequest, *, profile: ProfileLike, model: str, sampler: str,
+               defaults: Defaults | None = None) -> GenerationRequest:
+    """The full-quality version of a draft: the same seeds, prompt and size, with the steps,
+    guidance, sampler and model a normal job gets (Enhance under a draft grid)."""
+    if not parent.draft:
+        raise PromptError("only a draft can be enhanced (this job was not made with --draft)")
+    defaults = defaults or Defaults()
+    quality = parent.quality if parent.quality else (defaults.quality or 1.0)
+    return replace(parent, draft=False, model=model, sampler=sampler, model_family=profile.family,
+                   steps=steps_for_quality(profile.steps, min(quality, 4.0)),
+                   guidance=guidance_for_exp(guidance_for_stylize(parent.stylize, profile.guidance), parent.exp))
+
+
 def random_seed() -> int:
     return secrets.randbelow(SEED_MAX + 1)
 
@@ -220,7 +250,7 @@ def _ignored(expansion: Expansion) -> tuple[str, ...]:
 
 def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: str,
             defaults: Defaults | None = None, seed: int | None = None,
-            init_image: str | None = None) -> GenerationRequest:
+            init_image: str | None = None, draft: DraftProfile | None = None) -> GenerationRequest:
     """Turn one parsed expansion into a request for `model` (raises `PromptError`).
 
     `seed` is used when the prompt has no `--seed` (else a random one is drawn).
@@ -237,13 +267,20 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
     chosen_seed = p.seed if p.seed is not None else (seed if seed is not None else random_seed())
     iw = p.iw if p.iw is not None else DEFAULT_IW
     exp = p.exp or 0
+    steps = steps_for_quality(profile.steps, min(quality, 4.0))
+    guidance = guidance_for_exp(guidance_for_stylize(stylize, profile.guidance), exp)
+    if p.draft:
+        if draft is None:
+            raise PromptError("--draft is not set up on this bot (the operator sets DRAFT_LORA or DRAFT_MODEL_ID); "
+                              "use --q .5 for a faster image")
+        steps, guidance, sampler, model = draft.steps, draft.guidance, draft.sampler, draft.model or model
     return GenerationRequest(
         prompts=tuple(expansion.prompts),
         negative=tuple(expansion.negative),
         width=width,
         height=height,
-        steps=steps_for_quality(profile.steps, min(quality, 4.0)),
-        guidance=guidance_for_exp(guidance_for_stylize(stylize, profile.guidance), exp),
+        steps=steps,
+        guidance=guidance,
         seed=chosen_seed % (SEED_MAX + 1),
         sampler=sampler,
         model=model,
@@ -261,6 +298,9 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         image_prompts=tuple(expansion.images),
         image_weight=p.iw,
         exp=exp,
+        loras=p.loras,
+        embeddings=expansion.embeddings,
+        draft=p.draft,
     )
 
 
