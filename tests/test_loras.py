@@ -142,3 +142,48 @@ def test_catalog_lists_previews_and_refreshes_on_change(tmp_path: Path) -> None:
     assert catalog.search("ta") == ["beta_2"]
     (tmp_path / "delta.safetensors").write_bytes(b"")
     assert "delta" in catalog.names()
+
+
+def test_draft_runs_the_lcm_path_and_enhance_reruns_the_seeds_in_full(generator: Generator,
+                                                                        sd15: LoadedModel) -> None:
+    from diffusers import LCMScheduler
+
+    from engine.prompt import parse
+    from engine.request import DraftProfile, enhance_of, resolve
+
+    expansion = parse("a red lighthouse --draft --seed 77 --s 0").expansions[0]
+    draft = resolve(expansion, profile=sd15.profile, model="tiny", sampler="euler_a",
+                    draft=DraftProfile(steps=4, guidance=1.0, sampler="lcm"))
+    assert (draft.draft, draft.steps, draft.guidance, draft.sampler) == (True, 4, 1.0, "lcm")
+    steps: list[tuple[int, int]] = []
+    images = generator.generate([replace(draft, width=64, height=64, count=2)],
+                                on_step=lambda _, p: steps.append((p.step, p.total)))[0]
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert type(generator._scheduler("lcm")) is LCMScheduler
+    full = enhance_of(draft, profile=sd15.profile, model="tiny", sampler="euler_a")
+    assert (full.draft, full.seed, full.steps, full.sampler) == (False, 77, sd15.profile.steps, "euler_a")
+    assert full.guidance == 3.0  # --s 0 on the model's 7.5: the floor applies again outside drafts
+    enhanced = generator.generate([replace(full, width=64, height=64, count=2, steps=3)])[0]
+    assert mean_diff(images[0], enhanced[0]) > 1
+    # The draft LoRA is part of the draft's batch only: without --draft it is gone.
+    without = generator.generate([replace(draft, draft=False, width=64, height=64, count=2)])[0]
+    assert mean_diff(images[0], without[0]) > 1
+
+
+def test_draft_without_a_configured_path_is_refused(sd15: LoadedModel) -> None:
+    from engine.prompt import parse
+    from engine.request import resolve
+
+    with pytest.raises(PromptError, match="--draft is not set up"):
+        resolve(parse("a cat --turbo").expansions[0], profile=sd15.profile, model="tiny", sampler="euler_a")
+
+
+def test_a1111_parameters_name_loras_embeddings_and_draft() -> None:
+    from engine.imaging.metadata import a1111_parameters
+
+    request = make_request(prompts=(WeightedText("a <tinyemb> cat"),), embeddings=("tinyemb",),
+                           loras=(("tiny_ink", 0.5), ("tiny_style", 1.0)), draft=True)
+    text = a1111_parameters(request, 0)
+    assert text.splitlines()[0] == "a tinyemb cat <lora:tiny_ink:0.5> <lora:tiny_style:1>"
+    assert "Draft: True" in text
+    assert GenerationRequest.from_json(request.to_json()) == request
