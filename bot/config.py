@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from engine.prompt import PromptLimits
 from engine.redact import redact_url
+from engine.request import DraftProfile
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     safety_checker: bool = False
     safety_checker_model: str = "CompVis/stable-diffusion-safety-checker"
 
+    # LoRAs and textual-inversion embeddings (.safetensors), and the --draft path.
+    lora_dir: Path | None = None
+    embeddings_dir: Path | None = None
+    draft_lora: Path | None = None  # an LCM-LoRA for the model family (runs with the LCM sampler)
+    draft_model_id: str = ""  # or a turbo/lightning checkpoint drawn with DRAFT_SAMPLER
+    draft_steps: int = Field(default=4, ge=1, le=8)
+    draft_guidance: float = Field(default=1.0, ge=0.0, le=3.0)
+    draft_sampler: str = "lcm"
+
     data_dir: Path = Path("data")
     upscaler_weights_dir: Path | None = None
     upscale_tile: int = Field(default=256, ge=0)
@@ -122,7 +132,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("discord_token", "dev_guild_id", "gallery_channel_id", "upscaler_weights_dir", mode="before")
+    @field_validator("discord_token", "dev_guild_id", "gallery_channel_id", "upscaler_weights_dir", "lora_dir",
+                     "embeddings_dir", "draft_lora", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -210,6 +221,14 @@ class Settings(BaseSettings):
         `tessera parse` refuse exactly the same prompts."""
         return PromptLimits(max_length=self.prompt_max_length, max_jobs=self.prompt_max_jobs,
                             max_images=self.prompt_max_images)
+
+    @property
+    def draft_profile(self) -> DraftProfile | None:
+        """--draft's few-step path, or None when neither DRAFT_LORA nor DRAFT_MODEL_ID is set."""
+        if self.draft_lora is None and not self.draft_model_id.strip():
+            return None
+        return DraftProfile(steps=self.draft_steps, guidance=self.draft_guidance, sampler=self.draft_sampler,
+                            model=self.draft_model_id.strip() or None)
 
     @property
     def weights_dir(self) -> Path:

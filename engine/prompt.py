@@ -27,7 +27,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -41,10 +41,13 @@ __all__ = [
     "ParameterUse",
     "Params",
     "Prompt",
+    "PromptContext",
     "PromptError",
     "PromptLimits",
     "WeightedText",
+    "check_shortcut",
     "expand",
+    "expand_shortcuts",
     "help_text",
     "parameter_table",
     "parse",
@@ -88,6 +91,20 @@ class Params:
     def values(self, name: str) -> tuple[str, ...]:
         """The values of the extra parameter `name` in order (`sref` -> its links and codes)."""
         return tuple(self.extra.get(name, "").split())
+
+    @property
+    def loras(self) -> tuple[tuple[str, float], ...]:
+        """`--lora name:w` values as (name, weight), one per name (the last weight given wins), sorted."""
+        chosen: dict[str, float] = {}
+        for word in self.values("lora"):
+            name, _, weight = word.rpartition(":")
+            chosen[name] = float(weight)
+        return tuple(sorted(chosen.items()))
+
+    @property
+    def draft(self) -> bool:
+        """`--draft` or `--turbo`: the few-step draft path (engine.request.DraftProfile)."""
+        return "draft" in self.extra or "turbo" in self.extra
 
     @property
     def exp(self) -> int | None:
@@ -143,6 +160,7 @@ class Expansion:
     images: tuple[str, ...]
     params: Params
     source: str  # this expansion's text as the user would have typed it (for display)
+    embeddings: tuple[str, ...] = ()  # embeddings named in the text (written `<name>` in `prompts`)
 
     def to_json(self) -> dict:
         """The `tessera parse` JSON shape of one expansion, plus `source` and `extra`.
@@ -155,6 +173,8 @@ class Expansion:
         data = self.contract_json()
         data["source"] = self.source
         data["extra"] = dict(self.params.extra)
+        if self.embeddings:
+            data["embeddings"] = list(self.embeddings)
         return data
 
     def contract_json(self) -> dict:
@@ -219,6 +239,7 @@ class Expansion:
             images=tuple(str(i) for i in data.get("images", ())),
             params=params,
             source=str(data.get("source") or " ".join(p.text for p in prompts)),
+            embeddings=tuple(str(e) for e in data.get("embeddings", ())),
         )
 
 
@@ -261,6 +282,26 @@ class PromptLimits:
     # `max_length`). Each expansion is parsed and later encoded on its own, so 40 copies of a
     # 6,000-character text would be 40 times the work of the longest prompt allowed.
     max_expanded_length: int = 24_000
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What a prompt may refer to beyond Midjourney's language, passed in as data (the parser
+    reads no folder and no database): the LoRA and embedding names the bot has, and the
+    user's and server's shortcuts.
+
+    - `suffix`: text appended to every prompt of the user (`/prefer suffix`);
+    - `options`: the user's custom `--name` -> what it stands for (`/prefer option set`);
+    - `styles`: the server's `--style name` -> what it stands for (`/admin style add`).
+    Expansions are text: words go before the `--parameters`, parameters after them.
+    """
+
+    loras: frozenset[str] = frozenset()
+    embeddings: frozenset[str] = frozenset()
+    suffix: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+    styles: Mapping[str, str] = field(default_factory=dict)
+    lora_check: bool = True  # False: accept any well-formed LoRA name (tools without the folder)
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -700,6 +741,29 @@ def _references(what: str, *, codes: Callable[[str], bool], optional: bool = Fal
     return check
 
 
+# A LoRA or embedding name as typed: the file name rules of engine.diffusion.loras.valid_name.
+_ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+LORA_WEIGHT_MAX = 2.0
+LORAS_MAX = 8  # LoRAs one prompt may stack: each is a set of matrices in every attention layer
+
+
+def _lora(typed: str, words: list[str]) -> str:
+    """`--lora name` or `--lora name:0.8` (several per --lora allowed): "name:weight" words."""
+    what = f"a LoRA name and weight like name:0.8 (weight -{_fmt_number(LORA_WEIGHT_MAX)} to " \
+           f"{_fmt_number(LORA_WEIGHT_MAX)})"
+    out = []
+    for word in words:
+        value = _bounded(typed, word, what)
+        name, _, weight_text = value.rpartition(":") if ":" in value else (value, "", "1")
+        if not _ASSET_NAME.fullmatch(name):
+            raise PromptError(f"{typed} must be {what}; {_show(name)} is not a LoRA name (letters, digits, _ - . only)")
+        if not _DECIMAL.fullmatch(weight_text) or not -LORA_WEIGHT_MAX <= float(weight_text) <= LORA_WEIGHT_MAX:
+            raise PromptError(f"{typed} {name} has the weight {_show(weight_text)}; a LoRA's weight is a number from "
+                              f"-{_fmt_number(LORA_WEIGHT_MAX)} to {_fmt_number(LORA_WEIGHT_MAX)}, like {name}:0.8")
+        out.append(f"{name}:{_fmt_number(float(weight_text))}")
+    return " ".join(out)
+
+
 # --- the parameter table ------------------------------------------------------------------------
 
 APPLIED = "applied"
@@ -778,8 +842,13 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("oref", (), _references("an image link", codes=_no_code), "an image link", IGNORED, _IMAGE_LATER, "V7+",
           multi=True),
     _Spec("ow", (), _whole(1, 1000), "100 (1 to 1000)", IGNORED, _IMAGE_LATER, "V7+", kind=int),
-    _Spec("draft", (), _flag, None, IGNORED, "Tessera has no draft mode; use --q .5", "V7+", kind=bool),
-    _Spec("turbo", (), _flag, None, IGNORED, _NO_QUEUE_MODES, "V5+", kind=bool),
+    _Spec("draft", (), _flag, None, APPLIED,
+          "a few-step draft (the operator's DRAFT_LORA with LCM, or DRAFT_MODEL_ID); Enhance redoes it in full",
+          "V7+", kind=bool),
+    _Spec("turbo", (), _flag, None, APPLIED, "the same as --draft", "V5+", kind=bool),
+    _Spec("lora", (), _lora, "name:0.8", APPLIED,
+          "a LoRA from the LoRA folder at that weight (-2 to 2, default 1); repeat for several", "Tessera",
+          multi=True),
     _Spec("fast", (), _flag, None, IGNORED, _NO_QUEUE_MODES, "V4+", kind=bool),
     _Spec("relax", (), _flag, None, IGNORED, _NO_QUEUE_MODES, "V4+", kind=bool),
     _Spec("stealth", (), _flag, None, IGNORED, "who sees images is set per server", "V4+", kind=bool),
@@ -1061,10 +1130,155 @@ def _parse_one(source: str, limits: PromptLimits) -> Expansion:
     )
 
 
-def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
-    """Parse `text`; raise `PromptError` with a user-facing message when it is invalid."""
+# --- shortcuts: /prefer suffix, /prefer option, server styles -----------------------------------
+
+SHORTCUT_DEPTH = 4  # an option may use another option (or style) this many levels deep
+SHORTCUT_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # custom option and style names as stored
+
+
+def _split_shortcut(value: str) -> tuple[str, str]:
+    """(words, `--parameters`) of a shortcut's text."""
+    marker = _MARKER.search(value)
+    return (value[:marker.start()].strip(), value[marker.start():].strip()) if marker else (value.strip(), "")
+
+
+def expand_shortcuts(text: str, context: PromptContext, limits: PromptLimits = PromptLimits()) -> str:
+    """`text` with the user's suffix appended and every custom `--option` and server
+    `--style name` replaced by what it stands for (words joined to the text, parameters to the
+    parameters), repeatedly, at most `SHORTCUT_DEPTH` levels deep.
+
+    Refused: a custom option given a value, a chain deeper than that (a cycle never ends),
+    and a result longer than `limits.max_length`.
+    """
+    if context.suffix:
+        text = f"{text.rstrip()} {context.suffix}"
+    if not context.options and not context.styles:
+        return _check_expanded_length(text, limits)
+    for _ in range(SHORTCUT_DEPTH + 1):
+        markers = list(_MARKER.finditer(text))
+        if len(markers) > _PARAMS_MAX:
+            raise PromptError(f"this prompt has {len(markers)} --parameters; the most is {_PARAMS_MAX}")
+        head = text[:markers[0].start()] if markers else text
+        words: list[str] = [head.strip()]
+        params: list[str] = []
+        changed = False
+        for i, marker in enumerate(markers):
+            end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
+            body = text[marker.end():end]
+            parts = body.split()
+            name = parts[0].lower() if parts and not body[0].isspace() else ""
+            value: str | None = None
+            if name in context.options and name not in _BY_NAME:
+                if len(parts) > 1:
+                    raise PromptError(f"your option --{name} takes no value, got {_show(' '.join(parts[1:]))} "
+                                      "(text goes before the --parameters)")
+                value = context.options[name]
+            elif name == "style" and len(parts) == 2 and parts[1].lower() in context.styles:
+                value = context.styles[parts[1].lower()]
+            if value is None:
+                params.append(text[marker.start():end].strip())
+                continue
+            changed = True
+            extra_words, extra_params = _split_shortcut(value)
+            words.append(extra_words)
+            params.append(extra_params)
+        text = " ".join(w for w in (*words, *params) if w)
+        _check_expanded_length(text, limits)
+        if not changed:
+            return text
+    raise PromptError(f"your options or the server's styles use each other more than {SHORTCUT_DEPTH} levels deep "
+                      "(or in a circle); change them with /prefer option or /admin style")
+
+
+def _check_expanded_length(text: str, limits: PromptLimits) -> str:
+    if len(text) > limits.max_length:
+        raise PromptError(f"with your suffix, options and styles the prompt is {len(text):,} characters long; "
+                          f"the most is {limits.max_length:,} (shorten the prompt or your /prefer shortcuts)")
+    return text
+
+
+def check_shortcut(kind: str, name: str, value: str, context: PromptContext,
+                   limits: PromptLimits = PromptLimits()) -> None:
+    """Refuse a shortcut that would break prompts, before it is stored: a bad name, a name
+    Midjourney already uses, a value that is not a valid prompt part, or one that loops.
+
+    `kind` is "option" or "style"; `context` holds the shortcuts already saved (the new one
+    replaces any of the same name)."""
+    if not SHORTCUT_NAME.fullmatch(name):
+        raise PromptError(f"{_show(name)} cannot be a {kind} name: use 1 to 32 lowercase letters, digits or _, "
+                          "starting with a letter")
+    if kind == "option" and name in _BY_NAME:
+        raise PromptError(f"--{name} is a Midjourney parameter already; pick another name for your option")
+    if not value.strip() or len(value) > limits.max_length // 4:
+        raise PromptError(f"a {kind}'s text must be 1 to {limits.max_length // 4:,} characters, got {len(value):,}")
+    options, styles = dict(context.options), dict(context.styles)
+    (options if kind == "option" else styles)[name] = value
+    trial = PromptContext(loras=context.loras, embeddings=context.embeddings, options=options, styles=styles,
+                          lora_check=context.lora_check)
+    probe = f"x --{name}" if kind == "option" else f"x --style {name}"
+    parse(probe, limits, context=trial)
+
+
+def _embedding_words(text: str, names: frozenset[str]) -> tuple[str, list[str]]:
+    """`text` with every embedding named as a word (`name` or `<name>`) written `<name>`."""
+    found: list[str] = []
+
+    def swap(match: re.Match[str]) -> str:
+        word = match.group()
+        name = word[1:-1] if word.startswith("<") and word.endswith(">") else word
+        if name in names:
+            found.append(name)
+            return f"<{name}>"
+        return word
+
+    return _EMBEDDING_WORD.sub(swap, text), found
+
+
+# A word of letters, digits, `_`, `-` (maybe in <>): one pass, each character seen once.
+_EMBEDDING_WORD = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_.\-]*>|(?<![\w<.\-])[A-Za-z0-9][A-Za-z0-9_\-]*")
+
+
+def _with_context(expansion: Expansion, context: PromptContext) -> Expansion:
+    """Check `--lora` names against the folder and mark the embeddings the text names."""
+    loras = expansion.params.loras
+    if len(loras) > LORAS_MAX:
+        raise PromptError(f"this prompt uses {len(loras)} LoRAs; the most is {LORAS_MAX}")
+    if context.lora_check:
+        for name, _ in loras:
+            if name not in context.loras:
+                close = difflib.get_close_matches(name, context.loras, n=3, cutoff=0.6)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                listed = "there are no LoRAs on this bot" if not context.loras else "see /loras for the list"
+                raise PromptError(f"there is no LoRA named {_show(name)}{hint}; {listed}")
+    if not context.embeddings:
+        return expansion
+    found: list[str] = []
+    prompts = []
+    for part in expansion.prompts:
+        text, names = _embedding_words(part.text, context.embeddings)
+        found += names
+        prompts.append(WeightedText(text, part.weight))
+    negative = []
+    for item in expansion.negative:
+        text, names = _embedding_words(item, context.embeddings)
+        found += names
+        negative.append(text)
+    if not found:
+        return expansion
+    return Expansion(prompts=tuple(prompts), negative=tuple(negative), images=expansion.images,
+                     params=expansion.params, source=expansion.source, embeddings=tuple(dict.fromkeys(found)))
+
+
+def parse(text: str, limits: PromptLimits = PromptLimits(), context: PromptContext | None = None) -> Prompt:
+    """Parse `text`; raise `PromptError` with a user-facing message when it is invalid.
+
+    With a `context`, the user's suffix, options and the server's styles are expanded first
+    (`expand_shortcuts`), `--lora` names must be in `context.loras`, and embeddings named in
+    the text are marked. `Prompt.raw` is the expanded text: what is stored is what ran."""
     if len(text) > limits.max_length:
         raise PromptError(f"the prompt is {len(text):,} characters long; the most is {limits.max_length:,}")
+    if context is not None:
+        text = expand_shortcuts(text, context, limits)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate: SQLite and Discord cannot store it
@@ -1076,7 +1290,8 @@ def parse(text: str, limits: PromptLimits = PromptLimits()) -> Prompt:
     expansions: list[Expansion] = []
     for source in sources:
         try:
-            expansions.append(_parse_one(source, limits))
+            expansion = _parse_one(source, limits)
+            expansions.append(_with_context(expansion, context) if context is not None else expansion)
         except PromptError as exc:
             if len(sources) == 1:
                 raise

@@ -46,8 +46,10 @@ __all__ = [
     "SEED_MAX",
     "VARIATION_STRENGTH",
     "Defaults",
+    "DraftProfile",
     "GenerationRequest",
     "ProfileLike",
+    "enhance_of",
     "guidance_for_exp",
     "guidance_for_stylize",
     "random_seed",
@@ -96,6 +98,9 @@ class GenerationRequest:
     variation: str | None = None  # "subtle" / "strong" for variations
     safety_check: bool = False  # run the safety checker on the results (set from server/global settings)
     exp: int = 0  # --exp as given (0 when absent); already part of `guidance`
+    loras: tuple[tuple[str, float], ...] = ()  # (name, weight) from --lora, sorted by name (engine.diffusion.loras)
+    embeddings: tuple[str, ...] = ()  # textual-inversion names used in the prompt (as `<name>` in its text)
+    draft: bool = False  # --draft/--turbo: the operator's few-step path (DRAFT_LORA + LCM, or DRAFT_MODEL_ID)
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -103,13 +108,15 @@ class GenerationRequest:
     def batch_key(self) -> tuple:
         """Requests with equal keys may run together as one batch."""
         return (self.model, self.width, self.height, self.steps, self.sampler, self.tile,
-                self.init_image is None, self.stop, self.strength if self.init_image else None)
+                self.init_image is None, self.stop, self.strength if self.init_image else None,
+                tuple(sorted(self.loras)), self.draft)  # adapters are set per batch: one LoRA set each
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
-        for name in ("negative", "ignored", "image_prompts"):
+        for name in ("negative", "ignored", "image_prompts", "embeddings"):
             data[name] = list(data[name])
+        data["loras"] = [[name, weight] for name, weight in self.loras]
         return data
 
     @classmethod
@@ -118,8 +125,9 @@ class GenerationRequest:
         values = {k: v for k, v in data.items() if k in known}
         values["prompts"] = tuple(WeightedText(str(p["text"]), float(p.get("weight", 1.0)))
                                   for p in data.get("prompts", ()))
-        for name in ("negative", "ignored", "image_prompts"):
+        for name in ("negative", "ignored", "image_prompts", "embeddings"):
             values[name] = tuple(data.get(name) or ())
+        values["loras"] = tuple((str(name), float(weight)) for name, weight in data.get("loras") or ())
         return cls(**values)
 
 
@@ -139,6 +147,34 @@ class Defaults:
     quality: float | None = None
     aspect: str | None = None
     stylize: int | None = None
+
+
+@dataclass(frozen=True)
+class DraftProfile:
+    """The operator's few-step path for `--draft`/`--turbo` (DRAFT_LORA or DRAFT_MODEL_ID).
+
+    Few-step models are trained for their own steps and guidance, so --quality and --stylize
+    do not apply to a draft and the 1.5 floor on guidance is not used (LCM-LoRA wants 1-2,
+    turbo models 0-1). `model` is None to draw with the job's model plus the draft LoRA.
+    """
+
+    steps: int = 4
+    guidance: float = 1.0
+    sampler: str = "lcm"
+    model: str | None = None
+
+
+def enhance_of(parent: GenerationRequest, *, profile: ProfileLike, model: str, sampler: str,
+               defaults: Defaults | None = None) -> GenerationRequest:
+    """The full-quality version of a draft: the same seeds, prompt and size, with the steps,
+    guidance, sampler and model a normal job gets (Enhance under a draft grid)."""
+    if not parent.draft:
+        raise PromptError("only a draft can be enhanced (this job was not made with --draft)")
+    defaults = defaults or Defaults()
+    quality = parent.quality if parent.quality else (defaults.quality or 1.0)
+    return replace(parent, draft=False, model=model, sampler=sampler, model_family=profile.family,
+                   steps=steps_for_quality(profile.steps, min(quality, 4.0)),
+                   guidance=guidance_for_exp(guidance_for_stylize(parent.stylize, profile.guidance), parent.exp))
 
 
 def random_seed() -> int:
@@ -214,7 +250,7 @@ def _ignored(expansion: Expansion) -> tuple[str, ...]:
 
 def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: str,
             defaults: Defaults | None = None, seed: int | None = None,
-            init_image: str | None = None) -> GenerationRequest:
+            init_image: str | None = None, draft: DraftProfile | None = None) -> GenerationRequest:
     """Turn one parsed expansion into a request for `model` (raises `PromptError`).
 
     `seed` is used when the prompt has no `--seed` (else a random one is drawn).
@@ -231,13 +267,20 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
     chosen_seed = p.seed if p.seed is not None else (seed if seed is not None else random_seed())
     iw = p.iw if p.iw is not None else DEFAULT_IW
     exp = p.exp or 0
+    steps = steps_for_quality(profile.steps, min(quality, 4.0))
+    guidance = guidance_for_exp(guidance_for_stylize(stylize, profile.guidance), exp)
+    if p.draft:
+        if draft is None:
+            raise PromptError("--draft is not set up on this bot (the operator sets DRAFT_LORA or DRAFT_MODEL_ID); "
+                              "use --q .5 for a faster image")
+        steps, guidance, sampler, model = draft.steps, draft.guidance, draft.sampler, draft.model or model
     return GenerationRequest(
         prompts=tuple(expansion.prompts),
         negative=tuple(expansion.negative),
         width=width,
         height=height,
-        steps=steps_for_quality(profile.steps, min(quality, 4.0)),
-        guidance=guidance_for_exp(guidance_for_stylize(stylize, profile.guidance), exp),
+        steps=steps,
+        guidance=guidance,
         seed=chosen_seed % (SEED_MAX + 1),
         sampler=sampler,
         model=model,
@@ -255,6 +298,9 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         image_prompts=tuple(expansion.images),
         image_weight=p.iw,
         exp=exp,
+        loras=p.loras,
+        embeddings=expansion.embeddings,
+        draft=p.draft,
     )
 
 

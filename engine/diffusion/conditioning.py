@@ -69,6 +69,8 @@ class PromptEncoder:
 
         size = tokenizer.model_max_length
         inner = size - 2
+        if text and hasattr(self.pipe, "maybe_convert_prompt"):  # multi-vector embeddings: `<e>` -> `<e> <e>_1`
+            text = self.pipe.maybe_convert_prompt(text, tokenizer)
         ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids if text else []
         chunks = [ids[i:i + inner] for i in range(0, len(ids), inner)] or [[]]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -102,6 +104,10 @@ class PromptEncoder:
         if pooled is not None:
             pooled = pooled.to(device=self.device, dtype=self.dtype)
         return embeds, pooled
+
+    def forget(self) -> None:
+        """Drop the cached empty-prompt encoding (a text-encoder LoRA changed what it encodes to)."""
+        self._empty = None
 
     def empty(self) -> tuple[Any, Any | None]:
         if self._empty is None:

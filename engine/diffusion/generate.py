@@ -46,6 +46,7 @@ from typing import Any
 from PIL import Image
 
 from engine.diffusion.conditioning import Conditioning, PromptEncoder, chaos_for_image, pad_to_length
+from engine.diffusion.loras import BatchAdapters
 from engine.diffusion.models import LoadedModel
 from engine.diffusion.preview import latents_to_preview
 from engine.diffusion.samplers import make_scheduler
@@ -100,7 +101,8 @@ def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
 class Generator:
     """Runs generation requests on one loaded model (use from one thread at a time)."""
 
-    def __init__(self, model: LoadedModel, *, preview_every: int = 5, preview_scale: int = 2) -> None:
+    def __init__(self, model: LoadedModel, *, preview_every: int = 5, preview_scale: int = 2,
+                 adapters: BatchAdapters | None = None) -> None:
         self.model = model
         self.pipe = model.pipe
         self.preview_every = max(1, preview_every)
@@ -110,6 +112,7 @@ class Generator:
         self.dtype = model.pipe.unet.dtype
         self.encoder = PromptEncoder(model.pipe, model.family, self.device, self.dtype)
         self._schedulers: dict[str, Any] = {}
+        self.adapters = adapters or BatchAdapters(model.pipe, model.family)  # LoRAs, embeddings, draft
 
     # ------------------------------------------------------------------ public API
     def generate(self, requests: Sequence[GenerationRequest], *, on_step: OnStep | None = None,
@@ -136,6 +139,8 @@ class Generator:
             if request.image_prompts and not request.init_image:
                 raise ValueError("a request with image prompts needs init_image (fetch them with engine.imaging.fetch)")
         cancelled: set[int] = set()
+        if self.adapters.prepare(requests):  # this batch's LoRA set and embeddings (engine.diffusion.loras)
+            self.encoder.forget()
         with torch.inference_mode():
             conds = [self.encoder.encode(r.prompts, r.negative) for r in requests]
             slots = [_Slot(ri, i, r.image_seed(i)) for ri, r in enumerate(requests) for i in range(r.count)]

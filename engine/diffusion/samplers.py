@@ -45,6 +45,7 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("pndm", "PLMS", "PNDMScheduler", {"skip_prk_steps": True}),
         Sampler("heun", "Heun", "HeunDiscreteScheduler"),
         Sampler("unipc", "UniPC", "UniPCMultistepScheduler"),
+        Sampler("lcm", "LCM", "LCMScheduler"),  # --draft with an LCM-LoRA (engine.diffusion.loras)
     )
 }
 

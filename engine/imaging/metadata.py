@@ -109,8 +109,15 @@ def a1111_parameters(request: GenerationRequest, index: int) -> str:
         fields.append(("Chaos", request.chaos))
     if request.stop is not None:
         fields.append(("Stop", f"{request.stop}%"))
+    if request.draft:
+        fields.append(("Draft", "True"))  # a few-step draft (LCM/turbo): not A1111's own key, kept as text
     fields.append(("Version", "Tessera"))
-    lines = [_prompt_text(request)]
+    # A1111 writes an embedding as its bare name and a LoRA as `<lora:name:weight>` in the prompt.
+    text = _prompt_text(request)
+    for name in request.embeddings:
+        text = text.replace(f"<{name}>", name)
+    loras = " ".join(f"<lora:{name}:{weight:g}>" for name, weight in request.loras if weight)
+    lines = [f"{text} {loras}" if loras else text]
     negative = _negative_text(request)
     if negative:
         lines.append(f"Negative prompt: {negative}")

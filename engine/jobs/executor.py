@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.diffusion.generate import Generator
+from engine.diffusion.loras import BatchAdapters
 from engine.diffusion.models import load_model
 from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
@@ -129,8 +130,12 @@ class EngineExecutor:
         upscale_max_side: int = 4096,
         safety_checker: bool = False,
         safety_checker_model: str = "",
+        lora_dir: Path | None = None,
+        embeddings_dir: Path | None = None,
+        draft_lora: Path | None = None,
     ) -> None:
         self.model_ref = model_ref
+        self.asset_dirs = {"lora_dir": lora_dir, "embeddings_dir": embeddings_dir, "draft_lora": draft_lora}
         self.device = device
         self.dtype = dtype
         self.load_options = {"attention_slicing": attention_slicing, "vae_tiling": vae_tiling, "cpu_offload": cpu_offload}
@@ -155,6 +160,8 @@ class EngineExecutor:
             upscale_max_side=settings.upscale_max_side,
             safety_checker=settings.safety_checker,
             safety_checker_model=getattr(settings, "safety_checker_model", ""),
+            lora_dir=getattr(settings, "lora_dir", None), embeddings_dir=getattr(settings, "embeddings_dir", None),
+            draft_lora=getattr(settings, "draft_lora", None),
         )
 
     def prepare(self) -> None:
@@ -164,7 +171,7 @@ class EngineExecutor:
 
     def _load(self, ref: str) -> tuple[Any, Any]:
         model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
-        return model, Generator(model)
+        return model, Generator(model, adapters=BatchAdapters(model.pipe, model.family, **self.asset_dirs))
 
     def _generator_for(self, ref: str) -> Any:
         """MODEL_ID stays loaded; one other allowed model (a user's choice) is kept beside it."""

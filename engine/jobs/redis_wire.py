@@ -49,9 +49,11 @@ from redis.asyncio import Redis
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
+from engine.diffusion.loras import valid_name
 from engine.diffusion.models import PROFILES
 from engine.errors import TesseraError
 from engine.prompt import _QUALITIES as QUALITIES  # the bot's --quality choices
+from engine.prompt import LORA_WEIGHT_MAX, LORAS_MAX
 from engine.request import MAX_ASPECT, GenerationRequest, steps_for_quality
 
 WIRE_VERSION = 1
@@ -281,6 +283,24 @@ def _json_scalars(value: Any, what: str) -> dict:
     return value
 
 
+def _check_assets(data: dict, what: str) -> None:
+    """--lora pairs, embedding names and the draft flag: names a worker looks up in its own
+    folders (never paths), at most LORAS_MAX LoRAs with weights in the prompt language's range."""
+    loras = data.get("loras", [])
+    if not isinstance(loras, list) or len(loras) > LORAS_MAX:
+        raise PayloadError(f"{what}.loras must be a list of at most {LORAS_MAX} [name, weight] pairs")
+    for pair in loras:
+        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str) or not valid_name(pair[0]):
+            raise PayloadError(f"{what}.loras must hold [name, weight] pairs with a LoRA file name")
+        _number(pair[1], f"{what}.loras.weight", -LORA_WEIGHT_MAX, LORA_WEIGHT_MAX)
+    embeddings = data.get("embeddings", [])
+    if not isinstance(embeddings, list) or len(embeddings) > 64 or not all(
+            isinstance(e, str) and valid_name(e) for e in embeddings):
+        raise PayloadError(f"{what}.embeddings must be a list of at most 64 embedding names")
+    if not isinstance(data.get("draft", False), bool):
+        raise PayloadError(f"{what}.draft must be true or false")
+
+
 def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
     """A GenerationRequest's JSON, checked so the pipeline never sees nonsense."""
     if not isinstance(data, dict):
@@ -330,6 +350,7 @@ def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
             _number(data[name], f"{what}.{name}", 0, 1000)
     if data.get("stylize") is not None:
         _int(data["stylize"], f"{what}.stylize", 0, 100_000)
+    _check_assets(data, what)
     try:
         GenerationRequest.from_json(data)
     except (TypeError, ValueError, KeyError) as exc:
