@@ -96,6 +96,10 @@ class GenerationRequest:
     variation: str | None = None  # "subtle" / "strong" for variations
     safety_check: bool = False  # run the safety checker on the results (set from server/global settings)
     exp: int = 0  # --exp as given (0 when absent); already part of `guidance`
+    # Edits (Zoom Out, Pan, Make Square, Vary (Region)): `init_image` is the canvas to paint on.
+    mask_image: str | None = None  # absolute path of the mask PNG (white = paint, black = keep)
+    feather: int = 0  # paste-back fade in pixels (0: the raw inpainting output, as diffusers gives)
+    edit: str | None = None  # what the edit was, for display and metadata: "zoom 2", "pan left", ...
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -103,7 +107,8 @@ class GenerationRequest:
     def batch_key(self) -> tuple:
         """Requests with equal keys may run together as one batch."""
         return (self.model, self.width, self.height, self.steps, self.sampler, self.tile,
-                self.init_image is None, self.stop, self.strength if self.init_image else None)
+                self.init_image is None, self.stop, self.strength if self.init_image else None,
+                self.mask_image is None)
 
     def to_json(self) -> dict:
         data = asdict(self)
