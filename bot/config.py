@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     safety_checker: bool = False
     safety_checker_model: str = "CompVis/stable-diffusion-safety-checker"
 
+    # Edits (zoom out, pan, make square, vary region): an inpainting checkpoint (empty: MODEL_ID
+    # paints them), the text-to-mask model of Vary (Region) "--where", and how large pans may grow.
+    inpaint_model_id: str = ""
+    segment_model_id: str = "CIDAS/clipseg-rd64-refined"
+    pan_max_side: int = Field(default=2048, ge=256, le=4096)
+
     data_dir: Path = Path("data")
     upscaler_weights_dir: Path | None = None
     upscale_tile: int = Field(default=256, ge=0)
@@ -165,6 +171,11 @@ class Settings(BaseSettings):
     @classmethod
     def _model_id(cls, value: str) -> str:
         return validate_model_ref(value)
+
+    @field_validator("inpaint_model_id", "segment_model_id")
+    @classmethod
+    def _optional_model_ref(cls, value: str) -> str:
+        return validate_model_ref(value) if value.strip() else ""
 
     @field_validator("device")
     @classmethod

@@ -100,6 +100,7 @@ class GenerationRequest:
     mask_image: str | None = None  # absolute path of the mask PNG (white = paint, black = keep)
     feather: int = 0  # paste-back fade in pixels (0: the raw inpainting output, as diffusers gives)
     edit: str | None = None  # what the edit was, for display and metadata: "zoom 2", "pan left", ...
+    parent: str | None = None  # lineage of an edit: "JOB#N", the picture it was made from (1-based)
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)

@@ -88,6 +88,9 @@ def portable_request(request: GenerationRequest) -> dict:
     if request.init_image:
         data["init_image"] = None
         data["init_image_sha256"] = _file_sha256(request.init_image)
+    if request.mask_image:
+        data["mask_image"] = None
+        data["mask_image_sha256"] = _file_sha256(request.mask_image)
     return data
 
 
@@ -109,6 +112,10 @@ def a1111_parameters(request: GenerationRequest, index: int) -> str:
         fields.append(("Chaos", request.chaos))
     if request.stop is not None:
         fields.append(("Stop", f"{request.stop}%"))
+    if request.edit:  # lineage of zoom / pan / square / region edits
+        fields.append(("Edit", request.edit))
+        if request.parent:
+            fields.append(("Edit of", request.parent))
     fields.append(("Version", "Tessera"))
     lines = [_prompt_text(request)]
     negative = _negative_text(request)
