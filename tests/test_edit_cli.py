@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bot.cli import main
-from engine.imaging.canvas import feather_for
+from engine.diffusion.segment import Segmenter
+from engine.errors import PromptError
+from engine.imaging.canvas import feather_for, grow
 from engine.imaging.metadata import read_metadata
 from tests.test_engine_cli import run, small_model, stored  # noqa: F401  (small_model is a fixture)
 
@@ -78,24 +78,42 @@ def test_make_square_on_a_wide_picture_gives_a_square(source: dict, tmp_path: Pa
 
 
 @pytest.mark.parametrize("how", [("--cells", "a1,b1"), ("--where", "the sky")])
-def test_vary_region_repaints_inside_and_keeps_outside(source: dict, tmp_path: Path, tiny_models: dict[str, Path],
-                                                       capsys: pytest.CaptureFixture[str],
+def test_vary_region_repaints_inside_and_keeps_outside(source: dict, data_dir: Path, tmp_path: Path,
+                                                       tiny_models: dict[str, Path], capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch, how: tuple[str, str]) -> None:
     monkeypatch.setenv("SEGMENT_MODEL_ID", str(tiny_models["clipseg"]))
     code, [edit], err = run(capsys, "region", source["job_id"], "1", *how, "--prompt", "a red sky",
                             "--out", str(tmp_path / "r"))
     assert code == 0, err
     original = _array(source["files"][0])
-    with Image.open(json.loads(json.dumps(edit))["files"][0]):
-        pass
+    band = feather_for(192, 64)
+    with Image.open(source["files"][0]) as picture:
+        if how[0] == "--cells":  # a1,b1: the left two thirds of the top row
+            region = Image.new("L", (192, 64), 0)
+            region.paste(255, (0, 0, 128, 21))
+        else:  # the region model's own answer for the text (the random tiny CLIPSeg: speckles)
+            region = Segmenter(str(tiny_models["clipseg"])).mask(picture.convert("RGB"), "the sky")
+    inside = np.asarray(region) > 127
+    outside = ~(np.asarray(grow(region, band)) > 127)
+    job, _ = asyncio.run(stored(data_dir, edit["job_id"]))
+    assert job.options["by"] == {"--cells": "cells", "--where": "where"}[how[0]] and job.request_json["edit"].startswith("region")
+    assert np.array_equal(_array(job.options["mask"])[..., 0] > 127, ~outside)  # the stored mask is the region + band
     for file in edit["files"]:
         out = _array(file)
-        changed = np.abs(out - original).max(axis=-1) > 0
-        assert changed.any() and not changed.all()
-        if how[0] == "--cells":  # a1,b1: the top-left two thirds of the top row, plus the band
-            band = feather_for(192, 64)
-            assert np.abs(out[:21, :128] - original[:21, :128]).mean() > 3
-            assert not changed[21 + band:, :].any() and not changed[:, 128 + band:].any()
+        assert np.abs(out[inside] - original[inside]).mean() > 3  # repainted
+        assert np.array_equal(out[outside], original[outside])  # kept exactly
+
+
+def test_the_region_model_turns_text_into_a_mask(tiny_models: dict[str, Path]) -> None:
+    segmenter = Segmenter(str(tiny_models["clipseg"]))
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8), "RGB")
+    sky = np.asarray(segmenter.mask(picture, "the sky"))
+    assert sky.shape == (48, 80) and set(np.unique(sky)) == {0, 255}
+    assert np.array_equal(sky, np.asarray(segmenter.mask(picture, "  the   sky ")))  # same text, same mask
+    assert not np.array_equal(sky, np.asarray(segmenter.mask(picture, "her hat")))
+    for text, message in (("", "Describe the region"), ("x" * 201, "at most 200")):
+        with pytest.raises(PromptError, match=message):
+            segmenter.mask(picture, text)
 
 
 def test_bad_edits_are_refused_with_a_clear_line(source: dict, tmp_path: Path,

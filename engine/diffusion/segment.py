@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from engine.diffusion.models import LOAD_LOCK
 from engine.errors import ModelError, PromptError
 
 __all__ = ["MAX_REGION_TEXT", "MIN_SCORE", "Segmenter"]
@@ -48,8 +49,9 @@ class Segmenter:
 
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         try:
-            self._processor = CLIPSegProcessor.from_pretrained(self.ref, local_files_only=offline)
-            model = CLIPSegForImageSegmentation.from_pretrained(self.ref, local_files_only=offline)
+            with LOAD_LOCK:  # never while another thread loads weights (meta-device patches)
+                self._processor = CLIPSegProcessor.from_pretrained(self.ref, local_files_only=offline)
+                model = CLIPSegForImageSegmentation.from_pretrained(self.ref, local_files_only=offline)
         except Exception as exc:
             raise ModelError(f"cannot load the region model {self.ref!r} (SEGMENT_MODEL_ID): {exc}") from None
         self._model = model.to(self.device).eval()
