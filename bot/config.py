@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     draft_steps: int = Field(default=4, ge=1, le=8)
     draft_guidance: float = Field(default=1.0, ge=0.0, le=3.0)
     draft_sampler: str = "lcm"
+    # Edits (zoom out, pan, make square, vary region): an inpainting checkpoint (empty: MODEL_ID
+    # paints them), the text-to-mask model of Vary (Region) "--where", and how large pans may grow.
+    inpaint_model_id: str = ""
+    segment_model_id: str = "CIDAS/clipseg-rd64-refined"
+    pan_max_side: int = Field(default=2048, ge=256, le=4096)
 
     data_dir: Path = Path("data")
     upscaler_weights_dir: Path | None = None
@@ -193,6 +198,11 @@ class Settings(BaseSettings):
     @classmethod
     def _model_id(cls, value: str) -> str:
         return validate_model_ref(value)
+
+    @field_validator("inpaint_model_id", "segment_model_id")
+    @classmethod
+    def _optional_model_ref(cls, value: str) -> str:
+        return validate_model_ref(value) if value.strip() else ""
 
     @field_validator("device")
     @classmethod

@@ -14,23 +14,41 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
+
+from PIL import Image
 
 from bot.authorization import Act, Actor, Subject, decide
 from bot.config import ConfigError, Settings
 from engine.diffusion.models import PROFILES, ModelProfile, check_model_ref
 from engine.diffusion.safety import check_source
+from engine.diffusion.segment import MAX_REGION_TEXT, Segmenter
 from engine.errors import (
     PromptError,
     QueueLimitError,
     StorageError,
     TesseraError,
+)
+from engine.imaging.canvas import (
+    DIRECTIONS,
+    EDIT_STRENGTH,
+    Canvas,
+    cell_mask,
+    check_mask,
+    check_zoom,
+    fit_source,
+    pan_canvas,
+    parse_cells,
+    region_canvas,
+    square_canvas,
+    zoom_canvas,
 )
 from engine.imaging.decode import decode_image
 from engine.imaging.encoding import EncodedImage, encode_png
@@ -42,7 +60,17 @@ from engine.jobs.model import Job, JobKind, JobState, NewJob
 from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
 from engine.jobs.results import ResultWriter
 from engine.prompt import Expansion, Prompt, parse
-from engine.request import Defaults, GenerationRequest, reroll_of, resolve, variation_of, variation_of_image
+from engine.request import (
+    SEED_MAX,
+    Defaults,
+    GenerationRequest,
+    random_seed,
+    reroll_of,
+    resolve,
+    size_for_aspect,
+    variation_of,
+    variation_of_image,
+)
 from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
 from storage.api import Storage
 from storage.models import GalleryEntry
@@ -160,6 +188,7 @@ class Tessera:
         self.queue = queue
         self.executor = executor
         self._profiles: dict[str, ModelProfile] = {}
+        self._segment: Segmenter | None = None  # Vary (Region)'s text-to-mask model, loaded on first use
         self._metrics: Any = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
@@ -388,6 +417,149 @@ class Tessera:
             prompt_json=_expansion_json(expansion) if expansion else None, request_json=request.to_json(),
             seed=request.seed, model=model, guild_id=guild_id, channel_id=channel_id,
             options={"strength": strength, "upload": str(path)}, priority=priority,
+        ))
+
+    # ----- edits: zoom out, pan, make square, vary (region) ------------------------------
+    async def zoom(self, *, user_id: int, job_id: str, index: int, factor: float = 2.0, prompt_text: str | None = None,
+                   **common: Any) -> Job:
+        """Zoom Out: image `index` (0-based) shrunk by `factor` (1-2) into the centre of a canvas
+        of the same size (or of the `--ar` in `prompt_text`), the border painted new.
+        `common`: guild_id, channel_id, priority, seed, actor (as for `vary`)."""
+        factor = check_zoom(factor)
+        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+        aspect = expansion.params.ar if expansion is not None else None
+
+        def canvas(source: Image.Image, base: GenerationRequest, profile: ModelProfile) -> Canvas:
+            size = size_for_aspect(aspect, profile.native) if aspect else (base.width, base.height)
+            return zoom_canvas(source, factor, size)
+
+        label = f"zoom {factor:g}"
+        return await self._edit(user_id, job_id, index, canvas, label, {"edit": "zoom", "factor": factor},
+                                expansion, prompt_text, **common)
+
+    async def pan(self, *, user_id: int, job_id: str, index: int, direction: str, prompt_text: str | None = None,
+                  **common: Any) -> Job:
+        """Pan: the canvas grows by half its side towards `direction` (left, right, up, down);
+        the picture keeps its pixels; up to PAN_MAX_SIDE."""
+        if direction not in DIRECTIONS:
+            raise PromptError(f"Pan direction must be one of {', '.join(DIRECTIONS)}, got {direction[:20]!r}.")
+        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+        max_side = self.settings.pan_max_side
+        return await self._edit(user_id, job_id, index,
+                                lambda source, base, profile: pan_canvas(source, direction, max_side=max_side),
+                                f"pan {direction}", {"edit": "pan", "direction": direction}, expansion, prompt_text,
+                                **common)
+
+    async def square(self, *, user_id: int, job_id: str, index: int, prompt_text: str | None = None,
+                     **common: Any) -> Job:
+        """Make Square: the short side of a wide or tall picture extended to the long side."""
+        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+        max_side = max(self.settings.pan_max_side, 64)
+        return await self._edit(user_id, job_id, index,
+                                lambda source, base, profile: square_canvas(source, max_side=max_side),
+                                "square", {"edit": "square"}, expansion, prompt_text, **common)
+
+    async def region(self, *, user_id: int, job_id: str, index: int, cells: str | None = None,
+                     where: str | None = None, mask_bytes: bytes | None = None, prompt_text: str | None = None,
+                     **common: Any) -> Job:
+        """Vary (Region): repaint a part of image `index` and keep the rest. The part is given by
+        exactly one of `cells` ("a1,b2" on a 3x3 grid), `where` (a description, "the sky", found
+        by SEGMENT_MODEL_ID) or `mask_bytes` (an uploaded black-and-white mask of the picture's
+        size, white = repaint). `prompt_text` says what to paint there (default: the prompt)."""
+        given = [name for name, value in (("cells", cells), ("where", where), ("mask", mask_bytes)) if value]
+        if len(given) != 1:
+            raise PromptError("Say which part to repaint in exactly one way: cells (like a1,b2), a description "
+                              "(like “the sky”) or an uploaded black-and-white mask.")
+        chosen_cells = parse_cells(cells) if cells else None
+        if where is not None and len(where) > MAX_REGION_TEXT:
+            raise PromptError(f"The region description is {len(where)} characters; at most {MAX_REGION_TEXT} are "
+                              "allowed (a few words, like “the sky”).")
+        mask_upload = None
+        if mask_bytes is not None:
+            mask_upload = await asyncio.to_thread(
+                decode_image, mask_bytes, max_bytes=self.settings.image_prompt_max_bytes,
+                max_pixels=self.settings.image_prompt_max_pixels, source="The mask")
+        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+
+        def canvas(source: Image.Image, base: GenerationRequest, profile: ModelProfile,
+                   shown: tuple[int, int] = (0, 0)) -> Canvas:
+            if chosen_cells is not None:
+                area = cell_mask(source.size, chosen_cells)
+            elif mask_upload is not None:
+                area = check_mask(mask_upload, shown)
+            else:
+                area = self._segmenter().mask(source, where or "")
+            return region_canvas(source, area)
+
+        what = f"cells {','.join(chosen_cells)}" if chosen_cells else "mask" if mask_upload is not None else "where"
+        options: dict[str, Any] = {"edit": "region", "by": given[0]}
+        if chosen_cells:
+            options["cells"] = ",".join(chosen_cells)
+        if where:
+            options["where"] = " ".join(where.split())
+        return await self._edit(user_id, job_id, index, canvas, f"region ({what})", options, expansion,
+                                prompt_text, wants_shown_size=True, **common)
+
+    def _segmenter(self) -> Segmenter:
+        """The region model, loaded on first use (in the calling worker thread)."""
+        if self._segment is None:
+            self._segment = Segmenter(self.settings.segment_model_id)
+        return self._segment
+
+    async def _edit_expansion(self, prompt_text: str | None, guild_id: int | None) -> Expansion | None:
+        if not prompt_text or not prompt_text.strip():
+            return None
+        await self._check_words(prompt_text, guild_id)
+        return self._single_expansion(prompt_text)
+
+    async def _edit(self, user_id: int, job_id: str, index: int, make_canvas: Callable[..., Canvas], label: str,
+                    options: dict[str, Any], expansion: Expansion | None, prompt_text: str | None, *,
+                    guild_id: int | None = None, channel_id: int | None = None, priority: int = 0,
+                    seed: int | None = None, actor: Actor | None = None, wants_shown_size: bool = False) -> Job:
+        """The part every edit shares: find the picture, build its canvas and mask off the event
+        loop, store both under DATA_DIR/inputs by hash, queue a 2x2 grid of candidates."""
+        parent = await self._done_job(job_id)
+        if actor is not None:
+            await self.authorize(actor, parent, Act.USE)
+        record = await self._image(parent, index)
+        base, _ = await self._request_behind(parent, index)
+        await self._check_limits(user_id, guild_id, 1)
+        model = self.settings.inpaint_model_id or base.model
+        profile = await self._profile(base.model)
+
+        def build() -> tuple[str, str, Canvas]:
+            with Image.open(record.path) as opened:
+                opened.load()
+                shown = opened.size
+                source = fit_source(opened, base.width, base.height)
+            extra = {"shown": shown} if wants_shown_size else {}
+            canvas = make_canvas(source, base, profile, **extra)
+            image_path, _ = self._store_input_image(canvas.image)
+            mask_path, _ = self._store_input_image(canvas.mask)
+            return str(image_path), str(mask_path), canvas
+
+        try:
+            init_path, mask_path, canvas = await asyncio.to_thread(build)
+        except FileNotFoundError:
+            raise StorageError(f"Image {index + 1} of job {parent.id} is no longer on disk (it may have been "
+                               "pruned).") from None
+        width, height = canvas.size
+        changes: dict[str, Any] = {}
+        if expansion is not None:
+            changes = {"prompts": tuple(expansion.prompts), "negative": tuple(expansion.negative),
+                       "text": expansion.source}
+        request = replace(
+            base, width=width, height=height, aspect=_aspect_of(width, height), init_image=init_path,
+            mask_image=mask_path, strength=EDIT_STRENGTH, feather=canvas.feather, edit=label,
+            parent=f"{parent.id}#{index + 1}", model=model, count=4, tile=False, stop=None,
+            seed=random_seed() if seed is None else seed % (SEED_MAX + 1), image_prompts=(), image_weight=None,
+            variation=None, safety_check=await self._safety_for(guild_id), **changes)
+        return await self._admit_one(user_id, guild_id, NewJob(
+            kind=JobKind.EDIT, user_id=user_id, prompt_text=prompt_text or parent.prompt_text,
+            prompt_json=_expansion_json(expansion) if expansion else parent.prompt_json,
+            request_json=request.to_json(), seed=request.seed, model=request.model, guild_id=guild_id,
+            channel_id=channel_id, parent_id=parent.id, parent_index=index,
+            options={**options, "mask": mask_path}, priority=priority,
         ))
 
     async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
@@ -624,9 +796,10 @@ class Tessera:
         return self._store_input_image(image)
 
     def _store_input_image(self, image: Any) -> tuple[Path, tuple[int, int]]:
-        """Save as PNG under DATA_DIR/inputs/<sha256>.png (atomic, content-addressed)."""
+        """Save as PNG under DATA_DIR/inputs/<sha256>.png (atomic, content-addressed); masks
+        (mode L) stay greyscale."""
 
-        if image.mode not in ("RGB", "RGBA"):
+        if image.mode not in ("RGB", "RGBA", "L"):
             image = image.convert("RGB")
         data = encode_png(image)
         digest = hashlib.sha256(data).hexdigest()
@@ -644,6 +817,12 @@ class Tessera:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return path, image.size
+
+
+def _aspect_of(width: int, height: int) -> str:
+    """"W:H" in lowest terms, for display (an edit's canvas may change the shape)."""
+    divisor = math.gcd(width, height) or 1
+    return f"{width // divisor}:{height // divisor}"
 
 
 _SPACES = re.compile(r"(\s+)")  # one class, no nesting: linear on any input

@@ -101,6 +101,11 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()  # (name, weight) from --lora, sorted by name (engine.diffusion.loras)
     embeddings: tuple[str, ...] = ()  # textual-inversion names used in the prompt (as `<name>` in its text)
     draft: bool = False  # --draft/--turbo: the operator's few-step path (DRAFT_LORA + LCM, or DRAFT_MODEL_ID)
+    # Edits (Zoom Out, Pan, Make Square, Vary (Region)): `init_image` is the canvas to paint on.
+    mask_image: str | None = None  # absolute path of the mask PNG (white = paint, black = keep)
+    feather: int = 0  # paste-back fade in pixels (0: the raw inpainting output, as diffusers gives)
+    edit: str | None = None  # what the edit was, for display and metadata: "zoom 2", "pan left", ...
+    parent: str | None = None  # lineage of an edit: "JOB#N", the picture it was made from (1-based)
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -109,7 +114,8 @@ class GenerationRequest:
         """Requests with equal keys may run together as one batch."""
         return (self.model, self.width, self.height, self.steps, self.sampler, self.tile,
                 self.init_image is None, self.stop, self.strength if self.init_image else None,
-                tuple(sorted(self.loras)), self.draft)  # adapters are set per batch: one LoRA set each
+                tuple(sorted(self.loras)), self.draft,  # adapters are set per batch: one LoRA set each
+                self.mask_image is None)
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -175,6 +175,8 @@ class Database:
                     await self._conn.execute("ROLLBACK")
                 raise
             current = version
+            # A migration may edit a table's SQL in place (0004): re-read the schema now.
+            await self._conn.execute("PRAGMA writable_schema = RESET")
 
     async def user_version(self) -> int:
         rows = list(await self._conn.execute_fetchall("PRAGMA user_version"))

@@ -61,7 +61,8 @@ class RecordingExecutor(FakeExecutor):
     def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
         for item in items:
             paths = {"source": item.options.get("source"),
-                     "init_image": item.request.init_image if item.request is not None else None}
+                     "init_image": item.request.init_image if item.request is not None else None,
+                     "mask_image": item.request.mask_image if item.request is not None else None}
             self.seen[item.job_id] = {k: (v, Path(v).read_bytes()) for k, v in paths.items() if v}
         return super().run(items, control)
 
@@ -169,6 +170,10 @@ def test_a_valid_payload_round_trips() -> None:
     (lambda d: {**d, "jobs": [{**d["jobs"][0], "request": {**d["jobs"][0]["request"],
                                                            "init_image": "/etc/passwd", "strength": 0.5}}]},
      "init_image"),
+    (lambda d: {**d, "jobs": [{**d["jobs"][0], "request": {**d["jobs"][0]["request"],
+                                                           "mask_image": "/etc/shadow"}}]}, "mask_image"),
+    (lambda d: {**d, "jobs": [{**d["jobs"][0], "request": {**d["jobs"][0]["request"], "feather": 10**6}}]},
+     "feather"),
     (lambda d: {**d, "jobs": [{**d["jobs"][0], "options": {"x": [1, 2]}}]}, "options"),
     (lambda d: {**d, "jobs": [{"job_id": "u1", "kind": "upscale", "request": None,
                                "options": {"scale": 4, "source": "0" * 64}}]}, "source"),
@@ -371,13 +376,18 @@ async def test_inputs_travel_as_bytes_so_workers_need_no_shared_disk(cluster: Cl
     init = make_png(tmp_path / "init.png", size=(64, 64))
     variation = await create_job(cluster.storage, 2, kind=JobKind.VARIATION,
                                  request=make_request(init_image=str(init), strength=0.35))
+    mask = make_png(tmp_path / "mask.png", size=(48, 48))  # other bytes than the init image
+    edit = await create_job(cluster.storage, 4, kind=JobKind.EDIT,
+                            request=make_request(init_image=str(init), strength=0.9, mask_image=str(mask), feather=8))
     gone = await create_job(cluster.storage, 3, kind=JobKind.UPSCALE,
                             options={"scale": 4, "source": str(tmp_path / "pruned.png")}, priority=1)
-    for job in (upscale, variation, gone):
+    for job in (upscale, variation, edit, gone):
         await queue.submit(job)
-    await cluster.wait(upscale.id, variation.id, gone.id)
+    await cluster.wait(upscale.id, variation.id, edit.id, gone.id)
     assert cluster.kinds(upscale.id)[-1] == "done" and cluster.kinds(variation.id)[-1] == "done"
-    for job_id, name, original in ((upscale.id, "source", source), (variation.id, "init_image", init)):
+    assert cluster.kinds(edit.id)[-1] == "done"
+    for job_id, name, original in ((upscale.id, "source", source), (variation.id, "init_image", init),
+                                   (edit.id, "init_image", init), (edit.id, "mask_image", mask)):
         path, data = executor.seen[job_id][name]
         assert path != str(original) and data == original.read_bytes()  # a worker-side copy
     assert "no longer on disk" in (cluster.last(gone.id, "failed").error or "")

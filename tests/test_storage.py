@@ -314,3 +314,21 @@ async def test_a_failing_migration_is_rolled_back(data_dir: Path, monkeypatch: p
     assert con.execute("PRAGMA user_version").fetchone()[0] == 1
     assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
     con.close()
+
+
+async def test_edit_jobs_are_stored_after_upgrading_from_version_3(data_dir: Path) -> None:
+    old = await Storage.open(data_dir, migrate_to=3)
+    job = await old.jobs.create(imagine(text="before edits existed"))
+    await old.images.add(job.id, 0, b"old image", 64, 64)
+    await old.close()
+    new = await Storage.open(data_dir)
+    try:
+        edit = await new.jobs.create(NewJob(kind=JobKind.EDIT, user_id=1, prompt_text="zoomed", parent_id=job.id,
+                                            parent_index=0, options={"edit": "zoom", "factor": 2.0}))
+        assert (await new.jobs.require(edit.id)).kind is JobKind.EDIT
+        assert len(await new.images.for_job(job.id)) == 1  # nothing cascaded away
+        with pytest.raises(sqlite3.IntegrityError):  # the check still refuses unknown kinds
+            await new.db.write("UPDATE jobs SET kind = 'shell' WHERE id = ?", (edit.id,))
+        assert (await new.db.fetchone("PRAGMA integrity_check"))[0] == "ok"
+    finally:
+        await new.close()

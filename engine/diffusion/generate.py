@@ -29,6 +29,10 @@ things a Midjourney grid needs are not parameters of the stock pipelines:
    stops at once.
 9. **Out of memory**: the batch is halved and each half retried (down to single images),
    which gives identical images because every image has its own generator.
+10. **Inpainting** (edits: zoom out, pan, make square, vary region): a request with a
+   `mask_image` paints only the mask's white part of its init image, with 9-channel
+   inpainting UNets or ordinary 4-channel ones; the steps are in `engine.diffusion.inpaint`,
+   hooked in at the starting latents, the UNet input, after each step and after decoding.
 
 Decoding makes PIL images and nothing more: grids, PNG encoding and storage writes happen off
 this (GPU) thread.
@@ -46,12 +50,13 @@ from typing import Any
 from PIL import Image
 
 from engine.diffusion.conditioning import Conditioning, PromptEncoder, chaos_for_image, pad_to_length
+from engine.diffusion.inpaint import prepare_inpaint
 from engine.diffusion.loras import BatchAdapters
 from engine.diffusion.models import LoadedModel
 from engine.diffusion.preview import latents_to_preview
 from engine.diffusion.samplers import make_scheduler
 from engine.diffusion.seamless import circular_padding
-from engine.errors import ImageFetchError, JobCancelled
+from engine.errors import ImageFetchError, JobCancelled, ModelError
 from engine.request import GenerationRequest
 
 __all__ = ["Generator", "StepProgress", "fit_image", "run_generation"]
@@ -138,6 +143,11 @@ class Generator:
                 raise ValueError(f"requests of one batch must share batch_key(): {request.batch_key()} != {key}")
             if request.image_prompts and not request.init_image:
                 raise ValueError("a request with image prompts needs init_image (fetch them with engine.imaging.fetch)")
+            if request.mask_image and not request.init_image:
+                raise ValueError("a request with a mask needs init_image (the canvas to paint on)")
+            if not request.mask_image and self.pipe.unet.config.in_channels != 4:
+                raise ModelError(f"{self.model.ref} is an inpainting model: it can only edit pictures (zoom, pan, "
+                                 "vary region); set MODEL_ID to an ordinary model and INPAINT_MODEL_ID to this one")
         cancelled: set[int] = set()
         if self.adapters.prepare(requests):  # this batch's LoRA set and embeddings (engine.diffusion.loras)
             self.encoder.forget()
@@ -245,10 +255,13 @@ class Generator:
         # 3. Starting latents: each image's own generator draws its noise first.
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in slots]
         scale_factor = pipe.vae_scale_factor
-        shape = (1, pipe.unet.config.in_channels, first.height // scale_factor, first.width // scale_factor)
+        shape = (1, pipe.vae.config.latent_channels, first.height // scale_factor, first.width // scale_factor)
         noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
         noise = noise.to(device=device, dtype=dtype)
-        if first.init_image:
+        inpaint = None
+        if first.mask_image:  # inpainting/outpainting: engine.diffusion.inpaint draws in diffusers' order
+            latents, generators, inpaint = self._inpaint_start(requests, slots, first, scheduler, timesteps)
+        elif first.init_image:
             init = self._init_latents(requests, slots, first.width, first.height, device, dtype)
             latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(len(slots)))
         else:
@@ -269,6 +282,8 @@ class Generator:
                 self._check_cancel(active, should_stop, cancelled)
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = scheduler.scale_model_input(model_input, t)
+                if inpaint is not None:  # 9-channel UNets: mask and masked-image latents concatenated
+                    model_input = inpaint.unet_input(model_input, do_cfg)
                 noise_pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
                                        return_dict=False)[0]
                 if do_cfg:
@@ -276,14 +291,19 @@ class Generator:
                     noise_pred = uncond_pred + scales * (cond_pred - uncond_pred)
                 out = scheduler.step(noise_pred, t, latents, **extra, return_dict=True)
                 latents = out.prev_sample.to(dtype)
+                if inpaint is not None:  # 4-channel UNets: the known part follows the init image
+                    latents = inpaint.blend(latents, scheduler, timesteps, i)
                 estimate = getattr(out, "pred_original_sample", None)
                 if on_step is not None:
                     self._report(on_step, slots, active, cancelled, i + 1, run_steps,
                                  estimate if estimate is not None else latents)
             self._check_cancel(active, should_stop, cancelled)
             final = estimate if (run_steps < len(timesteps) and estimate is not None) else latents
-            return self._decode(final.to(dtype), slots, tiles=not first.tile and self._vae_tiles(first.width,
-                                                                                               first.height))
+            decoded = self._decode(final.to(dtype), slots, tiles=not first.tile and self._vae_tiles(first.width,
+                                                                                                  first.height))
+            if inpaint is not None:  # pixels outside the mask back exactly as they were, the seam faded
+                inpaint.paste_back(decoded, [(s.request, s.image) for s in slots])
+            return decoded
 
     def _scheduler(self, sampler: str) -> Any:
         """One scheduler per sampler, reused (this thread runs one job at a time and
@@ -311,6 +331,20 @@ class Generator:
                 rows = [k for k, s in enumerate(slots) if s.request == ri]
                 preview = _preview(latents[rows], self.model.family, self.preview_scale)
             on_step(ri, StepProgress(step=step, total=total, preview=preview))
+
+    def _inpaint_start(self, requests: Sequence[GenerationRequest], slots: list[_Slot], first: GenerationRequest,
+                       scheduler: Any, timesteps: Any) -> tuple[Any, list[Any], Any]:
+        """Starting latents, per-image generators and state of an inpainting sub-batch."""
+        pipe = self.pipe
+        rows = [(requests[s.request].init_image or "", requests[s.request].mask_image or "", s.seed,
+                 requests[s.request].feather) for s in slots]
+        tiles = self._vae_tiles(first.width, first.height)
+        return prepare_inpaint(
+            vae=pipe.vae, unet_channels=pipe.unet.config.in_channels, latent_channels=pipe.vae.config.latent_channels,
+            scale=self._scale_latents, encode=lambda x: self._vae_call(lambda: pipe.vae.encode(x).latent_dist, tiles),
+            rows=rows, width=first.width, height=first.height, vae_scale_factor=pipe.vae_scale_factor,
+            strength=first.strength or 1.0, scheduler=scheduler, first_timestep=timesteps[:1], fit=fit_image,
+            open_image=_open_init, device=self.device, dtype=self.dtype)
 
     def _init_latents(self, requests: Sequence[GenerationRequest], slots: list[_Slot], width: int, height: int,
                       device: Any, dtype: Any) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,11 @@ __all__ = ["PROFILES", "LoadedModel", "ModelProfile", "check_model_ref", "load_m
            "resolve_dtype"]
 
 log = logging.getLogger(__name__)
+
+# Held while weights load: diffusers and transformers build models on the "meta" device through
+# process-wide patches, so two loads in two threads at once (the GPU thread's model and the
+# region model of `engine.diffusion.segment`) can leave one with weights that have no data.
+LOAD_LOCK = threading.RLock()
 
 Family = Literal["sd1", "sd2", "sdxl"]
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -234,32 +240,37 @@ def _load_single_file(path: Path, dtype: Any) -> Any:
                          "from the hub once: when offline, use a diffusers folder instead") from None
 
 
+def _load_pipe(ref: str, path: Path | None, torch_dtype: Any) -> Any:
+    """The pipeline from a single checkpoint file, a diffusers folder or a hub id."""
+    if path is not None and path.is_file():
+        return _load_single_file(path, torch_dtype)
+    from diffusers import AutoPipelineForText2Image
+
+    # Safety checking is a per-server choice made elsewhere; never load its 1 GB model here.
+    extra = {"safety_checker": None, "requires_safety_checker": False} if _has_safety_checker(path, ref) else {}
+    variant = _weights_variant(path, ref)
+    if variant:
+        extra["variant"] = variant
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()  # loading bars would fill the logs
+        transformers_logging.disable_progress_bar()
+        return AutoPipelineForText2Image.from_pretrained(str(path or ref), dtype=torch_dtype, **extra)
+    except Exception as exc:
+        raise ModelError(f"cannot load the model {ref!r}: {exc}") from None
+
+
 def load_model(ref: str, *, device: str = "auto", dtype: str = "auto", attention_slicing: bool = False,
                vae_tiling: bool = True, cpu_offload: bool = False) -> LoadedModel:
     """Load `ref` (hub id, diffusers folder or single checkpoint file) onto `device`."""
     check_model_ref(ref)
-    from diffusers import AutoPipelineForText2Image
-
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     path = Path(ref).expanduser() if _looks_like_path(ref) else None
-    if path is not None and path.is_file():
-        pipe = _load_single_file(path, torch_dtype)
-    else:
-        # Safety checking is a per-server choice made elsewhere; never load its 1 GB model here.
-        extra = {"safety_checker": None, "requires_safety_checker": False} if _has_safety_checker(path, ref) else {}
-        variant = _weights_variant(path, ref)
-        if variant:
-            extra["variant"] = variant
-        try:
-            from diffusers.utils import logging as diffusers_logging
-            from transformers.utils import logging as transformers_logging
-
-            diffusers_logging.disable_progress_bar()  # loading bars would fill the logs
-            transformers_logging.disable_progress_bar()
-            pipe = AutoPipelineForText2Image.from_pretrained(str(path or ref), dtype=torch_dtype, **extra)
-        except Exception as exc:
-            raise ModelError(f"cannot load the model {ref!r}: {exc}") from None
+    with LOAD_LOCK:
+        pipe = _load_pipe(ref, path, torch_dtype)
     family = _family_of(pipe)
     profile = _profile_for(family, pipe, path if path is not None and path.is_dir() else None)
     pipe.set_progress_bar_config(disable=True)

@@ -88,6 +88,9 @@ def portable_request(request: GenerationRequest) -> dict:
     if request.init_image:
         data["init_image"] = None
         data["init_image_sha256"] = _file_sha256(request.init_image)
+    if request.mask_image:
+        data["mask_image"] = None
+        data["mask_image_sha256"] = _file_sha256(request.mask_image)
     return data
 
 
@@ -111,6 +114,10 @@ def a1111_parameters(request: GenerationRequest, index: int) -> str:
         fields.append(("Stop", f"{request.stop}%"))
     if request.draft:
         fields.append(("Draft", "True"))  # a few-step draft (LCM/turbo): not A1111's own key, kept as text
+    if request.edit:  # lineage of zoom / pan / square / region edits
+        fields.append(("Edit", request.edit))
+        if request.parent:
+            fields.append(("Edit of", request.parent))
     fields.append(("Version", "Tessera"))
     # A1111 writes an embedding as its bare name and a LoRA as `<lora:name:weight>` in the prompt.
     text = _prompt_text(request)

@@ -22,6 +22,7 @@ class JobKind(StrEnum):
     VARIATION = "variation"
     REROLL = "reroll"
     UPSCALE = "upscale"
+    EDIT = "edit"  # zoom out, pan, make square, vary (region): inpainting on a canvas (options["edit"] says which)
 
 
 class JobState(StrEnum):

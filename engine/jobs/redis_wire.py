@@ -64,6 +64,7 @@ MAX_BATCH = 16
 MAX_SIDE = 8192
 MAX_STEPS = 1000
 MAX_IMAGES = 16
+MAX_FEATHER = 256  # an edit's paste-back band, pixels (edits use 1/32 of the short side)
 MAX_DEPTH = 32  # our messages nest 4 levels; json.loads recurses once per level
 MAX_SKELETON_CHARS = 1024 * 1024  # JSON outside strings: ~1 KB per job in a real batch
 MAX_HEARTBEAT_BYTES = 16 * 1024
@@ -73,7 +74,7 @@ LIVE_TTL_S = 7 * 24 * 3600  # a live key the bot never deleted (it crashed) expi
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _FILE = re.compile(r"^[0-9a-f]{64}$")
-_KINDS = frozenset({"imagine", "variation", "reroll", "upscale"})
+_KINDS = frozenset({"imagine", "variation", "reroll", "upscale", "edit"})
 
 
 class PayloadError(ValueError):
@@ -341,7 +342,14 @@ def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
         if not isinstance(init, str) or init not in files:
             raise PayloadError(f"{what}.init_image must name a file sent with the batch")
         _number(data.get("strength"), f"{what}.strength", 0.0, 1.0)
-    for name in ("text", "aspect", "model_family", "variation"):
+    mask = data.get("mask_image")
+    if mask is not None:
+        if not isinstance(mask, str) or mask not in files:
+            raise PayloadError(f"{what}.mask_image must name a file sent with the batch")
+        if init is None:
+            raise PayloadError(f"{what}.mask_image needs an init_image to paint on")
+    _int(data.get("feather", 0), f"{what}.feather", 0, MAX_FEATHER)
+    for name in ("text", "aspect", "model_family", "variation", "edit", "parent"):
         value = data.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > 10_000):
             raise PayloadError(f"{what}.{name} must be a string")
@@ -441,7 +449,8 @@ class WorkerLimits:
     @classmethod
     def from_settings(cls, settings: Any) -> WorkerLimits:
         """From `bot.config.Settings` (duck-typed: engine/ does not import bot/)."""
-        return cls(models=frozenset({settings.model_id, *settings.allowed_models}),
+        inpaint = getattr(settings, "inpaint_model_id", "")  # edits run on INPAINT_MODEL_ID when it is set
+        return cls(models=frozenset({settings.model_id, *settings.allowed_models, *([inpaint] if inpaint else [])}),
                    max_batch=settings.queue_batch_size, max_timeout_s=settings.job_timeout_s,
                    max_attempts=settings.job_max_attempts)
 
