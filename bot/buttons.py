@@ -77,7 +77,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PRE
         return Look("?")
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button[Any],
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> JobButton:
         return cls(match["action"], match["job"], int(match["index"]), row=item.row)
 

@@ -151,7 +151,8 @@ class TesseraClient(discord.AutoShardedClient):
             return custom_id in getattr(store, "_modals", {})
         if any(pattern.fullmatch(custom_id) for pattern in getattr(store, "_dynamic_items", {})):
             return True
-        key = ((interaction.data or {}).get("component_type"), custom_id)
+        data: Any = interaction.data or {}
+        key = (data.get("component_type"), custom_id)
         views = getattr(store, "_views", {})
         message_id = interaction.message.id if interaction.message is not None else None
         return key in views.get(message_id, {}) or key in views.get(None, {})
@@ -183,14 +184,20 @@ def load_feature(client: TesseraClient, name: str) -> None:
 
 
 def _custom_id(interaction: discord.Interaction) -> str:
-    return str((interaction.data or {}).get("custom_id", ""))[:100]
+    data: Any = interaction.data or {}  # a union of TypedDicts: only component payloads have custom_id
+    return str(data.get("custom_id", ""))[:100]
+
+
+def _component_type(interaction: discord.Interaction) -> int | None:
+    data: Any = interaction.data or {}
+    return data.get("component_type")
 
 
 def unknown_text(interaction: discord.Interaction) -> str:
     """What a press on a component Tessera does not know is told (words for what was pressed)."""
     if interaction.type is discord.InteractionType.modal_submit:
         what = "form"
-    elif (interaction.data or {}).get("component_type") == discord.ComponentType.button.value:
+    elif _component_type(interaction) == discord.ComponentType.button.value:
         what = "button"
     else:
         what = "menu"

@@ -140,7 +140,7 @@ async def guarded(interaction: discord.Interaction, *, job_id: str | None = None
 def _what(interaction: discord.Interaction) -> str:
     if interaction.command is not None:
         return f"/{interaction.command.qualified_name}"
-    data = interaction.data or {}
+    data: Any = interaction.data or {}  # a union of TypedDicts: only component payloads have custom_id
     return str(data.get("custom_id", "interaction"))
 
 

@@ -111,6 +111,7 @@ def peek_profile(ref: str) -> ModelProfile | None:
     except (OSError, ValueError):
         return None
     name = str(index.get("_class_name", ""))
+    family: Literal["sd1", "sd2", "sdxl"]
     if "XL" in name:
         family = "sdxl"
     elif unet.get("cross_attention_dim") == 1024:
@@ -159,7 +160,7 @@ class Tessera:
         self.queue = queue
         self.executor = executor
         self._profiles: dict[str, ModelProfile] = {}
-        self._metrics: Any = None
+        self._metrics: MetricsServer | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
         # lock, so concurrent requests cannot all pass a check that only one of them fits.
@@ -665,7 +666,7 @@ class Tessera:
             raise StorageError(f"Job {job.id} is {job.state}; only finished jobs can be upscaled or varied.")
         return job
 
-    async def _image(self, job: Job, index: int) -> Any:
+    async def _image(self, job: Job, index: int) -> ImageRecord:
         record = await self.storage.images.get(job.id, index)
         if record is None:
             count = len(await self.storage.images.for_job(job.id))

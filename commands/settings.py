@@ -57,13 +57,16 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
         self.field = field
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select[Any],
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> SettingSelect:
-        return cls(match["field"], list(item.options) or None, placeholder=item.placeholder, row=item.row)
+        options = list(item.options) if isinstance(item, discord.ui.Select) else []
+        placeholder = item.placeholder if isinstance(item, discord.ui.Select) else None
+        return cls(match["field"], options or None, placeholder=placeholder, row=item.row)
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         async with guarded(interaction):
-            values = (interaction.data or {}).get("values") or []
+            data: Any = interaction.data or {}  # a select's payload carries the picked values
+            values = data.get("values") or []
             await choose(interaction, self.field, str(values[0]) if values else "default")
 
 

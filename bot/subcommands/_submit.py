@@ -22,7 +22,7 @@ import contextlib
 import json
 import shutil
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -214,7 +214,7 @@ def report_error(command: str, exc: BaseException) -> int:
     return 1
 
 
-def run_command(command: str, main: Callable[[], Awaitable[int]]) -> int:
+def run_command(command: str, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """`asyncio.run(main())` with user errors as one line on stderr and exit status 1."""
 
     try:

@@ -81,9 +81,9 @@ class GalleryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
         self.entry_id = entry_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button[Any],
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> GalleryButton:
-        return cls(match["action"], int(match["entry"]), label=item.label, row=item.row)
+        return cls(match["action"], int(match["entry"]), label=getattr(item, "label", None), row=item.row)
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         async with guarded(interaction) as guard:
@@ -207,7 +207,7 @@ class RemixModal(discord.ui.Modal, title="Remix this prompt"):
     def __init__(self, entry_id: int, prompt_text: str) -> None:
         super().__init__(timeout=REMIX_MODAL_TIMEOUT_S, custom_id=f"{REMIX_MODAL}{entry_id}:{secrets.token_hex(4)}")
         self.entry_id = entry_id
-        self.prompt = discord.ui.TextInput(style=discord.TextStyle.paragraph, default=prompt_text[:TEXT_INPUT_MAX],
+        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(style=discord.TextStyle.paragraph, default=prompt_text[:TEXT_INPUT_MAX],
                                            max_length=TEXT_INPUT_MAX, required=True, custom_id=REMIX_PROMPT)
         self.add_item(discord.ui.Label(text="Prompt", description="Change anything, then Submit to make your own grid",
                                        component=self.prompt))

@@ -237,9 +237,9 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PR
         self.ref = ref
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button[Any],
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> PageButton:
-        return cls(match["ref"], label=item.label or "·", row=item.row)
+        return cls(match["ref"], label=getattr(item, "label", None) or "·", row=item.row)
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         async with guarded(interaction):
