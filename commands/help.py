@@ -4,7 +4,7 @@ The answer is private and made of embeds, packed to Discord's limits (4,096 char
 embed description, 6,000 per message, 10 embeds per message): a section too long for one
 embed is split at line ends, and a message that would be too big becomes two. Server
 managers also see the `/admin` commands. `tests/test_bot_help.py` checks that every
-registered slash command is listed here.
+registered slash command is listed here. Each feature writes its own lines (its module's `HELP`).
 """
 
 from __future__ import annotations
