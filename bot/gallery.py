@@ -31,15 +31,15 @@ import discord
 
 from bot import render
 from bot.authorization import Act, Actor
+from bot.service import Tessera
 from engine.errors import TesseraError
 from engine.imaging.encoding import EncodedImage, encode_for_discord, filename_stem
 from engine.jobs.joblog import for_job
 from engine.jobs.model import ImageRecord, Job, JobKind, JobState
 from storage.models import GalleryEntry
 
-if TYPE_CHECKING:  # the client imports this module (deleted gallery posts); types only
+if TYPE_CHECKING:  # types only: the client imports this module (deleted gallery posts)
     from bot.client import TesseraClient
-    from bot.service import Tessera
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
 from bot import render
 from bot.progress import EDIT_INTERVAL_S, TOKEN_TTL_S, ProgressEditor, Target, Update
+from bot.service import Tessera
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job
 from engine.jobs.queue import QueueEvent
-
-if TYPE_CHECKING:
-    from bot.service import Tessera
 
 log = logging.getLogger(__name__)
 

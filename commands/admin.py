@@ -9,17 +9,15 @@ because server owners can override what Discord shows.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 
+from bot.client import TesseraClient
 from bot.interactions import defer_private, guarded, is_admin, reply, service_of
 from engine.errors import TesseraError
 from storage.models import GuildSettings
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 MAX_BANNED_WORD = 100
 # Words per server. Every prompt made in the server is checked against all of them on the

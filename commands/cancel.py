@@ -6,17 +6,13 @@ cancel any job made in that server (and only there: see `bot.authorization`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 
+from bot.client import TesseraClient
 from bot.interactions import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
 from engine.errors import TesseraError
 from engine.jobs.model import JobState
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 HELP = {"commands": "`/cancel [job]` — stop a waiting or running job"}
 

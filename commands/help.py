@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
-from bot.client import FEATURES
+from bot.client import FEATURES, TesseraClient
 from bot.interactions import guarded, is_admin
 from engine.prompt import SYNTAX_HELP
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 EMBED_DESCRIPTION_LIMIT = 4096
 MESSAGE_EMBEDS_LIMIT = 6000  # all titles, descriptions, fields and footers of one message together

@@ -7,12 +7,13 @@ more than four jobs (permutations, `--repeat`) first asks its author to confirm.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import discord
 from discord import app_commands
 
 from bot.buttons import GREEN, JobButton, Look, job_template
+from bot.client import TesseraClient
 from bot.interactions import (
     actor_of,
     check_channel,
@@ -27,9 +28,6 @@ from bot.interactions import (
 )
 from engine.errors import TesseraError
 from engine.imaging.decode import ALLOWED_CONTENT_TYPES, check_attachment
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 IMAGE_TYPES = ALLOWED_CONTENT_TYPES  # the decoder's rule; kept under this name for feature modules
 

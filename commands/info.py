@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 
+from bot.client import TesseraClient
 from bot.interactions import defer_private, guarded, reply, service_of
 from engine.jobs.model import JobState
 
 _MAX_LISTED = 10
 FIELD_LIMIT = 1024  # Discord's limit for one embed field's value
 
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 HELP = {"commands": "`/info` — the queue and your jobs"}
 

@@ -8,18 +8,15 @@ after a few seconds) says so, since a reaction has no interaction to answer priv
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
 from bot import render
 from bot.authorization import Act, Actor
+from bot.client import TesseraClient
 from bot.interactions import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
 from engine.errors import TesseraError
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 log = logging.getLogger(__name__)
 

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.buttons import PREFIX
+from bot.client import TesseraClient
 from bot.gallery import model_name
 from bot.interactions import defer_private, guarded, reply, service_of
 from bot.service import Tessera
 from engine.diffusion.samplers import SAMPLERS
 from engine.errors import TesseraError
 from storage.models import UserSettings
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 DEFAULT = "default"
 QUALITIES = ("0.25", "0.5", "1", "2")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import discord
 from discord import app_commands
@@ -16,6 +16,7 @@ from discord import app_commands
 from bot import render
 from bot.authorization import Act
 from bot.buttons import RED, JobButton, Look, job_template
+from bot.client import TesseraClient
 from bot.interactions import (
     actor_of,
     check_channel,
@@ -30,9 +31,6 @@ from bot.interactions import (
 )
 from engine.errors import TesseraError
 from engine.jobs.model import JobKind
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 DELETE = "delete"  # 🗑 Delete on an upscale
 

@@ -3,12 +3,13 @@ with Real-ESRGAN (×4 by default, ×2 on request or when chaining an upscale aga
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import discord
 from discord import app_commands
 
 from bot.buttons import GREY, JobButton, Look, job_template
+from bot.client import TesseraClient
 from bot.interactions import (
     actor_of,
     check_channel,
@@ -23,9 +24,6 @@ from bot.interactions import (
     service_of,
 )
 from engine.jobs.model import JobKind
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 UPSCALE = "upscale"  # U1–U4 on a grid
 UPSCALE_MORE = "upmore"  # Upscale ×2 on an upscale (chained)

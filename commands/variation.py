@@ -3,12 +3,13 @@ or of a picture you upload. With `prompt:` it is Midjourney's remix: vary with a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import discord
 from discord import app_commands
 
 from bot.buttons import JobButton, Look, job_template
+from bot.client import TesseraClient
 from bot.interactions import (
     actor_of,
     check_channel,
@@ -25,9 +26,6 @@ from bot.interactions import (
 from engine.errors import ImageFetchError, TesseraError
 from engine.imaging.decode import check_attachment
 from engine.jobs.model import JobKind
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 VARY = "vary"  # V1–V4 on a grid (subtle)
 VARY_SUBTLE = "vsubtle"  # 🪄 on an upscale

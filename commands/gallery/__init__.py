@@ -9,14 +9,10 @@ bot's (`bot.gallery`), which the web gallery shares.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from bot.client import TesseraClient
 from commands.gallery.posts import REMIX_MODAL, GalleryButton, on_remix_submit, post_buttons
 from commands.gallery.prompts import PageButton, prompts
 from commands.gallery.share import SHARE, ShareButton, share
-
-if TYPE_CHECKING:
-    from bot.client import TesseraClient
 
 HELP = {
     "commands": "`/share job index [title]` — post one image to this server's gallery channel (❤️ Share does the same)\n"

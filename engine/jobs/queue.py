@@ -36,7 +36,7 @@ from engine.jobs.results import ResultWriter, encode_preview
 from engine.jobs.store import Store
 from engine.request import GenerationRequest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: no PIL or diffusion module is needed to run the queue core
     from PIL.Image import Image
 
     from engine.diffusion.models import ModelProfile
