@@ -7,13 +7,15 @@ Each subcommand lives in `bot/subcommands/<name>.py` with `configure(parser)` an
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from bot.config import ConfigError
-from engine.errors import TesseraError
+from engine.errors import JobCancelled, TesseraError
 
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -55,25 +57,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def report(command: str, message: object) -> int:
+    """One line on stderr naming the subcommand; exit status 1."""
+    print(f"tessera {command}: {message}", file=sys.stderr)
+    return 1
+
+
+def run_guarded(command: str, body: Callable[[], int | None], *, cancellable: bool = False) -> int:
+    """Run a subcommand's body with the CLI's one error policy (the only copy of it).
+
+    A bad setting is exit status 2; a user-fixable `TesseraError` (storage, prompt, queue) and a
+    full or read-only disk outside DATA_DIR (--out, the model cache) are one line and status 1.
+    With `cancellable` (subcommands that wait for jobs) Ctrl-C or a cancelled job is "cancelled".
+    Anything else is a bug and keeps its traceback."""
     try:
-        return int(args._module.main(args) or 0)
+        return int(body() or 0)
     except ConfigError as exc:
         print(f"tessera: {exc}", file=sys.stderr)
         return 2
-    except TesseraError as exc:  # a subcommand that did not catch it: still one line, no traceback
-        print(f"tessera {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except TesseraError as exc:
+        return report(command, exc)
+    except (JobCancelled, KeyboardInterrupt):
+        if not cancellable:
+            raise
+        return report(command, "cancelled")
     except OSError as exc:
-        # A full or read-only disk outside DATA_DIR (--out, the model cache): one line naming
-        # the file and the cause. Anything else is a bug and keeps its traceback.
         if exc.errno not in _DISK_ERRNOS:
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"tessera {args.command}: cannot write{where}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return report(command, f"cannot write{where}: {exc.strerror}")
+
+
+def run_async(command: str, main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
+    """`asyncio.run(main())` under `run_guarded`, for subcommands that wait for jobs."""
+    return run_guarded(command, lambda: asyncio.run(main()), cancellable=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_guarded(args.command, lambda: args._module.main(args))
 
 
 if __name__ == "__main__":

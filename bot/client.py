@@ -9,78 +9,47 @@ reads message content.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
-import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
 from discord import app_commands
 
+from bot.buttons import ButtonRegistry
 from bot.gallery import forget_deleted_posts
-from bot.gallery_views import GALLERY_ITEMS, on_modal_submit
+from bot.interactions import on_tree_error
+from bot.pending import PendingPrompts
 from bot.progress import EDIT_INTERVAL_S, TOKEN_TTL_S
+from bot.service import Tessera
 from bot.tracker import ORPHAN_GRACE_S, JobTracker
-from bot.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TTL_S = 15 * 60
 # How long a press that one of our items claims may go unanswered before the client answers it
 # itself: Discord shows "This interaction failed" after 3 s, and every handler defers at once.
 UNANSWERED_GRACE_S = 2.5
 _POLL_S = 0.05
+
+# The features, loaded by name like discord.py extensions: each module's `setup(client)` adds its
+# slash commands, its buttons and their places on result messages, its forms and listeners, and
+# its listeners; its module-level `HELP` is its part of `/help`. Nothing in bot/ imports a
+# feature; the code map in README.md says which file owns what.
+FEATURES: tuple[str, ...] = (
+    "commands.imagine", "commands.upscale", "commands.variation", "commands.seed", "commands.settings",
+    "commands.info", "commands.cancel", "commands.show", "commands.help", "commands.admin", "commands.gallery",
+)
+
+ReactionHandler = Callable[["TesseraClient", discord.RawReactionActionEvent], Awaitable[None]]
 
 
 class TesseraTree(app_commands.CommandTree):
     """The command tree; errors discord.py raises around commands become user messages."""
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        from commands.common import on_tree_error  # cycle: bot -> commands; phase 2 removes it
-
         await on_tree_error(interaction, error)
-
-
-@dataclass(frozen=True)
-class PendingPrompt:
-    """A prompt waiting for its author to confirm that it may make many jobs."""
-
-    user_id: int
-    prompt_text: str
-    guild_id: int | None
-    channel_id: int | None
-    image_url: str | None
-    count: int
-    created: float
-
-
-class PendingPrompts:
-    """Prompts behind a "Run all N jobs" button, by a short random key (kept in memory only:
-    a press after a restart is answered with "run /imagine again")."""
-
-    def __init__(self, ttl: float = CONFIRM_TTL_S, size: int = 1000) -> None:
-        self.ttl = ttl
-        self.size = size
-        self._items: OrderedDict[str, PendingPrompt] = OrderedDict()
-
-    def put(self, prompt: PendingPrompt) -> str:
-        key = secrets.token_urlsafe(9)
-        self._items[key] = prompt
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return key
-
-    def pop(self, key: str) -> PendingPrompt | None:
-        prompt = self._items.pop(key, None)
-        if prompt is None or time.monotonic() - prompt.created > self.ttl:
-            return None
-        return prompt
-
-    def peek(self, key: str) -> PendingPrompt | None:
-        return self._items.get(key)
 
 
 def default_intents() -> discord.Intents:
@@ -93,9 +62,10 @@ def default_intents() -> discord.Intents:
 
 
 class TesseraClient(discord.AutoShardedClient):
-    """Tessera's bot. `service` is a `bot.service.Tessera` (or anything with its methods)."""
+    """Tessera's bot. `service` is None only for `tessera commands`, which lists the commands
+    and never runs one."""
 
-    def __init__(self, service: Any, *, dev_guild_id: int | None = None, sync_commands: bool = True,
+    def __init__(self, service: Tessera | None, *, dev_guild_id: int | None = None, sync_commands: bool = True,
                  edit_interval: float = EDIT_INTERVAL_S, token_ttl: float = TOKEN_TTL_S,
                  clock: Callable[[], float] = time.monotonic, orphan_grace: float = ORPHAN_GRACE_S,
                  unanswered_grace: float = UNANSWERED_GRACE_S, **options: Any) -> None:
@@ -103,18 +73,19 @@ class TesseraClient(discord.AutoShardedClient):
         options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False, users=True,
                                                                        replied_user=False))
         super().__init__(**options)
-        from commands import setup_commands  # cycle: bot -> commands; phase 2 removes it
-
         self.service = service
         self.dev_guild_id = dev_guild_id
         self.sync_on_start = sync_commands
         self.tree = TesseraTree(self)
-        setup_commands(self.tree)
-        self.tracker = JobTracker(self, service, interval=edit_interval, token_ttl=token_ttl, clock=clock,
-                                  orphan_grace=orphan_grace)
+        self.buttons = ButtonRegistry(self)
+        self.reaction_handlers: list[ReactionHandler] = []
+        self.tracker = JobTracker(self, service, views=self.buttons.result_view, interval=edit_interval,
+                                  token_ttl=token_ttl, clock=clock, orphan_grace=orphan_grace)
         self.pending = PendingPrompts()
         self.unanswered_grace = unanswered_grace
         self._prepared = False
+        for name in FEATURES:
+            load_feature(self, name)
 
     async def setup_hook(self) -> None:
         await self.prepare()
@@ -126,7 +97,7 @@ class TesseraClient(discord.AutoShardedClient):
         if self._prepared:
             return
         self._prepared = True
-        self.add_dynamic_items(*DYNAMIC_ITEMS, *GALLERY_ITEMS)
+        self.add_dynamic_items(self.buttons.fallback())  # after every feature registered its actions
         if self.service is not None:
             self.service.subscribe(self.tracker.on_event)
 
@@ -155,7 +126,7 @@ class TesseraClient(discord.AutoShardedClient):
         if interaction.type not in (discord.InteractionType.component, discord.InteractionType.modal_submit):
             return
         try:
-            if await on_modal_submit(interaction):
+            if await self.buttons.submit_form(interaction):
                 return
         except Exception:
             log.exception("could not handle a form submission")
@@ -180,7 +151,8 @@ class TesseraClient(discord.AutoShardedClient):
             return custom_id in getattr(store, "_modals", {})
         if any(pattern.fullmatch(custom_id) for pattern in getattr(store, "_dynamic_items", {})):
             return True
-        key = ((interaction.data or {}).get("component_type"), custom_id)
+        data: Any = interaction.data or {}
+        key = (data.get("component_type"), custom_id)
         views = getattr(store, "_views", {})
         message_id = interaction.message.id if interaction.message is not None else None
         return key in views.get(message_id, {}) or key in views.get(None, {})
@@ -189,12 +161,11 @@ class TesseraClient(discord.AutoShardedClient):
         log.info("logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        from commands.seed import on_envelope_reaction  # cycle: bot -> commands; phase 2 removes it
-
-        try:
-            await on_envelope_reaction(self, payload)
-        except Exception:
-            log.exception("could not handle a reaction on message %s", payload.message_id)
+        for handler in self.reaction_handlers:
+            try:
+                await handler(self, payload)
+            except Exception:
+                log.exception("could not handle a reaction on message %s", payload.message_id)
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await forget_deleted_posts(self.service, (payload.message_id,))
@@ -203,15 +174,30 @@ class TesseraClient(discord.AutoShardedClient):
         await forget_deleted_posts(self.service, payload.message_ids)
 
 
+def load_feature(client: TesseraClient, name: str) -> None:
+    """Import a feature module by name and let it register itself (discord.py's extension pattern)."""
+    module = importlib.import_module(name)
+    setup = getattr(module, "setup", None)
+    if setup is None:
+        raise ImportError(f"feature {name} has no setup(client)")
+    setup(client)
+
+
 def _custom_id(interaction: discord.Interaction) -> str:
-    return str((interaction.data or {}).get("custom_id", ""))[:100]
+    data: Any = interaction.data or {}  # a union of TypedDicts: only component payloads have custom_id
+    return str(data.get("custom_id", ""))[:100]
+
+
+def _component_type(interaction: discord.Interaction) -> int | None:
+    data: Any = interaction.data or {}
+    return data.get("component_type")
 
 
 def unknown_text(interaction: discord.Interaction) -> str:
     """What a press on a component Tessera does not know is told (words for what was pressed)."""
     if interaction.type is discord.InteractionType.modal_submit:
         what = "form"
-    elif (interaction.data or {}).get("component_type") == discord.ComponentType.button.value:
+    elif _component_type(interaction) == discord.ComponentType.button.value:
         what = "button"
     else:
         what = "menu"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -264,7 +265,7 @@ class Settings(BaseSettings):
         return self.data_dir / "images"
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     name = str(error["loc"][0]).upper() if error.get("loc") else "SETTINGS"
     value = error.get("input")
     if name == "DISCORD_TOKEN":

@@ -2,7 +2,8 @@
 
 A share is one image (a grid image or an upscale) posted as an embed in the gallery channel:
 the image, the full prompt in a code block (copyable as it is), seed, size, model, author and
-a link back to the original message, with the gallery buttons (`bot.gallery_views`). The
+a link back to the original message, with the gallery buttons (`commands.gallery.posts`, placed
+through the client's button registry). The
 row is stored before the post is made, so the post's buttons can carry the entry id; if
 Discord refuses the post, the row is taken back out.
 
@@ -24,17 +25,21 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot import render
 from bot.authorization import Act, Actor
+from bot.service import Tessera
 from engine.errors import TesseraError
 from engine.imaging.encoding import EncodedImage, encode_for_discord, filename_stem
 from engine.jobs.joblog import for_job
 from engine.jobs.model import ImageRecord, Job, JobKind, JobState
 from storage.models import GalleryEntry
+
+if TYPE_CHECKING:  # types only: the client imports this module (deleted gallery posts)
+    from bot.client import TesseraClient
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +99,14 @@ def model_name(model: str | None) -> str:
     return model
 
 
-async def image_facts(storage: Any, job: Job, index: int) -> ImageFacts:
+async def image_facts(service: Tessera, job: Job, index: int) -> ImageFacts:
     """Seed, request and model of image `index` of `job`, following upscales to their source."""
-    image = await storage.images.get(job.id, index)
+    image = await service.image(job.id, index)
     source, source_index = job, index
     for _ in range(32):
         if source.kind is not JobKind.UPSCALE or not source.parent_id:
             break
-        parent = await storage.jobs.get(source.parent_id)
+        parent = await service.job(source.parent_id)
         if parent is None:
             break
         source, source_index = parent, source.parent_index or 0
@@ -201,13 +206,13 @@ def paste_text(entry: GalleryEntry, facts: ImageFacts) -> str:
 # ----- sharing -----------------------------------------------------------------------------------
 
 
-async def gallery_channel_for(service: Any, guild_id: int | None) -> int:
+async def gallery_channel_for(service: Tessera, guild_id: int | None) -> int:
     """The server's gallery channel (`/admin gallery`), else GALLERY_CHANNEL_ID; TesseraError if none."""
     if guild_id is not None:
-        chosen = (await service.storage.settings.guild(guild_id)).gallery_channel_id
+        chosen = (await service.guild_settings(guild_id)).gallery_channel_id
         if chosen:
             return int(chosen)
-    fallback = getattr(service.settings, "gallery_channel_id", None)
+    fallback = service.settings.gallery_channel_id
     if fallback:
         return int(fallback)
     raise TesseraError(NOT_SET_UP)
@@ -223,7 +228,7 @@ def _encode_post_image(path: Path, stem: str) -> EncodedImage:
         return encode_for_discord(image, stem=stem, prefer="png", png=data)
 
 
-async def share_image(client: discord.Client, service: Any, *, job: Job, index: int, sharer_id: int,
+async def share_image(client: TesseraClient, service: Tessera, *, job: Job, index: int, sharer_id: int,
                       channel_id: int, guild_id: int | None, title: str | None = None,
                       source_url: str | None = None) -> SharedPost:
     """Post image `index` (0-based) of a finished job to the gallery channel and store the share.
@@ -231,16 +236,13 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
     The entry's author is whoever wrote the prompt (an upscale's is its source's author); the
     sharer, when someone else, is named on the post.
     """
-    from bot.gallery_views import gallery_view  # cycle: gallery_views builds on this module
-
-    storage = service.storage
     # Who may share: `bot.authorization` (the owner; members of the job's own server unless private).
     await service.authorize(Actor(user_id=sharer_id, guild_id=guild_id), job, Act.SHARE)
     if job.state is not JobState.DONE:
         raise TesseraError(f"Job `{job.id}` is not finished; only finished images can be shared.")
-    facts = await image_facts(storage, job, index)
+    facts = await image_facts(service, job, index)
     if facts.image is None:
-        count = len(await storage.images.for_job(job.id))
+        count = len(await service.images(job.id))
         raise TesseraError(f"Job `{job.id}` has no image {index + 1}; it has {count}.")
     channel: Any = client.get_channel(channel_id) or client.get_partial_messageable(channel_id, guild_id=guild_id)
     post_guild = getattr(getattr(channel, "guild", None), "id", None) or guild_id
@@ -249,19 +251,20 @@ async def share_image(client: discord.Client, service: Any, *, job: Job, index: 
         raise TesseraError("This image is being shared right now; it will be in the gallery in a moment.")
     _posting.add(key)
     try:
-        first = await storage.gallery.find_share(job.id, index)
+        first = await service.find_share(job.id, index)
         if first is not None and first.message_id is not None:
             raise TesseraError(f"Thanks! This image is already in the gallery, shared first here: {entry_link(first)}")
-        entry = await storage.gallery.share(job.id, index, author_id=facts.author_id, title=title,
-                                            guild_id=post_guild, prompt_text=job.prompt_text)
+        entry = await service.add_share(job.id, index, author_id=facts.author_id, title=title,
+                                        guild_id=post_guild, prompt_text=job.prompt_text)
         try:
             message = await _post(channel, entry, facts, sharer_id=sharer_id, source_url=source_url,
-                                  view=gallery_view(entry.id, entry.likes), web_url=web_page(service, entry))
+                                  view=client.buttons.view("gallery", str(entry.id), count=entry.likes),
+                                  web_url=web_page(service, entry))
         except BaseException:
             if first is None:  # ours alone: take it back out (a half-made share is finished by a retry)
-                await storage.gallery.remove(entry.id)
+                await service.remove_share_entry(entry.id)
             raise
-        entry = await storage.gallery.set_message(entry.id, message.channel.id, message.id)
+        entry = await service.set_share_message(entry.id, message.channel.id, message.id)
     finally:
         _posting.discard(key)
     for_job(log, job.id).info("image %d shared as gallery #%d by %s", index + 1, entry.id, sharer_id)
@@ -285,21 +288,6 @@ async def _post(channel: Any, entry: GalleryEntry, facts: ImageFacts, *, sharer_
                            "`/admin gallery #channel`.") from None
 
 
-async def share_from_button(interaction: discord.Interaction, service: Any, job_id: str, index: int) -> None:
-    """❤️ Share under an upscale: post it to the gallery and tell the presser where."""
-    from commands.common import defer_private, reply  # cycle: bot -> commands; phase 2 removes it
-
-    channel_id = await gallery_channel_for(service, interaction.guild_id)  # before deferring: one quick answer
-    await defer_private(interaction)
-    job = await service.storage.jobs.get(job_id)
-    if job is None:
-        raise TesseraError(f"There is no job `{job_id}` any more, so there is nothing to share.")
-    source = interaction.message.jump_url if interaction.message is not None else job_link(job)
-    post = await share_image(interaction.client, service, job=job, index=index, sharer_id=interaction.user.id,
-                             channel_id=channel_id, guild_id=interaction.guild_id, source_url=source)
-    await reply(interaction, f"Shared to <#{channel_id}>: {post.url}", ephemeral=True)
-
-
 def job_link(job: Job) -> str | None:
     return message_link(job.guild_id, job.channel_id, job.message_id)
 
@@ -307,9 +295,9 @@ def job_link(job: Job) -> str | None:
 # ----- removing ----------------------------------------------------------------------------------
 
 
-async def remove_share(client: discord.Client, service: Any, entry: GalleryEntry) -> bool:
+async def remove_share(client: discord.Client, service: Tessera, entry: GalleryEntry) -> bool:
     """Take an entry out of the gallery and delete its post; False if the post could not be deleted."""
-    await service.storage.gallery.remove(entry.id)  # first: the delete event then finds nothing to do
+    await service.remove_share_entry(entry.id)  # first: the delete event then finds nothing to do
     if not entry.channel_id or not entry.message_id:
         return True
     channel = client.get_partial_messageable(entry.channel_id, guild_id=entry.guild_id)
@@ -325,7 +313,7 @@ async def remove_share(client: discord.Client, service: Any, entry: GalleryEntry
     return True
 
 
-async def forget_deleted_posts(service: Any, message_ids: Iterable[int]) -> int:
+async def forget_deleted_posts(service: Tessera | None, message_ids: Iterable[int]) -> int:
     """Messages were deleted in Discord: mark those that were gallery posts removed. Never raises
     (it runs as an event handler); returns how many entries it marked."""
     marked = 0
@@ -333,10 +321,10 @@ async def forget_deleted_posts(service: Any, message_ids: Iterable[int]) -> int:
         return 0
     for message_id in message_ids:
         try:
-            entry = await service.storage.gallery.find_by_message(message_id)
+            entry = await service.gallery_entry_for_message(message_id)
             if entry is None or entry.removed:
                 continue
-            if await service.storage.gallery.mark_removed_by_message(message_id):
+            if await service.mark_share_removed(message_id):
                 marked += 1
                 for_job(log, entry.job_id).info("gallery #%d: its post %s was deleted in Discord; marked removed",
                                                 entry.id, message_id)

@@ -56,9 +56,8 @@ from engine.imaging.fetch import FetchLimits, FetchPolicy, fetch_init_image
 from engine.jobs.executor import EngineExecutor, Executor
 from engine.jobs.joblog import for_job
 from engine.jobs.metrics import MetricsServer
-from engine.jobs.model import Job, JobKind, JobState, NewJob
-from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
-from engine.jobs.results import ResultWriter
+from engine.jobs.model import ImageRecord, Job, JobKind, JobState, NewJob
+from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, QueueStats, limits_from_settings
 from engine.prompt import Expansion, Prompt, parse
 from engine.request import (
     SEED_MAX,
@@ -73,7 +72,7 @@ from engine.request import (
 )
 from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
 from storage.api import Storage
-from storage.models import GalleryEntry
+from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.owner import this_cli
 
 log = logging.getLogger(__name__)
@@ -140,6 +139,7 @@ def peek_profile(ref: str) -> ModelProfile | None:
     except (OSError, ValueError):
         return None
     name = str(index.get("_class_name", ""))
+    family: Literal["sd1", "sd2", "sdxl"]
     if "XL" in name:
         family = "sdxl"
     elif unet.get("cross_attention_dim") == 1024:
@@ -189,7 +189,7 @@ class Tessera:
         self.executor = executor
         self._profiles: dict[str, ModelProfile] = {}
         self._segment: Segmenter | None = None  # Vary (Region)'s text-to-mask model, loaded on first use
-        self._metrics: Any = None
+        self._metrics: MetricsServer | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
         # lock, so concurrent requests cannot all pass a check that only one of them fits.
@@ -301,8 +301,100 @@ class Tessera:
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait for the model to be loaded (True when it is)."""
-        wait = getattr(self.queue, "wait_ready", None)
-        return True if wait is None else await wait(timeout)
+        return await self.queue.wait_ready(timeout)
+
+    # ----- what features ask (typed, so bot/ and commands/ never reach into storage or the queue)
+    async def job(self, job_id: str) -> Job | None:
+        """A stored job, or None when there is none (a deleted job behind an old button)."""
+        return await self.storage.jobs.get(job_id)
+
+    async def require_job(self, job_id: str) -> Job:
+        """A stored job; `StorageError` naming the id when there is none."""
+        return await self.storage.jobs.require(job_id)
+
+    async def job_for_message(self, message_id: int) -> Job | None:
+        """The job whose result (or progress) message this is, if any."""
+        return await self.storage.jobs.find_by_message(message_id)
+
+    async def recent_jobs(self, user_id: int, limit: int = 10) -> list[Job]:
+        """A user's jobs, newest first."""
+        return await self.storage.jobs.recent_for_user(user_id, limit=limit)
+
+    async def active_jobs(self, user_id: int, limit: int = 10) -> list[Job]:
+        """A user's running jobs, then their waiting ones (at most `limit` of each)."""
+        jobs = self.storage.jobs
+        return (await jobs.list(user_id=user_id, state=JobState.RUNNING, limit=limit)
+                + await jobs.list(user_id=user_id, state=JobState.QUEUED, limit=limit))
+
+    async def record_message(self, job_id: str, channel_id: int | None, message_id: int) -> Job:
+        """Remember which message shows a job (for ✉️, links and `/show`)."""
+        return await self.storage.jobs.set_message(job_id, channel_id, message_id)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to run; None when the job is not waiting."""
+        return self.queue.position(job_id)
+
+    def queue_stats(self) -> QueueStats:
+        return self.queue.stats()
+
+    def model_ready(self) -> bool:
+        """Whether jobs can run now (cheap: called for every progress event)."""
+        return self.queue.model_ready()
+
+    async def image(self, job_id: str, index: int) -> ImageRecord | None:
+        return await self.storage.images.get(job_id, index)
+
+    async def images(self, job_id: str) -> list[ImageRecord]:
+        return await self.storage.images.for_job(job_id)
+
+    async def user_settings(self, user_id: int) -> UserSettings:
+        return await self.storage.settings.user(user_id)
+
+    async def save_user_settings(self, settings: UserSettings) -> UserSettings:
+        return await self.storage.settings.save_user(settings)
+
+    async def guild_settings(self, guild_id: int) -> GuildSettings:
+        return await self.storage.settings.guild(guild_id)
+
+    async def save_guild_settings(self, settings: GuildSettings) -> GuildSettings:
+        return await self.storage.settings.save_guild(settings)
+
+    # ----- the gallery (the Discord posting itself is `bot.gallery`'s) ----------------------
+    async def gallery_entry(self, entry_id: int) -> GalleryEntry | None:
+        return await self.storage.gallery.get(entry_id)
+
+    async def gallery_entry_for_message(self, message_id: int) -> GalleryEntry | None:
+        return await self.storage.gallery.find_by_message(message_id)
+
+    async def find_share(self, job_id: str, index: int) -> GalleryEntry | None:
+        """The gallery entry of one image, if it was shared (or is being shared)."""
+        return await self.storage.gallery.find_share(job_id, index)
+
+    async def add_share(self, job_id: str, index: int, *, author_id: int, title: str | None,
+                        guild_id: int | None, prompt_text: str) -> GalleryEntry:
+        return await self.storage.gallery.share(job_id, index, author_id=author_id, title=title,
+                                                guild_id=guild_id, prompt_text=prompt_text)
+
+    async def set_share_message(self, entry_id: int, channel_id: int, message_id: int) -> GalleryEntry:
+        return await self.storage.gallery.set_message(entry_id, channel_id, message_id)
+
+    async def remove_share_entry(self, entry_id: int) -> None:
+        await self.storage.gallery.remove(entry_id)
+
+    async def mark_share_removed(self, message_id: int) -> bool:
+        """A gallery post was deleted in Discord: its entry leaves the gallery (True if one did)."""
+        return await self.storage.gallery.mark_removed_by_message(message_id)
+
+    async def toggle_like(self, entry_id: int, user_id: int) -> tuple[bool, int]:
+        """Like or unlike; (liked now, the new count)."""
+        return await self.storage.gallery.toggle_like(entry_id, user_id)
+
+    async def search_gallery(self, query: str, *, author_id: int | None, sort: str, limit: int,
+                             offset: int) -> list[GalleryEntry]:
+        return await self.storage.gallery.search(query, author_id=author_id, sort=sort, limit=limit, offset=offset)
+
+    async def top_gallery(self, *, since_days: int | None, limit: int, offset: int) -> list[GalleryEntry]:
+        return await self.storage.gallery.top(since_days=since_days, limit=limit, offset=offset)
 
     # ----- commands ---------------------------------------------------------------------
     async def imagine(self, *, user_id: int, prompt_text: str, guild_id: int | None = None,
@@ -632,8 +724,7 @@ class Tessera:
         job = await self.storage.jobs.require(job_id)
         if job.state != JobState.DONE:
             raise StorageError(f"Job {job.id} is {job.state}, not done: it has no result to show yet.")
-        writer = getattr(self.queue, "writer", None) or ResultWriter(self.storage)
-        return await writer.upload_for(job)
+        return await self.queue.writer.upload_for(job)
 
     # ----- helpers ----------------------------------------------------------------------
     async def _admit_one(self, user_id: int, guild_id: int | None, new: NewJob) -> Job:
@@ -699,9 +790,8 @@ class Tessera:
         if guild_id is None:
             return
         limit = (await self.storage.settings.guild(guild_id)).max_queued_per_user
-        scheduler = getattr(self.queue, "scheduler", None)
-        if limit is not None and scheduler is not None:
-            waiting = scheduler.waiting_for(user_id)
+        if limit is not None:
+            waiting = self.queue.scheduler.waiting_for(user_id)
             if waiting + count > limit:
                 raise QueueLimitError(
                     f"This server allows at most {limit} waiting jobs per person; you have {waiting} waiting and "
@@ -728,9 +818,8 @@ class Tessera:
             await self.wait_ready()
             loaded = getattr(self.executor, "model", None)
             profile = getattr(loaded, "profile", None)
-            remote = getattr(self.queue, "model_profile", None)  # Redis: as a live worker loaded it
-            if profile is None and remote is not None:
-                profile = remote(model)
+            if profile is None:  # Redis: as a live worker loaded it
+                profile = self.queue.model_profile(model)
         if profile is None:
             profile = PROFILES["sd1"]
             log.warning("cannot tell the family of %s before loading it; assuming SD 1.x sizes", model)
@@ -749,7 +838,7 @@ class Tessera:
             raise StorageError(f"Job {job.id} is {job.state}; only finished jobs can be upscaled or varied.")
         return job
 
-    async def _image(self, job: Job, index: int) -> Any:
+    async def _image(self, job: Job, index: int) -> ImageRecord:
         record = await self.storage.images.get(job.id, index)
         if record is None:
             count = len(await self.storage.images.for_job(job.id))

@@ -25,7 +25,7 @@ import discord
 
 from bot import render
 from bot.progress import EDIT_INTERVAL_S, TOKEN_TTL_S, ProgressEditor, Target, Update
-from bot.views import result_view
+from bot.service import Tessera
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job
 from engine.jobs.queue import QueueEvent
@@ -53,11 +53,13 @@ class Tracked:
 class JobTracker:
     """Which message shows which job, and what it should say next."""
 
-    def __init__(self, client: discord.Client, service: Any, *, interval: float = EDIT_INTERVAL_S,
+    def __init__(self, client: discord.Client, service: Tessera | None, *,
+                 views: Callable[[str, str], discord.ui.View], interval: float = EDIT_INTERVAL_S,
                  token_ttl: float = TOKEN_TTL_S, clock: Callable[[], float] = time.monotonic,
                  orphan_grace: float = ORPHAN_GRACE_S) -> None:
         self.client = client
         self.service = service
+        self.views = views  # a finished job's buttons, by job kind (the features' registry)
         self.interval = interval
         self.token_ttl = token_ttl
         self.clock = clock
@@ -71,6 +73,11 @@ class JobTracker:
         self._drainer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: list[ProgressEditor] = []  # kept for tests and `idle()`
+
+    def _service(self) -> Tessera:
+        if self.service is None:  # only `tessera commands` builds a client without one; it tracks nothing
+            raise RuntimeError("the job tracker has no job service")
+        return self.service
 
     # -- registering messages ----------------------------------------------------------------
 
@@ -117,7 +124,7 @@ class JobTracker:
 
     async def record_message(self, job_id: str, channel_id: int | None, message_id: int) -> None:
         """Remember in storage which message shows a job (for ✉️, links, buttons and restarts)."""
-        await self.service.storage.jobs.set_message(job_id, channel_id, message_id)
+        await self._service().record_message(job_id, channel_id, message_id)
 
     def _done_with(self, editor: ProgressEditor) -> None:
         """The editor sent its final update, or its message is gone (then the job's later
@@ -218,11 +225,11 @@ class JobTracker:
         suffix = f"_u{(job.parent_index or 0) + 1}" if job.kind.value == "upscale" else ""
         name = render.file_name(job.prompt_text, job.id, upload.mime, suffix=suffix)
         return Update(render.done_text(job, tracked.ignored, tracked.flagged), file=(upload.data, name),
-                      view=result_view(job.kind.value, job.id), final=True, moved=render.moved_text(job))
+                      view=self.views(job.kind.value, job.id), final=True, moved=render.moved_text(job))
 
     async def _done_without_upload(self, tracked: Tracked) -> None:
         try:
-            upload = await self.service.result_upload(tracked.job.id)
+            upload = await self._service().result_upload(tracked.job.id)
         except Exception:
             for_job(log, tracked.job.id).exception("could not make the result file of job %s", tracked.job.id)
             tracked.editor.push(Update(render.failed_text(tracked.job, render.unexpected_error_text(tracked.job.id)),
@@ -238,7 +245,7 @@ class JobTracker:
                 await asyncio.sleep(self.orphan_grace)
                 if job_id in self.jobs or job_id in self._claimed or job_id not in self._early:
                     return  # the command that made it shows it
-                job = await self.service.storage.jobs.get(job_id)
+                job = await self._service().job(job_id)
                 if job is None or job.channel_id is None:
                     self._early.pop(job_id, None)
                     return
@@ -296,22 +303,20 @@ def _age_s(job: Job) -> float:
     return (datetime.now(UTC) - created).total_seconds()
 
 
-_READY: set[int] = set()  # ids of queues whose model has loaded (it never unloads)
+_READY: set[int] = set()  # ids of services whose model has loaded (it never unloads)
 
 
-def is_warming(service: Any) -> bool:
+def is_warming(service: Tessera | None) -> bool:
     """Whether the model is still loading (jobs queue meanwhile).
 
-    Called for every queued/position event, so it must be cheap: a queue's full `stats()`
-    walks every user's jobs. Once a queue reports ready, that is remembered."""
-    queue = getattr(service, "queue", None)
-    if queue is None or id(queue) in _READY:
+    Called for every queued/position event, so it must be cheap (`model_ready`, not the
+    queue's full `stats()`, which walks every user's jobs). Once ready, that is remembered."""
+    if service is None or id(service) in _READY:
         return False
     try:
-        cheap = getattr(queue, "model_ready", None)
-        ready = bool(cheap() if callable(cheap) else cheap) if cheap is not None else queue.stats().model_ready
+        ready = service.model_ready()
     except Exception:
         return False
     if ready:
-        _READY.add(id(queue))
+        _READY.add(id(service))
     return not ready

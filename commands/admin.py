@@ -15,7 +15,8 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from commands.common import defer_private, guarded, is_admin, reply, service_of
+from bot.client import TesseraClient
+from bot.interactions import defer_private, guarded, is_admin, reply, service_of
 from engine.errors import TesseraError
 from storage.models import GuildSettings
 
@@ -25,6 +26,18 @@ MAX_BANNED_WORD = 100
 MAX_BANNED_WORDS = 200
 CHANNELS_ROOM = 500
 WORDS_ROOM = 900  # with the other lines and a one-line note, well under Discord's 2,000
+
+_ADMIN_HELP = """\
+Only members with the Manage Server permission see and use these.
+`/admin show` — this server's Tessera settings
+`/admin channels add|remove|clear [channel]` — where Tessera may make images (none listed: everywhere)
+`/admin limit waiting` — how many waiting jobs one person may have
+`/admin banned add|remove|clear [word]` — words refused in prompts, on top of the built-in list
+`/admin nsfw filter` — run the safety checker on images made here
+`/admin gallery [channel]` — the channel ❤️ Share and `/share` post to (empty: sharing off)
+`/admin priority [role]` — members with this role go ahead in the queue
+`/admin web` — the link to this server's page of the web gallery (when the operator turned it on)"""
+HELP = {"admin": _ADMIN_HELP}
 
 
 class NotAdmin(app_commands.CheckFailure):
@@ -46,11 +59,11 @@ admin = app_commands.Group(name="admin", description="Tessera's rules for this s
 
 async def _load(interaction: discord.Interaction) -> GuildSettings:
     assert interaction.guild_id is not None
-    return await service_of(interaction).storage.settings.guild(interaction.guild_id)
+    return await service_of(interaction).guild_settings(interaction.guild_id)
 
 
 async def _save(interaction: discord.Interaction, settings: GuildSettings, message: str) -> None:
-    saved = await service_of(interaction).storage.settings.save_guild(settings)
+    saved = await service_of(interaction).save_guild_settings(settings)
     await reply(interaction, f"{message}\n\n{describe(saved)}", ephemeral=True)
 
 
@@ -200,5 +213,5 @@ async def web(interaction: discord.Interaction) -> None:
                     ephemeral=True)
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(admin)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(admin)

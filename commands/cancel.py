@@ -9,9 +9,12 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from commands.common import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
+from bot.client import TesseraClient
+from bot.interactions import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
 from engine.errors import TesseraError
 from engine.jobs.model import JobState
+
+HELP = {"commands": "`/cancel [job]` — stop a waiting or running job"}
 
 
 @app_commands.command(name="cancel", description="Cancel a waiting or running job (default: your latest)")
@@ -24,7 +27,7 @@ async def cancel(interaction: discord.Interaction, job: str | None = None) -> No
         if job:
             found = await find_job(interaction, job)
         else:
-            active = [j for j in await service.storage.jobs.recent_for_user(interaction.user.id, limit=50)
+            active = [j for j in await service.recent_jobs(interaction.user.id, limit=50)
                       if not j.state.finished]
             if not active:
                 raise TesseraError("You have no waiting or running jobs to cancel.")
@@ -38,5 +41,5 @@ async def cancel(interaction: discord.Interaction, job: str | None = None) -> No
         await reply(interaction, text, ephemeral=True)
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(cancel)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(cancel)

@@ -4,17 +4,19 @@ The answer is private and made of embeds, packed to Discord's limits (4,096 char
 embed description, 6,000 per message, 10 embeds per message): a section too long for one
 embed is split at line ends, and a message that would be too big becomes two. Server
 managers also see the `/admin` commands. `tests/test_bot_help.py` checks that every
-registered slash command is listed here.
+registered slash command is listed here. Each feature writes its own lines (its module's `HELP`).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import discord
 from discord import app_commands
 
-from commands.common import guarded, is_admin
+from bot.client import FEATURES, TesseraClient
+from bot.interactions import guarded, is_admin
 from engine.prompt import SYNTAX_HELP
 
 EMBED_DESCRIPTION_LIMIT = 4096
@@ -22,35 +24,22 @@ MESSAGE_EMBEDS_LIMIT = 6000  # all titles, descriptions, fields and footers of o
 EMBEDS_PER_MESSAGE = 10
 COLOUR = discord.Colour.blurple()
 
-COMMANDS_HELP = """\
-`/imagine prompt [image]` — four images from a prompt (an attached image starts them)
-`/upscale job index [scale]` — one image, larger (U1–U4 do the same)
-`/variation job index [strength] [prompt]` — four variations (V1–V4); with `prompt:` it remixes
-`/variation image:` — variations of a picture you upload
-`/seed [job]` — the seed and every parameter of a job (or react ✉️ to a result)
-`/share job index [title]` — post one image to this server's gallery channel (❤️ Share does the same)
-`/prompts search query [author] [sort]` — search the shared prompts: words, "a phrase", word*, a OR b, -word
-`/prompts top [period]` — the most liked shared images today, this week or of all time
-`/settings` — your defaults (quality, aspect, stylize, sampler, model) and whether your results are private
-`/info` — the queue and your jobs · `/cancel [job]` — stop a waiting or running job
-`/show job` — post a finished result again, with its buttons · `/help` — this page
--# `job` is a job id (shown under each result) or a link to the result message; most commands take your latest job."""
+HELP = {"commands": "`/help` — this page"}
+JOB_NOTE = "-# `job` is a job id (shown under each result) or a link to the result message; most commands take your latest job."
+PARTS = ("commands", "buttons", "admin")
 
-BUTTONS_HELP = """\
-**Under a grid** U1–U4 upscale · V1–V4 vary (subtle) · 🔄 re-roll with a new seed
-**Under an upscale** 🪄 Vary (Subtle) / Vary (Strong) · 🔍 Upscale ×2 · ❤️ Share · 🗑️ Delete (yours only)
-**On a gallery post** 🔁 Remix (edit the prompt) · 🎲 Same prompt · 📋 Prompt · 👍 Like · 🗑️ Remove"""
 
-ADMIN_HELP = """\
-Only members with the Manage Server permission see and use these.
-`/admin show` — this server's Tessera settings
-`/admin channels add|remove|clear [channel]` — where Tessera may make images (none listed: everywhere)
-`/admin limit waiting` — how many waiting jobs one person may have
-`/admin banned add|remove|clear [word]` — words refused in prompts, on top of the built-in list
-`/admin nsfw filter` — run the safety checker on images made here
-`/admin gallery [channel]` — the channel ❤️ Share and `/share` post to (empty: sharing off)
-`/admin priority [role]` — members with this role go ahead in the queue
-`/admin web` — the link to this server's page of the web gallery (when the operator turned it on)"""
+def feature_help(part: str) -> str:
+    """Every feature's lines for one part of `/help`, in the order the client loads them.
+
+    Each feature keeps its own help beside its commands (its module's `HELP`); the features are
+    found by name, as the client loads them, so this module imports none of them."""
+    lines: list[str] = []
+    for name in FEATURES:
+        text = getattr(importlib.import_module(name), "HELP", {}).get(part)
+        if text:
+            lines.append(text)
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -65,10 +54,11 @@ def syntax_help() -> str:
 
 def sections(*, admin: bool) -> list[Section]:
     """What `/help` shows, in order; the `/admin` part only to server managers."""
-    out = [Section("How to write a prompt", syntax_help()), Section("Commands", COMMANDS_HELP),
-           Section("Buttons", BUTTONS_HELP)]
+    out = [Section("How to write a prompt", syntax_help()),
+           Section("Commands", f"{feature_help('commands')}\n{JOB_NOTE}"),
+           Section("Buttons", feature_help("buttons"))]
     if admin:
-        out.append(Section("Server settings (`/admin`)", ADMIN_HELP))
+        out.append(Section("Server settings (`/admin`)", feature_help("admin")))
     return out
 
 
@@ -125,5 +115,5 @@ async def help_command(interaction: discord.Interaction) -> None:
             await interaction.followup.send(embeds=embeds, ephemeral=True)
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(help_command)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(help_command)

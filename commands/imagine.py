@@ -7,44 +7,36 @@ more than four jobs (permutations, `--repeat`) first asks its author to confirm.
 
 from __future__ import annotations
 
-import time
+from typing import ClassVar
 
 import discord
 from discord import app_commands
 
-from bot.client import PendingPrompt
-from bot.service import PRIORITY_ROLE_BOOST, NeedsConfirmation
-from bot.views import confirm_view
-from commands.common import (
+from bot.buttons import GREEN, JobButton, Look, job_template
+from bot.client import TesseraClient
+from bot.interactions import (
     actor_of,
     check_channel,
     client_of,
     defer_public,
     guarded,
-    guild_rules,
+    member_priority,
     post_jobs,
-    remove_placeholder,
+    quick_parse,
     service_of,
+    start_prompt,
 )
 from engine.errors import TesseraError
 from engine.imaging.decode import ALLOWED_CONTENT_TYPES, check_attachment
-from engine.prompt import parse
 
 IMAGE_TYPES = ALLOWED_CONTENT_TYPES  # the decoder's rule; kept under this name for feature modules
 
+REROLL = "reroll"  # 🔄 on a grid
+CONFIRM = "confirm"  # run a prompt that makes more than 4 jobs; "job" is a confirmation key, index the count
+DISMISS = "dismiss"  # do not run it
 
-async def member_priority(interaction: discord.Interaction) -> int:
-    """A boost for members holding the server's priority role (0 for everyone else)."""
-    guild = await guild_rules(interaction)
-    if guild is None or not isinstance(interaction.user, discord.Member):
-        return 0
-    role = guild.priority_role_id
-    # `_roles` holds every role id of the member, even roles not in the cache (a partial guild).
-    held = set(getattr(interaction.user, "_roles", ())) | {r.id for r in interaction.user.roles}
-    if role is None or role not in held:
-        return 0
-
-    return PRIORITY_ROLE_BOOST
+HELP = {"commands": "`/imagine prompt [image]` — four images from a prompt (an attached image starts them)",
+        "buttons": "**🔄** under a grid: the same prompt again with a new seed"}
 
 
 def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
@@ -57,13 +49,6 @@ def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
     return image.url
 
 
-def quick_parse(interaction: discord.Interaction, text: str) -> None:
-    """Refuse a malformed prompt before deferring (the service parses it again, authoritatively)."""
-
-    settings = service_of(interaction).settings
-    parse(text, settings.prompt_limits)
-
-
 @app_commands.command(name="imagine", description="Make four images from a prompt (Midjourney syntax: --ar, --no, --seed, …)")
 @app_commands.describe(prompt="What to draw, with optional parameters like --ar 16:9 --no text --seed 7",
                        image="An image to start from (image prompt)")
@@ -71,31 +56,11 @@ async def imagine(interaction: discord.Interaction, prompt: str, image: discord.
     async with guarded(interaction):
         quick_parse(interaction, prompt)
         await defer_public(interaction)
-        await start(interaction, prompt, image_url=check_image(image, service_of(interaction).settings.image_prompt_max_bytes))
+        await start_prompt(interaction, prompt,
+                           image_url=check_image(image, service_of(interaction).settings.image_prompt_max_bytes))
 
 
-async def start(interaction: discord.Interaction, prompt: str, *, image_url: str | None, confirmed: bool = False) -> None:
-    """Queue a prompt for the interaction's user and show its jobs (or ask to confirm)."""
-
-    await check_channel(interaction)
-    service = service_of(interaction)
-    try:
-        jobs = await service.imagine(user_id=interaction.user.id, prompt_text=prompt, guild_id=interaction.guild_id,
-                                     channel_id=interaction.channel_id, image_url=image_url, confirmed=confirmed,
-                                     priority=await member_priority(interaction))
-    except NeedsConfirmation as ask:
-        key = client_of(interaction).pending.put(PendingPrompt(
-            user_id=interaction.user.id, prompt_text=prompt, guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id, image_url=image_url, count=ask.count, created=time.monotonic()))
-        await remove_placeholder(interaction)
-        await interaction.followup.send(
-            f"This prompt makes **{ask.count} jobs** (one message each). Run them all?",
-            view=confirm_view(key, ask.count), ephemeral=True)
-        return
-    await post_jobs(interaction, jobs)
-
-
-async def press_confirm(interaction: discord.Interaction, key: str, count: int) -> None:
+async def press_confirm(interaction: discord.Interaction, key: str) -> None:
     """"Run all N jobs" under a confirmation."""
     pending = client_of(interaction).pending
     held = pending.peek(key)
@@ -105,17 +70,17 @@ async def press_confirm(interaction: discord.Interaction, key: str, count: int) 
     if prompt is None:
         raise TesseraError("This confirmation has expired or was already used. Run `/imagine` again.")
     await defer_public(interaction)
-    await start(interaction, prompt.prompt_text, image_url=prompt.image_url, confirmed=True)
+    await start_prompt(interaction, prompt.prompt_text, image_url=prompt.image_url, confirmed=True)
 
 
-async def press_dismiss(interaction: discord.Interaction, key: str, index: int) -> None:
+async def press_dismiss(interaction: discord.Interaction, key: str) -> None:
     held = client_of(interaction).pending.peek(key)
     if held is not None and held.user_id == interaction.user.id:
         client_of(interaction).pending.pop(key)
     await interaction.response.edit_message(content="Not queued.", view=None)
 
 
-async def press_reroll(interaction: discord.Interaction, job_id: str, index: int) -> None:
+async def press_reroll(interaction: discord.Interaction, job_id: str) -> None:
     """🔄: the same prompt and parameters with a new seed, for whoever pressed it."""
     await defer_public(interaction)
     await check_channel(interaction)
@@ -125,5 +90,41 @@ async def press_reroll(interaction: discord.Interaction, job_id: str, index: int
     await post_jobs(interaction, [job])
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(imagine)
+class RerollButton(JobButton, template=job_template(REROLL)):
+    """🔄 under a grid."""
+
+    actions: ClassVar[tuple[str, ...]] = (REROLL,)
+
+    @classmethod
+    def look(cls, action: str, index: int) -> Look:
+        return Look(None, "🔄")
+
+    async def press(self, interaction: discord.Interaction) -> None:
+        await press_reroll(interaction, self.job_id)
+
+
+class ConfirmButton(JobButton, template=job_template(CONFIRM, DISMISS)):
+    """"Run all N jobs" / "Cancel" under a prompt that makes many jobs; the `job` part of the
+    custom_id is the confirmation's key (kept in memory: a press after a restart is told so)."""
+
+    actions: ClassVar[tuple[str, ...]] = (CONFIRM, DISMISS)
+    names_job: ClassVar[bool] = False
+    needs_job: ClassVar[bool] = False
+
+    @classmethod
+    def look(cls, action: str, index: int) -> Look:
+        return Look(f"Run all {index} jobs", None, GREEN) if action == CONFIRM else Look("Cancel")
+
+    async def press(self, interaction: discord.Interaction) -> None:
+        if self.action == CONFIRM:
+            await press_confirm(interaction, self.job_id)
+        else:
+            await press_dismiss(interaction, self.job_id)
+
+
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(imagine)
+    client.buttons.add(RerollButton, ConfirmButton)
+    client.buttons.place("grid", row=0, order=10, make=lambda job_id, _: [RerollButton(REROLL, job_id, 0)])
+    client.buttons.place("confirm", row=0, order=0, make=lambda key, count: [ConfirmButton(CONFIRM, key, count),
+                                                                            ConfirmButton(DISMISS, key, 0)])

@@ -5,11 +5,15 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from commands.common import defer_private, guarded, reply, service_of
+from bot.client import TesseraClient
+from bot.interactions import defer_private, guarded, reply, service_of
 from engine.jobs.model import JobState
 
 _MAX_LISTED = 10
 FIELD_LIMIT = 1024  # Discord's limit for one embed field's value
+
+
+HELP = {"commands": "`/info` — the queue and your jobs"}
 
 
 def fit_lines(lines: list[str], limit: int) -> str:
@@ -39,10 +43,8 @@ async def info(interaction: discord.Interaction) -> None:
     async with guarded(interaction):
         await defer_private(interaction)
         service = service_of(interaction)
-        stats = service.queue.stats()
-        jobs = service.storage.jobs
-        mine = (await jobs.list(user_id=interaction.user.id, state=JobState.RUNNING, limit=_MAX_LISTED)
-                + await jobs.list(user_id=interaction.user.id, state=JobState.QUEUED, limit=_MAX_LISTED))
+        stats = service.queue_stats()
+        mine = await service.active_jobs(interaction.user.id, limit=_MAX_LISTED)
         embed = discord.Embed(title="Tessera", colour=discord.Colour.blurple())
         worker = ("ready" if stats.model_ready else "warming up (jobs queue meanwhile)") if stats.workers or not stats.model_ready \
             else "no GPU worker connected"
@@ -52,7 +54,7 @@ async def info(interaction: discord.Interaction) -> None:
                         inline=False)
         lines = []
         for job in mine[:_MAX_LISTED]:
-            where = "running" if job.state is JobState.RUNNING else f"#{service.queue.position(job.id) or '?'} in line"
+            where = "running" if job.state is JobState.RUNNING else f"#{service.queue_position(job.id) or '?'} in line"
             prompt = " ".join(job.prompt_text.split())[:60]
             lines.append(f"`{job.id}` {job.kind.value} — {where} — {discord.utils.escape_markdown(prompt)}")
         embed.add_field(name="Your jobs", value=fit_lines(lines, FIELD_LIMIT) or "none waiting or running",
@@ -60,5 +62,5 @@ async def info(interaction: discord.Interaction) -> None:
         await reply(interaction, embed=embed, ephemeral=True)
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(info)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(info)

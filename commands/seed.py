@@ -14,7 +14,8 @@ from discord import app_commands
 
 from bot import render
 from bot.authorization import Act, Actor
-from commands.common import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
+from bot.client import TesseraClient
+from bot.interactions import actor_of, defer_private, find_job, guarded, job_choices, reply, service_of
 from engine.errors import TesseraError
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 ENVELOPES = frozenset({"✉️", "✉", "📩", "📨"})
 NOTICE_SECONDS = 15
 _DMS_CLOSED = 50007  # "Cannot send messages to this user"
+
+HELP = {"commands": "`/seed [job]` — the seed and every parameter of a job (or react ✉️ to a result)"}
 
 
 @app_commands.command(name="seed", description="The seed and all parameters of a job (default: your last one)")
@@ -36,14 +39,16 @@ async def seed(interaction: discord.Interaction, job: str | None = None) -> None
         await reply(interaction, render.seed_text(found), ephemeral=True)
 
 
-async def on_envelope_reaction(client: discord.Client, payload: discord.RawReactionActionEvent) -> None:
+async def on_envelope_reaction(client: TesseraClient, payload: discord.RawReactionActionEvent) -> None:
     """✉️ on a result message: DM the reacting user that job's seed and parameters."""
     if payload.emoji.is_custom_emoji() or payload.emoji.name not in ENVELOPES:
         return
     if client.user is not None and payload.user_id == client.user.id:
         return
-    service = client.service  # type: ignore[attr-defined]
-    job = await service.storage.jobs.find_by_message(payload.message_id)
+    service = client.service
+    if service is None:
+        return
+    job = await service.job_for_message(payload.message_id)
     if job is None:
         return
     try:  # a reaction carries no permissions: whoever reacts is a member of the message's server
@@ -68,5 +73,6 @@ async def on_envelope_reaction(client: discord.Client, payload: discord.RawReact
             log.warning("could not tell user %s that their DMs are closed: %s", payload.user_id, notice_error)
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(seed)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(seed)
+    client.reaction_handlers.append(on_envelope_reaction)

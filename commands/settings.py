@@ -10,15 +10,18 @@ layout (`LayoutView`): the summary as a text block, then one menu per row.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
 import discord
 from discord import app_commands
 
+from bot.buttons import PREFIX
+from bot.client import TesseraClient
 from bot.gallery import model_name
-from bot.views import SettingSelect
-from commands.common import defer_private, guarded, reply, service_of
+from bot.interactions import defer_private, guarded, reply, service_of
+from bot.service import Tessera
 from engine.diffusion.samplers import SAMPLERS
 from engine.errors import TesseraError
 from storage.models import UserSettings
@@ -34,12 +37,42 @@ PUBLIC_VALUE, PRIVATE_VALUE = "public", "private"
 PRIVACY_LABELS = {PUBLIC_VALUE: "results: public (anyone may share them to a gallery)",
                   PRIVATE_VALUE: "results: private (only you may share them)"}
 
+HELP = {"commands": "`/settings` — your defaults (quality, aspect, stylize, sampler, model) and whether your "
+                    "results are private"}
+
+
+class SettingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
+                    template=rf"{PREFIX}:set:(?P<field>[a-z]{{1,16}})"):
+    """A `/settings` menu; the chosen value is saved for the user who picks it."""
+
+    def __init__(self, field: str, options: list[discord.SelectOption] | None = None,
+                 *, placeholder: str | None = None, row: int | None = None) -> None:
+        super().__init__(
+            discord.ui.Select(custom_id=f"{PREFIX}:set:{field}",
+                              options=options or [discord.SelectOption(label="default")],
+                              placeholder=placeholder, row=row, min_values=1, max_values=1)
+        )
+        self.field = field
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> SettingSelect:
+        options = list(item.options) if isinstance(item, discord.ui.Select) else []
+        placeholder = item.placeholder if isinstance(item, discord.ui.Select) else None
+        return cls(match["field"], options or None, placeholder=placeholder, row=item.row)
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        async with guarded(interaction):
+            data: Any = interaction.data or {}  # a select's payload carries the picked values
+            values = data.get("values") or []
+            await choose(interaction, self.field, str(values[0]) if values else "default")
+
 
 def samplers() -> list[str]:
     return list(SAMPLERS)[:24]
 
 
-def models(service: Any) -> list[str]:
+def models(service: Tessera) -> list[str]:
     settings = service.settings
     return list(dict.fromkeys([settings.model_id, *settings.allowed_models]))[:24]
 
@@ -59,7 +92,7 @@ def _option_value(value: str, index: int, field: str = "") -> str:
     return value if len(value) <= 100 and _shown(field, value) == value else f"#{index}"
 
 
-def choices(service: Any, field: str) -> list[str]:
+def choices(service: Tessera, field: str) -> list[str]:
     return {"quality": list(QUALITIES), "aspect": list(ASPECTS), "stylize": list(STYLIZES),
             "sampler": samplers(), "model": models(service)}[field]
 
@@ -79,7 +112,7 @@ def _privacy_select(user: UserSettings) -> SettingSelect:
     return SettingSelect(PRIVACY, options, placeholder="Who may share your results")
 
 
-def settings_view(service: Any, user: UserSettings) -> discord.ui.LayoutView:
+def settings_view(service: Tessera, user: UserSettings) -> discord.ui.LayoutView:
     """The summary and one menu per setting (components v2: six menus need six rows)."""
     view = discord.ui.LayoutView(timeout=None)
     view.add_item(discord.ui.TextDisplay(describe(service, user)))
@@ -95,7 +128,7 @@ def settings_view(service: Any, user: UserSettings) -> discord.ui.LayoutView:
     return view
 
 
-def describe(service: Any, user: UserSettings) -> str:
+def describe(service: Tessera, user: UserSettings) -> str:
     settings = service.settings
     lines = ["**Your defaults** (a prompt's own `--q`, `--ar`, `--s` always win):"]
     server = {"quality": "1", "aspect": "1:1", "stylize": "100", "sampler": settings.sampler,
@@ -114,7 +147,7 @@ async def settings(interaction: discord.Interaction) -> None:
     async with guarded(interaction):
         await defer_private(interaction)
         service = service_of(interaction)
-        user = await service.storage.settings.user(interaction.user.id)
+        user = await service.user_settings(interaction.user.id)
         await reply(interaction, view=settings_view(service, user), ephemeral=True)
 
 
@@ -131,11 +164,11 @@ async def choose(interaction: discord.Interaction, field: str, value: str) -> No
         value = offered[int(value[1:])]
     if value != DEFAULT and value not in offered:
         raise TesseraError(f"`{value}` is no longer offered for {field}; run `/settings` again to see the choices.")
-    user = await service.storage.settings.user(interaction.user.id)
+    user = await service.user_settings(interaction.user.id)
     parsed: Any = None
     if value != DEFAULT:
         parsed = float(value) if field == "quality" else int(value) if field == "stylize" else value
-    user = await service.storage.settings.save_user(replace(user, **{field: parsed}))
+    user = await service.save_user_settings(replace(user, **{field: parsed}))
     await show_saved(interaction, user)
 
 
@@ -143,9 +176,9 @@ async def choose_privacy(interaction: discord.Interaction, value: str) -> None:
     """A pick in the privacy menu: public or private results."""
     if value not in PRIVACY_LABELS:
         raise TesseraError("Pick public or private; run `/settings` again if this menu looks wrong.")
-    storage = service_of(interaction).storage
-    user = await storage.settings.user(interaction.user.id)
-    user = await storage.settings.save_user(replace(user, private=value == PRIVATE_VALUE))
+    service = service_of(interaction)
+    user = await service.user_settings(interaction.user.id)
+    user = await service.save_user_settings(replace(user, private=value == PRIVATE_VALUE))
     await show_saved(interaction, user)
 
 
@@ -155,5 +188,6 @@ async def show_saved(interaction: discord.Interaction, user: UserSettings) -> No
     await interaction.response.edit_message(content=None, embeds=[], view=settings_view(service_of(interaction), user))
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(settings)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(settings)
+    client.buttons.add(SettingSelect)

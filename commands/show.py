@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+from typing import ClassVar
 
 import discord
 from discord import app_commands
 
 from bot import render
 from bot.authorization import Act
-from bot.views import result_view
-from commands.common import (
+from bot.buttons import RED, JobButton, Look, job_template
+from bot.client import TesseraClient
+from bot.interactions import (
     actor_of,
     check_channel,
+    client_of,
     defer_public,
     find_job,
     guarded,
@@ -28,6 +31,11 @@ from commands.common import (
 )
 from engine.errors import TesseraError
 from engine.jobs.model import JobKind
+
+DELETE = "delete"  # 🗑 Delete on an upscale
+
+HELP = {"commands": "`/show job` — post a finished result again, with its buttons",
+        "buttons": "**🗑️ Delete** under an upscale: remove the message (yours only)"}
 
 
 @app_commands.command(name="show", description="Post a finished job's result again, with its buttons")
@@ -47,16 +55,16 @@ async def show(interaction: discord.Interaction, job: str) -> None:
         name = render.file_name(found.prompt_text, found.id, upload.mime, suffix=suffix)
         message = await interaction.edit_original_response(
             content=render.done_text(found), attachments=[discord.File(io.BytesIO(upload.data), filename=name)],
-            view=result_view(found.kind.value, found.id))
+            view=client_of(interaction).buttons.result_view(found.kind.value, found.id))
         await tracker_of(interaction).record_message(found.id, interaction.channel_id, message.id)
 
 
-async def press_delete(interaction: discord.Interaction, job_id: str, index: int) -> None:
+async def press_delete(interaction: discord.Interaction, job_id: str) -> None:
     """🗑 under an upscale: remove the message (its owner, or a manager of the job's own server).
 
     The stored job and its files stay (the gallery and `/show` may still use them)."""
     service = service_of(interaction)
-    job = await service.storage.jobs.get(job_id)
+    job = await service.job(job_id)
     if job is None:
         raise TesseraError("This image's job is gone; a moderator can delete the message.")
     await service.authorize(actor_of(interaction), job, Act.DELETE)
@@ -65,5 +73,21 @@ async def press_delete(interaction: discord.Interaction, job_id: str, index: int
         await interaction.delete_original_response()
 
 
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(show)
+class DeleteButton(JobButton, template=job_template(DELETE)):
+    """🗑 Delete under an upscale (it still removes a message whose job is gone, so no job check)."""
+
+    actions: ClassVar[tuple[str, ...]] = (DELETE,)
+    needs_job: ClassVar[bool] = False
+
+    @classmethod
+    def look(cls, action: str, index: int) -> Look:
+        return Look("Delete", "🗑️", RED)
+
+    async def press(self, interaction: discord.Interaction) -> None:
+        await press_delete(interaction, self.job_id)
+
+
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(show)
+    client.buttons.add(DeleteButton)
+    client.buttons.place("upscale", row=1, order=10, make=lambda job_id, _: [DeleteButton(DELETE, job_id, 0)])

@@ -3,25 +3,33 @@ with Real-ESRGAN (×4 by default, ×2 on request or when chaining an upscale aga
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import discord
 from discord import app_commands
 
-from commands.common import (
+from bot.buttons import GREY, JobButton, Look, job_template
+from bot.client import TesseraClient
+from bot.interactions import (
     actor_of,
     check_channel,
     defer_public,
     find_job,
     guarded,
     job_choices,
+    member_priority,
     post_jobs,
     require_done,
     require_grid,
     service_of,
 )
-from commands.imagine import member_priority
 from engine.jobs.model import JobKind
+
+UPSCALE = "upscale"  # U1–U4 on a grid
+UPSCALE_MORE = "upmore"  # Upscale ×2 on an upscale (chained)
+
+HELP = {"commands": "`/upscale job index [scale]` — one image, larger (U1–U4 do the same)",
+        "buttons": "**U1–U4** under a grid: upscale that image ×4 · **🔍 Upscale ×2** under an upscale: again, larger"}
 
 
 async def run_upscale(interaction: discord.Interaction, job_id: str, index: int, scale: int) -> None:
@@ -51,15 +59,25 @@ async def upscale(interaction: discord.Interaction, job: str, index: app_command
         await run_upscale(interaction, found.id, index - 1, scale)
 
 
-async def press_upscale(interaction: discord.Interaction, job_id: str, index: int) -> None:
-    """U1–U4."""
-    await run_upscale(interaction, job_id, index, 4)
+class UpscaleButton(JobButton, template=job_template(UPSCALE, UPSCALE_MORE)):
+    """U1–U4 under a grid (×4), and 🔍 Upscale ×2 under an upscale (chained, within UPSCALE_MAX_SIDE)."""
+
+    actions: ClassVar[tuple[str, ...]] = (UPSCALE, UPSCALE_MORE)
+
+    @classmethod
+    def look(cls, action: str, index: int) -> Look:
+        return Look(f"U{index + 1}") if action == UPSCALE else Look("Upscale ×2", "🔍", GREY)
+
+    async def press(self, interaction: discord.Interaction) -> None:
+        if self.action == UPSCALE:
+            await run_upscale(interaction, self.job_id, self.index, 4)
+        else:
+            await run_upscale(interaction, self.job_id, 0, 2)
 
 
-async def press_upscale_more(interaction: discord.Interaction, job_id: str, index: int) -> None:
-    """Upscale ×2 under an upscaled image: chain, within UPSCALE_MAX_SIDE."""
-    await run_upscale(interaction, job_id, 0, 2)
-
-
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(upscale)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(upscale)
+    client.buttons.add(UpscaleButton)
+    client.buttons.place("grid", row=0, order=0,
+                         make=lambda job_id, _: [UpscaleButton(UPSCALE, job_id, i) for i in range(4)])
+    client.buttons.place("upscale", row=0, order=2, make=lambda job_id, _: [UpscaleButton(UPSCALE_MORE, job_id, 0)])

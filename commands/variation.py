@@ -3,27 +3,37 @@ or of a picture you upload. With `prompt:` it is Midjourney's remix: vary with a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import discord
 from discord import app_commands
 
-from commands.common import (
+from bot.buttons import JobButton, Look, job_template
+from bot.client import TesseraClient
+from bot.interactions import (
     actor_of,
     check_channel,
     defer_public,
     find_job,
     guarded,
     job_choices,
+    member_priority,
     post_jobs,
     require_done,
     require_grid,
     service_of,
 )
-from commands.imagine import member_priority
 from engine.errors import ImageFetchError, TesseraError
 from engine.imaging.decode import check_attachment
 from engine.jobs.model import JobKind
+
+VARY = "vary"  # V1–V4 on a grid (subtle)
+VARY_SUBTLE = "vsubtle"  # 🪄 on an upscale
+VARY_STRONG = "vstrong"  # 🪄 on an upscale
+
+HELP = {"commands": "`/variation job index [strength] [prompt]` — four variations (V1–V4); with `prompt:` it remixes\n"
+                    "`/variation image:` — variations of a picture you upload",
+        "buttons": "**V1–V4** under a grid: subtle variations · **🪄 Vary (Subtle) / Vary (Strong)** under an upscale"}
 
 Strength = Literal["subtle", "strong"]
 
@@ -85,18 +95,27 @@ async def variation(interaction: discord.Interaction, job: str | None = None,
         await run_vary(interaction, found.id, index - 1, strength, prompt)
 
 
-async def press_vary(interaction: discord.Interaction, job_id: str, index: int) -> None:
-    """V1–V4 on a grid: subtle variations."""
-    await run_vary(interaction, job_id, index, "subtle")
+class VaryButton(JobButton, template=job_template(VARY, VARY_SUBTLE, VARY_STRONG)):
+    """V1–V4 under a grid (subtle), 🪄 Vary (Subtle) / Vary (Strong) under an upscale."""
+
+    actions: ClassVar[tuple[str, ...]] = (VARY, VARY_SUBTLE, VARY_STRONG)
+
+    @classmethod
+    def look(cls, action: str, index: int) -> Look:
+        if action == VARY:
+            return Look(f"V{index + 1}")
+        return Look("Vary (Subtle)" if action == VARY_SUBTLE else "Vary (Strong)", "🪄")
+
+    async def press(self, interaction: discord.Interaction) -> None:
+        if self.action == VARY:
+            await run_vary(interaction, self.job_id, self.index, "subtle")
+        else:
+            await run_vary(interaction, self.job_id, 0, "strong" if self.action == VARY_STRONG else "subtle")
 
 
-async def press_vary_subtle(interaction: discord.Interaction, job_id: str, index: int) -> None:
-    await run_vary(interaction, job_id, 0, "subtle")
-
-
-async def press_vary_strong(interaction: discord.Interaction, job_id: str, index: int) -> None:
-    await run_vary(interaction, job_id, 0, "strong")
-
-
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(variation)
+def setup(client: TesseraClient) -> None:
+    client.tree.add_command(variation)
+    client.buttons.add(VaryButton)
+    client.buttons.place("grid", row=1, order=0, make=lambda job_id, _: [VaryButton(VARY, job_id, i) for i in range(4)])
+    client.buttons.place("upscale", row=0, order=0, make=lambda job_id, _: [VaryButton(VARY_SUBTLE, job_id, 0),
+                                                                           VaryButton(VARY_STRONG, job_id, 0)])

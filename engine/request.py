@@ -140,10 +140,14 @@ class GenerationRequest:
 class ProfileLike(Protocol):
     """What `resolve` needs of `engine.diffusion.models.ModelProfile` (kept torch-free here)."""
 
-    family: str
-    native: int
-    steps: int
-    guidance: float
+    @property
+    def family(self) -> str: ...
+    @property
+    def native(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def guidance(self) -> float: ...
 
 
 @dataclass(frozen=True)

@@ -431,7 +431,7 @@ async def test_info_cancel_show_help(bot: Bot) -> None:
 
 
 async def test_job_autocomplete_lists_your_jobs(bot: Bot) -> None:
-    from commands.common import job_choices
+    from bot.interactions import job_choices
 
     _, job_id = await imagine(bot, "a lighthouse")
     interaction = bot.h.interaction(bot.h.command_payload("upscale", {"job": ""}))

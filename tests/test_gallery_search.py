@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from commands.prompts import PAGE_SIZE, PageRef, decode_ref, encode_ref
+from commands.gallery.prompts import PAGE_SIZE, PageRef, decode_ref, encode_ref
 from engine.errors import TesseraError
 from engine.jobs.model import JobKind, JobState, NewJob
 from storage.models import GalleryEntry

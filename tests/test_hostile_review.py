@@ -19,7 +19,7 @@ from PIL import Image
 
 from bot.service import DEFAULT_BANNED_WORDS, find_banned_word
 from commands.admin import MAX_BANNED_WORDS
-from commands.prompts import PAGE_SIZE
+from commands.gallery.prompts import PAGE_SIZE
 from engine.jobs.redis_queue import _decode_result as decode_result
 from engine.jobs.redis_wire import PayloadError, ResultPayload
 from engine.prompt import PromptError, PromptLimits, parse

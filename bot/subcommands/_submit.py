@@ -22,13 +22,14 @@ import contextlib
 import json
 import shutil
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.authorization import Actor
+from bot.cli import run_async
 from bot.config import ConfigError, Settings, load_settings
-from engine.errors import JobCancelled, TesseraError
+from engine.errors import TesseraError
 from engine.jobs.model import Job
 from engine.request import GenerationRequest
 
@@ -209,20 +210,10 @@ def write_grid(job: Job, event: QueueEvent, out_dir: Path) -> dict:
             "ignored": list(event.ignored or request.ignored), "flagged": list(event.flagged)}
 
 
-def report_error(command: str, exc: BaseException) -> int:
-    print(f"tessera {command}: {exc}", file=sys.stderr)
-    return 1
-
-
-def run_command(command: str, main: Callable[[], Awaitable[int]]) -> int:
-    """`asyncio.run(main())` with user errors as one line on stderr and exit status 1."""
-
-    try:
-        return asyncio.run(main())
-    except TesseraError as exc:
-        return report_error(command, exc)
-    except (JobCancelled, KeyboardInterrupt):
-        return report_error(command, KeyboardInterrupt("cancelled"))
+def run_command(command: str, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """`asyncio.run(main())` with user errors as one line on stderr and exit status 1
+    (`bot.cli.run_async`: the CLI's one error policy)."""
+    return run_async(command, main)
 
 
 def print_result(result: dict) -> None:

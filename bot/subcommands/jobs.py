@@ -13,7 +13,6 @@ import sys
 from dataclasses import asdict
 
 from bot.config import load_settings
-from engine.errors import StorageError
 from engine.jobs.model import JobState
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -56,8 +55,4 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_run(args))
-    except StorageError as exc:
-        print(f"tessera jobs: {exc}", file=sys.stderr)
-        return 1
+    return asyncio.run(_run(args))  # a StorageError is one line from `bot.cli.run_guarded`

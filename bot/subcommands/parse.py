@@ -18,8 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.config import load_settings
-    from engine.prompt import PromptError, parse
+    from bot.config import load_settings  # heavy for the CLI: pydantic
+    from engine.prompt import PromptError, parse  # kept with the settings it needs
 
     settings = load_settings()
     text = sys.stdin.read().rstrip("\n") if args.prompt == "-" else args.prompt

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from bot.config import load_settings
-from engine.errors import StorageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +47,4 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_run(args))
-    except StorageError as exc:
-        print(f"tessera prune: {exc}", file=sys.stderr)
-        return 1
+    return asyncio.run(_run(args))  # a StorageError is one line from `bot.cli.run_guarded`

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from bot.subcommands._edit import add_edit_options, run_edit
-from bot.subcommands._submit import report_error
+from engine.errors import TesseraError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,6 @@ def main(args: argparse.Namespace) -> int:
             with args.mask.open("rb") as handle:
                 mask_bytes = handle.read(64 * 1024 * 1024 + 1)  # the service refuses past IMAGE_PROMPT_MAX_BYTES
         except OSError as exc:
-            return report_error("region", OSError(f"cannot read the mask {str(args.mask)!r}: {exc.strerror}"))
+            raise TesseraError(f"cannot read the mask {str(args.mask)!r}: {exc.strerror}") from None
     return run_edit("region", args, lambda service, common: service.region(
         cells=args.cells, where=args.where, mask_bytes=mask_bytes, **common))

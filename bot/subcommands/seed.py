@@ -12,7 +12,6 @@ import asyncio
 import sys
 
 from bot.config import load_settings
-from engine.errors import StorageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,11 +30,7 @@ async def _seed(ref: str) -> int | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        seed = asyncio.run(_seed(args.job))
-    except StorageError as exc:
-        print(f"tessera seed: {exc}", file=sys.stderr)
-        return 1
+    seed = asyncio.run(_seed(args.job))  # a StorageError is one line from `bot.cli.run_guarded`
     if seed is None:
         print(f"tessera seed: job {args.job.strip()} has no seed yet (it has not started)", file=sys.stderr)
         return 1

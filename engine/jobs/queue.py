@@ -36,8 +36,10 @@ from engine.jobs.results import ResultWriter, encode_preview
 from engine.jobs.store import Store
 from engine.request import GenerationRequest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: no PIL or diffusion module is needed to run the queue core
     from PIL.Image import Image
+
+    from engine.diffusion.models import ModelProfile
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,12 @@ Callback = Callable[[QueueEvent], Awaitable[None] | None]
 
 
 class JobQueue(Protocol):
+    """Everything the application service (`bot.service.Tessera`) uses of a queue; both
+    `InProcessQueue` and the Redis queue satisfy it, so the service never probes with getattr."""
+
+    scheduler: Scheduler  # fair turns and per-user counts (a server's own waiting limit reads it)
+    writer: ResultWriter  # re-makes a done job's Discord file (/show, restarts)
+
     async def start(self, *, resume: bool = True) -> None: ...
     async def stop(self) -> None: ...
     async def submit(self, job: Job) -> int: ...
@@ -96,6 +104,9 @@ class JobQueue(Protocol):
     def check(self, user_id: int, count: int = 1) -> None: ...
     def position(self, job_id: str) -> int | None: ...
     def stats(self) -> QueueStats: ...
+    def model_ready(self) -> bool: ...
+    async def wait_ready(self, timeout: float | None = None) -> bool: ...
+    def model_profile(self, model: str) -> ModelProfile | None: ...
     def subscribe(self, callback: Callback) -> None: ...
 
 
@@ -260,6 +271,11 @@ class QueueCore:
     def model_ready(self) -> bool:
         """Whether jobs can run now (the model is loaded / a worker is live); cheap, unlike `stats`."""
         return self._model_ready()
+
+    def model_profile(self, model: str) -> ModelProfile | None:
+        """The profile of `model` as a worker elsewhere loaded it; None here (the in-process
+        executor's own model says it directly). The Redis queue answers from heartbeats."""
+        return None
 
     # ----- for subclasses ---------------------------------------------------------------
     def _busy_now(self) -> float:

@@ -1,10 +1,10 @@
-"""The gallery's buttons and the 🔁 Remix modal; every meaning lives in the `custom_id`.
+"""The buttons on a gallery post and the 🔁 Remix modal; every meaning lives in the `custom_id`.
 
 Gallery post buttons are `tessera-g:<action>:<entry id>` (🔁 Remix, 🎲 Same prompt, 📋 Prompt,
 👍 Like, 🗑 Remove); search and top lists page with `tessera-g:pg:<page ref>` (see
-`commands.prompts.PageRef`). The prefix is not `tessera:` so these never match the job
-buttons' template in `bot.views`. Like the job buttons they are `DynamicItem`s the client
-registers at start, so a post from last month still works after any restart.
+`commands.gallery.prompts.PageRef`). The prefix is not `tessera:` so these never match a job
+button's template (`bot.buttons`). Like the job buttons they are `DynamicItem`s registered by
+the feature's `setup`, so a post from last month still works after any restart.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
@@ -19,7 +20,22 @@ import discord
 
 from bot.authorization import Act
 from bot.gallery import MESSAGE_LIMIT, image_facts, paste_text, prompt_with_seed, remove_share
+from bot.interactions import (
+    Guard,
+    actor_of,
+    check_channel,
+    defer_public,
+    guarded,
+    member_priority,
+    post_jobs,
+    quick_parse,
+    reply,
+    service_of,
+    start_prompt,
+)
+from bot.service import Tessera
 from engine.errors import TesseraError
+from storage.models import GalleryEntry
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +67,7 @@ def gallery_id(action: str, entry_id: int) -> str:
     return f"{PREFIX}:{action}:{entry_id}"
 
 
-class GalleryButton(discord.ui.DynamicItem[discord.ui.Button],
+class GalleryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                     template=rf"{PREFIX}:(?P<action>[a-z]{{1,12}}):(?P<entry>\d{{1,19}})"):
     """A button on a gallery post (or a search result's Remix)."""
 
@@ -65,13 +81,11 @@ class GalleryButton(discord.ui.DynamicItem[discord.ui.Button],
         self.entry_id = entry_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> GalleryButton:
-        return cls(match["action"], int(match["entry"]), label=item.label, row=item.row)
+        return cls(match["action"], int(match["entry"]), label=getattr(item, "label", None), row=item.row)
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        from commands.common import guarded  # cycle: bot -> commands; phase 2 removes it
-
         async with guarded(interaction) as guard:
             handler = _HANDLERS.get(self.action)
             if handler is None:
@@ -83,48 +97,42 @@ def like_label(likes: int) -> str:
     return str(max(0, likes))
 
 
+def post_buttons(entry_id: int, likes: int = 0) -> list[discord.ui.Item[Any]]:
+    """The buttons under a gallery post (placed on "gallery" messages by the feature's setup)."""
+    return [GalleryButton(GalleryAction.REMIX, entry_id, row=0), GalleryButton(GalleryAction.SAME, entry_id, row=0),
+            GalleryButton(GalleryAction.PROMPT, entry_id, row=0),
+            GalleryButton(GalleryAction.LIKE, entry_id, label=like_label(likes), row=0),
+            GalleryButton(GalleryAction.DELETE, entry_id, row=0)]
+
+
 def gallery_view(entry_id: int, likes: int = 0) -> discord.ui.View:
-    """The buttons under a gallery post."""
     view = discord.ui.View(timeout=None)
-    view.add_item(GalleryButton(GalleryAction.REMIX, entry_id, row=0))
-    view.add_item(GalleryButton(GalleryAction.SAME, entry_id, row=0))
-    view.add_item(GalleryButton(GalleryAction.PROMPT, entry_id, row=0))
-    view.add_item(GalleryButton(GalleryAction.LIKE, entry_id, label=like_label(likes), row=0))
-    view.add_item(GalleryButton(GalleryAction.DELETE, entry_id, row=0))
+    for item in post_buttons(entry_id, likes):
+        view.add_item(item)
     return view
 
 
 # ----- the actions ---------------------------------------------------------------------------------
 
 
-async def live_entry(service: Any, entry_id: int) -> Any:
+async def live_entry(service: Tessera, entry_id: int) -> GalleryEntry:
     """The gallery entry, or TesseraError if it was removed (by its author, an admin or a moderator)."""
-    entry = await service.storage.gallery.get(entry_id)
+    entry = await service.gallery_entry(entry_id)
     if entry is None or entry.removed:
         raise TesseraError("This image is no longer in the gallery.")
     return entry
 
 
-async def _remix(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
-    from commands.common import service_of  # cycle: bot -> commands; phase 2 removes it
-
+async def _remix(interaction: discord.Interaction, entry_id: int, guard: Guard) -> None:
     entry = await live_entry(service_of(interaction), entry_id)
     guard.job_id = entry.job_id
     modal = RemixModal(entry.id, entry.prompt_text)
     await interaction.response.send_modal(modal)
-    modal.stop()  # not kept in memory: `on_modal_submit` takes the form by its custom_id, after any wait or restart
+    modal.stop()  # not kept in memory: `on_remix_submit` takes the form by its custom_id, after any wait or restart
 
 
-async def _same(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
+async def _same(interaction: discord.Interaction, entry_id: int, guard: Guard) -> None:
     """🎲: the shared request again with a new seed, as the presser's job, posted where pressed."""
-    from commands.common import (  # cycle: bot -> commands; phase 2 removes it
-        check_channel,
-        defer_public,
-        post_jobs,
-        service_of,
-    )
-    from commands.imagine import member_priority  # cycle: bot -> commands; phase 2 removes it
-
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
     guard.job_id = entry.job_id
@@ -135,17 +143,15 @@ async def _same(interaction: discord.Interaction, entry_id: int, guard: Any) -> 
     await post_jobs(interaction, [job])
 
 
-async def _prompt(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
+async def _prompt(interaction: discord.Interaction, entry_id: int, guard: Guard) -> None:
     """📋: the prompt and parameters, only for the presser; a very long one comes as a file."""
     import io
-
-    from commands.common import service_of  # cycle: bot -> commands; phase 2 removes it
 
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
     guard.job_id = entry.job_id
-    job = await service.storage.jobs.require(entry.job_id)
-    facts = await image_facts(service.storage, job, entry.index)
+    job = await service.require_job(entry.job_id)
+    facts = await image_facts(service, job, entry.index)
     text = paste_text(entry, facts)
     if len(text) <= MESSAGE_LIMIT:
         await interaction.response.send_message(text, ephemeral=True)
@@ -156,22 +162,18 @@ async def _prompt(interaction: discord.Interaction, entry_id: int, guard: Any) -
         file=discord.File(io.BytesIO(full), filename=f"prompt_{entry.id}.txt"), ephemeral=True)
 
 
-async def _like(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
+async def _like(interaction: discord.Interaction, entry_id: int, guard: Guard) -> None:
     """👍: one like per person; pressing again takes it back. The post shows the new count."""
-    from commands.common import service_of  # cycle: bot -> commands; phase 2 removes it
-
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
     guard.job_id = entry.job_id
-    _liked, likes = await service.storage.gallery.toggle_like(entry.id, interaction.user.id)
+    _liked, likes = await service.toggle_like(entry.id, interaction.user.id)
     await interaction.response.edit_message(view=gallery_view(entry.id, likes))
 
 
-async def _delete(interaction: discord.Interaction, entry_id: int, guard: Any) -> None:
+async def _delete(interaction: discord.Interaction, entry_id: int, guard: Guard) -> None:
     """🗑: the share's author, or a manager of the server it was shared in, takes it out of the
     gallery (the image stays)."""
-    from commands.common import actor_of, reply, service_of  # cycle: bot -> commands; phase 2 removes it
-
     service = service_of(interaction)
     entry = await live_entry(service, entry_id)
     guard.job_id = entry.job_id
@@ -183,7 +185,7 @@ async def _delete(interaction: discord.Interaction, entry_id: int, guard: Any) -
     await reply(interaction, text, ephemeral=True)
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[discord.Interaction, int, Guard], Awaitable[None]]] = {
     GalleryAction.REMIX: _remix,
     GalleryAction.SAME: _same,
     GalleryAction.PROMPT: _prompt,
@@ -198,14 +200,14 @@ _HANDLERS = {
 class RemixModal(discord.ui.Modal, title="Remix this prompt"):
     """The shared prompt, editable; Submit runs the edited prompt as the submitter's own job.
 
-    Only the form: the submission is handled by `on_modal_submit` from its custom_id, like the
+    Only the form: the submission is handled by `on_remix_submit` from its custom_id, like the
     buttons, so a form submitted after a restart (or after discord.py's modal timeout) still
     works instead of showing "This interaction failed"."""
 
     def __init__(self, entry_id: int, prompt_text: str) -> None:
         super().__init__(timeout=REMIX_MODAL_TIMEOUT_S, custom_id=f"{REMIX_MODAL}{entry_id}:{secrets.token_hex(4)}")
         self.entry_id = entry_id
-        self.prompt = discord.ui.TextInput(style=discord.TextStyle.paragraph, default=prompt_text[:TEXT_INPUT_MAX],
+        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(style=discord.TextStyle.paragraph, default=prompt_text[:TEXT_INPUT_MAX],
                                            max_length=TEXT_INPUT_MAX, required=True, custom_id=REMIX_PROMPT)
         self.add_item(discord.ui.Label(text="Prompt", description="Change anything, then Submit to make your own grid",
                                        component=self.prompt))
@@ -225,49 +227,14 @@ def submitted_value(components: Any, custom_id: str) -> str | None:
     return None
 
 
-async def on_modal_submit(interaction: discord.Interaction) -> bool:
-    """A submitted 🔁 Remix form: run the edited prompt as the submitter's job. False (and
-    nothing done) for any other interaction."""
-    from commands.common import defer_public, guarded  # cycle: bot -> commands; phase 2 removes it
-    from commands.imagine import quick_parse, start  # cycle: bot -> commands; phase 2 removes it
-
-    if interaction.type is not discord.InteractionType.modal_submit:
-        return False
+async def on_remix_submit(interaction: discord.Interaction) -> None:
+    """A submitted 🔁 Remix form (the client routes forms whose custom_id starts with
+    `REMIX_MODAL` here): run the edited prompt as the submitter's job."""
     data: Any = interaction.data or {}
-    if not str(data.get("custom_id", "")).startswith(REMIX_MODAL):
-        return False
     async with guarded(interaction):
         text = (submitted_value(data.get("components"), REMIX_PROMPT) or "").strip()
         if not text:
             raise TesseraError("The prompt is empty; write what to draw.")
         quick_parse(interaction, text)
         await defer_public(interaction)
-        await start(interaction, text, image_url=None)
-    return True
-
-
-# ----- paging search and top lists -------------------------------------------------------------------
-
-
-class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:pg:(?P<ref>[\s\S]{{1,90}})"):
-    """◀ / ▶ under a `/prompts search` or `/prompts top` list."""
-
-    def __init__(self, ref: str, *, label: str, disabled: bool = False, row: int | None = None) -> None:
-        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
-                                           custom_id=f"{PREFIX}:pg:{ref}", disabled=disabled, row=row))
-        self.ref = ref
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> PageButton:
-        return cls(match["ref"], label=item.label or "·", row=item.row)
-
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        from commands.common import guarded  # cycle: bot -> commands; phase 2 removes it
-        from commands.prompts import show_page  # cycle: bot -> commands; phase 2 removes it
-
-        async with guarded(interaction):
-            await show_page(interaction, self.ref)
-
-
-GALLERY_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (GalleryButton, PageButton)
+        await start_prompt(interaction, text, image_url=None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +23,9 @@ import discord
 from discord import app_commands
 
 from bot.gallery import ImageFacts, code_block, entry_link, image_facts, post_title
-from bot.gallery_views import PREFIX, GalleryAction, GalleryButton, PageButton
-from commands.common import defer_private, guarded, service_of
+from bot.interactions import defer_private, guarded, service_of
+from bot.service import Tessera
+from commands.gallery.posts import PREFIX, GalleryAction, GalleryButton
 from engine.errors import TesseraError
 from storage.models import GalleryEntry
 from storage.search import to_fts_query
@@ -144,12 +146,11 @@ async def _none() -> None:
     return None
 
 
-async def _fetch(service: Any, ref: PageRef) -> list[GalleryEntry]:
-    gallery = service.storage.gallery
+async def _fetch(service: Tessera, ref: PageRef) -> list[GalleryEntry]:
     if ref.mode == "top":
-        return await gallery.top(since_days=PERIODS[ref.period], limit=PAGE_SIZE + 1, offset=ref.offset)
-    return await gallery.search(ref.query, author_id=ref.author_id, sort=ref.sort, limit=PAGE_SIZE + 1,
-                                offset=ref.offset)
+        return await service.top_gallery(since_days=PERIODS[ref.period], limit=PAGE_SIZE + 1, offset=ref.offset)
+    return await service.search_gallery(ref.query, author_id=ref.author_id, sort=ref.sort, limit=PAGE_SIZE + 1,
+                                        offset=ref.offset)
 
 
 def _heading(ref: PageRef, first: int, last: int) -> str:
@@ -164,7 +165,7 @@ def _heading(ref: PageRef, first: int, last: int) -> str:
     return f"{head} · {first}–{last}" if last else head
 
 
-async def build_page(service: Any, ref: PageRef) -> Page:
+async def build_page(service: Tessera, ref: PageRef) -> Page:
     """The content, embeds, thumbnail files and buttons of one page."""
     found = await _fetch(service, ref)
     entries, more = found[:PAGE_SIZE], len(found) > PAGE_SIZE
@@ -173,8 +174,8 @@ async def build_page(service: Any, ref: PageRef) -> Page:
         return Page(f"{_heading(ref, 0, 0)}\n{what}.", [], [], None)
     facts_of: list[ImageFacts | None] = []
     for entry in entries:
-        job = await service.storage.jobs.get(entry.job_id)
-        facts_of.append(await image_facts(service.storage, job, entry.index) if job is not None else None)
+        job = await service.job(entry.job_id)
+        facts_of.append(await image_facts(service, job, entry.index) if job is not None else None)
     thumbs = await asyncio.gather(*(  # made side by side: a 4096² PNG takes ~0.4 s to shrink
         asyncio.to_thread(_thumbnail, f.image.path) if f is not None and f.image is not None else _none()
         for f in facts_of))
@@ -224,6 +225,27 @@ async def show_page(interaction: discord.Interaction, encoded: str) -> None:
                                              view=page.view)
 
 
+# ----- paging search and top lists -------------------------------------------------------------------
+
+
+class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PREFIX}:pg:(?P<ref>[\s\S]{{1,90}})"):
+    """◀ / ▶ under a `/prompts search` or `/prompts top` list."""
+
+    def __init__(self, ref: str, *, label: str, disabled: bool = False, row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
+                                           custom_id=f"{PREFIX}:pg:{ref}", disabled=disabled, row=row))
+        self.ref = ref
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> PageButton:
+        return cls(match["ref"], label=getattr(item, "label", None) or "·", row=item.row)
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        async with guarded(interaction):
+            await show_page(interaction, self.ref)
+
+
 # ----- the commands ----------------------------------------------------------------------------------
 
 prompts = app_commands.Group(name="prompts", description="Search and browse the prompts shared in the gallery")
@@ -246,7 +268,3 @@ async def search(interaction: discord.Interaction, query: app_commands.Range[str
 async def top(interaction: discord.Interaction, period: Literal["day", "week", "all"] = "all") -> None:
     async with guarded(interaction):
         await send_first_page(interaction, PageRef("top", 0, period=period))
-
-
-def setup(tree: app_commands.CommandTree) -> None:
-    tree.add_command(prompts)

@@ -1,4 +1,6 @@
-"""What every command and button shares: answering, errors, job references, channel rules.
+"""What every feature's commands and buttons share: answering, errors, job references, channel rules.
+
+These are the bot's interaction helpers (features import them; nothing here imports a feature).
 
 The rule the whole bot keeps: the user always gets an answer. A `TesseraError` (something
 the user can fix) becomes an ephemeral message with its text; anything else is logged with its
@@ -10,23 +12,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 
 from bot import render
 from bot.authorization import Actor
-from bot.client import TesseraClient
+from bot.pending import PendingPrompt
 from bot.progress import Target, Update
+from bot.service import PRIORITY_ROLE_BOOST, NeedsConfirmation, Tessera
 from bot.tracker import JobTracker, is_warming
 from engine.errors import StorageError, TesseraError
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job, JobKind, JobState
+from engine.prompt import parse
 from storage.models import GuildSettings
+
+if TYPE_CHECKING:  # the client imports this module for its error handler
+    from bot.client import TesseraClient
 
 log = logging.getLogger("commands")
 
@@ -45,8 +53,11 @@ def client_of(interaction: discord.Interaction) -> TesseraClient:
     return interaction.client  # type: ignore[return-value]
 
 
-def service_of(interaction: discord.Interaction) -> Any:
-    return client_of(interaction).service
+def service_of(interaction: discord.Interaction) -> Tessera:
+    service = client_of(interaction).service
+    if service is None:  # `tessera commands` builds a client without one; it never runs a command
+        raise TesseraError("Tessera is not running its job service right now; try again in a minute.")
+    return service
 
 
 def tracker_of(interaction: discord.Interaction) -> JobTracker:
@@ -129,7 +140,7 @@ async def guarded(interaction: discord.Interaction, *, job_id: str | None = None
 def _what(interaction: discord.Interaction) -> str:
     if interaction.command is not None:
         return f"/{interaction.command.qualified_name}"
-    data = interaction.data or {}
+    data: Any = interaction.data or {}  # a union of TypedDicts: only component payloads have custom_id
     return str(data.get("custom_id", "interaction"))
 
 
@@ -162,7 +173,7 @@ async def guild_rules(interaction: discord.Interaction) -> GuildSettings | None:
         return None
     held = interaction.extras.get(_GUILD_RULES)
     if held is None:
-        held = await service_of(interaction).storage.settings.guild(interaction.guild_id)
+        held = await service_of(interaction).guild_settings(interaction.guild_id)
         interaction.extras[_GUILD_RULES] = held
     return held
 
@@ -183,30 +194,44 @@ async def check_channel(interaction: discord.Interaction) -> None:
     raise TesseraError(f"Tessera makes images only in {where} on this server. Try again there.")
 
 
+async def member_priority(interaction: discord.Interaction) -> int:
+    """A boost for members holding the server's priority role (0 for everyone else)."""
+    guild = await guild_rules(interaction)
+    if guild is None or not isinstance(interaction.user, discord.Member):
+        return 0
+    role = guild.priority_role_id
+    # `_roles` holds every role id of the member, even roles not in the cache (a partial guild).
+    held = set(getattr(interaction.user, "_roles", ())) | {r.id for r in interaction.user.roles}
+    if role is None or role not in held:
+        return 0
+
+    return PRIORITY_ROLE_BOOST
+
+
 # ----- job references ---------------------------------------------------------------------------
 
 
 async def find_job(interaction: discord.Interaction, ref: str | None) -> Job:
     """A job from an id or a message link; without one, the user's most recent job."""
-    storage = service_of(interaction).storage
+    service = service_of(interaction)
     if not ref or not ref.strip():
-        recent = await storage.jobs.recent_for_user(interaction.user.id, limit=1)
+        recent = await service.recent_jobs(interaction.user.id, limit=1)
         if not recent:
             raise TesseraError("You have no jobs yet. Start one with `/imagine`.")
         return recent[0]
     ref = ref.strip()
     link = render.parse_message_link(ref)
     if link is not None:
-        job = await storage.jobs.find_by_message(link[1])
+        job = await service.job_for_message(link[1])
         if job is None:
             raise TesseraError("That message is not a Tessera result. Give a job id or a link to a result message.")
         return job
     if ref.isdigit() and len(ref) >= 17:  # a bare message id
-        job = await storage.jobs.find_by_message(int(ref))
+        job = await service.job_for_message(int(ref))
         if job is not None:
             return job
     try:
-        return await storage.jobs.require(ref.split()[0])
+        return await service.require_job(ref.split()[0])
     except StorageError:
         raise TesseraError(f"There is no job `{ref[:40]}`. Use the id shown under a result, or a link to the message.") from None
 
@@ -228,7 +253,7 @@ def require_grid(job: Job, index: int) -> None:
 async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Autocomplete: the user's recent jobs, newest first, matching what they typed."""
     try:
-        jobs = await service_of(interaction).storage.jobs.recent_for_user(interaction.user.id, limit=25)
+        jobs = await service_of(interaction).recent_jobs(interaction.user.id, limit=25)
     except Exception:
         log.exception("job autocomplete failed")
         return []
@@ -242,7 +267,7 @@ async def job_choices(interaction: discord.Interaction, current: str) -> list[ap
     return choices
 
 
-# ----- posting jobs --------------------------------------------------------------------------------
+# ----- starting prompts and posting jobs --------------------------------------------------------------------------------
 
 
 def warming(interaction: discord.Interaction) -> bool:
@@ -268,7 +293,7 @@ async def post_jobs(interaction: discord.Interaction, jobs: Sequence[Job]) -> No
         for job in jobs:
             position = tracker.known_position(job.id)
             if position is None:
-                position = service.queue.position(job.id)
+                position = service.queue_position(job.id)
             text = render.queued_text(job, position, warming=is_warming)
             if shown == 0:
                 interaction.extras.pop(_PUBLIC_DEFER, None)
@@ -283,3 +308,34 @@ async def post_jobs(interaction: discord.Interaction, jobs: Sequence[Job]) -> No
     finally:
         for job in jobs[shown:]:
             tracker.release(job.id)  # results still reach the channel, by adoption
+
+
+def quick_parse(interaction: discord.Interaction, text: str) -> None:
+    """Refuse a malformed prompt before deferring (the service parses it again, authoritatively)."""
+
+    settings = service_of(interaction).settings
+    parse(text, settings.prompt_limits)
+
+
+async def start_prompt(interaction: discord.Interaction, prompt: str, *, image_url: str | None, confirmed: bool = False) -> None:
+    """Queue a prompt for the interaction's user and show its jobs (or ask to confirm).
+
+    `/imagine`, its confirmation and the gallery's 🔁 Remix form all start prompts here; the
+    confirmation's buttons are whatever the features placed on "confirm" messages."""
+
+    await check_channel(interaction)
+    service = service_of(interaction)
+    try:
+        jobs = await service.imagine(user_id=interaction.user.id, prompt_text=prompt, guild_id=interaction.guild_id,
+                                     channel_id=interaction.channel_id, image_url=image_url, confirmed=confirmed,
+                                     priority=await member_priority(interaction))
+    except NeedsConfirmation as ask:
+        key = client_of(interaction).pending.put(PendingPrompt(
+            user_id=interaction.user.id, prompt_text=prompt, guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id, image_url=image_url, count=ask.count, created=time.monotonic()))
+        await remove_placeholder(interaction)
+        await interaction.followup.send(
+            f"This prompt makes **{ask.count} jobs** (one message each). Run them all?",
+            view=client_of(interaction).buttons.view("confirm", key, count=ask.count), ephemeral=True)
+        return
+    await post_jobs(interaction, jobs)
