@@ -64,6 +64,10 @@ SEED_MAX = 4294967295
 MAX_ASPECT = 4.0
 DEFAULT_STYLIZE = 100
 DEFAULT_IW = 1.0
+DEFAULT_SW = 100
+DEFAULT_CW = 100
+_TUPLES = ("negative", "ignored", "image_prompts", "style_refs", "style_urls", "character_refs", "character_urls",
+           "blend_refs")
 VARIATION_STRENGTH: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
 
 
@@ -96,6 +100,15 @@ class GenerationRequest:
     variation: str | None = None  # "subtle" / "strong" for variations
     safety_check: bool = False  # run the safety checker on the results (set from server/global settings)
     exp: int = 0  # --exp as given (0 when absent); already part of `guidance`
+    # Pictures as prompts (IP-Adapter, `engine.diffusion.references`): local, checked copies
+    # (DATA_DIR/inputs/<sha256>.png, so the file name is the picture's hash) and their links.
+    style_refs: tuple[str, ...] = ()  # --sref pictures
+    style_urls: tuple[str, ...] = ()
+    style_weight: int = DEFAULT_SW  # --sw 0-1000
+    character_refs: tuple[str, ...] = ()  # --cref pictures
+    character_urls: tuple[str, ...] = ()
+    character_weight: int = DEFAULT_CW  # --cw 0-100
+    blend_refs: tuple[str, ...] = ()  # /blend pictures, their embeddings averaged
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -103,12 +116,26 @@ class GenerationRequest:
     def batch_key(self) -> tuple:
         """Requests with equal keys may run together as one batch."""
         return (self.model, self.width, self.height, self.steps, self.sampler, self.tile,
-                self.init_image is None, self.stop, self.strength if self.init_image else None)
+                self.init_image is None, self.stop, self.strength if self.init_image else None,
+                self.reference_key())
+
+    @property
+    def uses_references(self) -> bool:
+        """Whether this request needs the IP-Adapter for sure (image links use it when set up)."""
+        return bool(self.style_refs or self.character_refs or self.blend_refs)
+
+    def reference_key(self) -> tuple:
+        """What the adapter scales and embedding shapes of a batch depend on: requests that
+        differ here cannot share a UNet call (the scales belong to the attention layers)."""
+        return (len(self.style_refs), self.style_weight if self.style_refs else None,
+                len(self.character_refs), self.character_weight if self.character_refs else None,
+                len(self.blend_refs), bool(self.image_prompts) and self.variation is None,
+                self.image_weight if self.image_prompts else None)
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
-        for name in ("negative", "ignored", "image_prompts"):
+        for name in _TUPLES:
             data[name] = list(data[name])
         return data
 
@@ -118,7 +145,7 @@ class GenerationRequest:
         values = {k: v for k, v in data.items() if k in known}
         values["prompts"] = tuple(WeightedText(str(p["text"]), float(p.get("weight", 1.0)))
                                   for p in data.get("prompts", ()))
-        for name in ("negative", "ignored", "image_prompts"):
+        for name in _TUPLES:
             values[name] = tuple(data.get(name) or ())
         return cls(**values)
 
