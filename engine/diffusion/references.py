@@ -45,7 +45,8 @@ from PIL import Image
 
 from engine.errors import ModelError
 
-__all__ = ["AdapterFiles", "ReferenceAdapter", "RefScales", "character_scale", "content_scale", "style_scale"]
+__all__ = ["AdapterFiles", "RefScales", "ReferenceAdapter", "batch_embeds", "character_scale", "check_adapter_files",
+           "content_scale", "open_reference", "reference_scales", "style_scale"]
 
 log = logging.getLogger(__name__)
 
