@@ -25,8 +25,11 @@ How Midjourney's parameters are mapped (each documented in one place, here):
   raises the guidance from --stylize further: guidance x (1 + E / 400), so --exp 100 is
   1.25 x (`guidance_for_exp`).
 - `--quality 5` (V1-V5 prompts only) counts as 4, Tessera's largest.
+- `--sref URL…` / `--sw S` and `--cref URL…` / `--cw C`: pictures as prompts through
+  IP-Adapter, mapped to adapter scales in `engine.diffusion.references` (`style_scale`,
+  `character_scale`); `--sref` style codes are listed back as ignored.
 - Parameters the parser keeps but the engine does not act on (`--v`, `--niji`, `--style`,
-  `--weird`, `--sref`, `--profile`, ...) are listed in `ignored` so the bot can say so; which
+  `--weird`, `--profile`, ...) are listed in `ignored` so the bot can say so; which
   ones those are, and why, is the parameter table in `engine.prompt` (`Expansion.parameters`).
 """
 
@@ -236,17 +239,29 @@ def _ignored(expansion: Expansion) -> tuple[str, ...]:
             continue
         text = "--v" + use.as_written()[len("--version"):] if use.name == "version" else use.as_written()
         out.append(f"{text} (no image prompt)" if use.name == "iw" else text)
+    for name in ("sref", "cref"):
+        values = expansion.params.values(name)
+        links = expansion.reference_links(name)
+        codes = [v for v in values if "://" not in v]
+        if codes and links:  # the parameter is applied; its codes are not
+            out.append(f"--{name} {' '.join(codes)} (style codes)")
+        if any("::" in v for v in values if "://" in v):
+            out.append(f"--{name} ::weights (every reference picture weighs the same)")
     return tuple(out)
 
 
 def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: str,
             defaults: Defaults | None = None, seed: int | None = None,
-            init_image: str | None = None) -> GenerationRequest:
+            init_image: str | None = None, style_refs: tuple[str, ...] = (),
+            character_refs: tuple[str, ...] = ()) -> GenerationRequest:
     """Turn one parsed expansion into a request for `model` (raises `PromptError`).
 
     `seed` is used when the prompt has no `--seed` (else a random one is drawn).
     `init_image` is the local copy of the expansion's image prompts (fetched and blended by
     the caller with `engine.imaging.fetch`); without it the request has no image-to-image.
+    `style_refs` / `character_refs` are the local copies of the `--sref` / `--cref` links
+    (`Expansion.reference_links`), one file per link, in order; without them those
+    parameters are not applied.
     """
     defaults = defaults or Defaults()
     p = expansion.params
@@ -282,6 +297,12 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         image_prompts=tuple(expansion.images),
         image_weight=p.iw,
         exp=exp,
+        style_refs=tuple(style_refs),
+        style_urls=expansion.reference_links("sref") if style_refs else (),
+        style_weight=int(p.extra.get("sw") or DEFAULT_SW),
+        character_refs=tuple(character_refs),
+        character_urls=expansion.reference_links("cref") if character_refs else (),
+        character_weight=int(p.extra.get("cw") or DEFAULT_CW),
     )
 
 
