@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "upscale": "upscale one image of a job with Real-ESRGAN",
     "vary": "make four variations of one image of a job",
     "reroll": "run a job's prompt again with a new seed",
+    "blend": "blend 2 to 5 pictures into a grid (IP-Adapter), as /blend does",
     "jobs": "list stored jobs",
     "seed": "print the seed of a job",
     "worker": "run a GPU worker that takes jobs from Redis",

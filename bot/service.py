@@ -27,6 +27,7 @@ from bot.config import ConfigError, Settings
 from engine.diffusion.models import PROFILES, ModelProfile, check_model_ref
 from engine.diffusion.safety import check_source
 from engine.errors import (
+    ImageFetchError,
     PromptError,
     QueueLimitError,
     StorageError,
@@ -34,14 +35,21 @@ from engine.errors import (
 )
 from engine.imaging.decode import decode_image
 from engine.imaging.encoding import EncodedImage, encode_png
-from engine.imaging.fetch import FetchLimits, FetchPolicy, fetch_init_image
+from engine.imaging.fetch import (
+    FetchLimits,
+    FetchPolicy,
+    blend_images,
+    fetch_images,
+    fetch_init_image,
+    save_init_image,
+)
 from engine.jobs.executor import EngineExecutor, Executor
 from engine.jobs.joblog import for_job
 from engine.jobs.metrics import MetricsServer
 from engine.jobs.model import Job, JobKind, JobState, NewJob
 from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, limits_from_settings
 from engine.jobs.results import ResultWriter
-from engine.prompt import Expansion, Prompt, parse
+from engine.prompt import Expansion, Params, Prompt, parse
 from engine.request import Defaults, GenerationRequest, reroll_of, resolve, variation_of, variation_of_image
 from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
 from storage.api import Storage
@@ -52,6 +60,8 @@ log = logging.getLogger(__name__)
 
 # Prompts that make more jobs than this ask the user to confirm first (permutations, --repeat).
 CONFIRM_ABOVE_JOBS = 4
+BLEND_MIN, BLEND_MAX = 2, 5  # Midjourney's /blend takes 2 to 5 pictures
+BLEND_DIMENSIONS = {"portrait": "2:3", "square": "1:1", "landscape": "3:2"}  # Midjourney's three choices
 # Upscales are short and go ahead of full grids; a server's priority role adds PRIORITY_ROLE_BOOST.
 UPSCALE_PRIORITY = 1
 PRIORITY_ROLE_BOOST = 2
@@ -296,17 +306,20 @@ class Tessera:
         defaults = Defaults(quality=user.quality, aspect=user.aspect, stylize=user.stylize)
         safety = await self._safety_for(guild_id)
         plans: list[tuple[Expansion, GenerationRequest]] = []
-        fetched: dict[tuple[str, ...], str] = {}
+        fetched: dict[tuple[tuple[str, ...], ...], tuple[str | None, tuple[str, ...], tuple[str, ...]]] = {}
         for expansion in prompt.expansions:
             urls = ((image_url,) if image_url else ()) + tuple(expansion.images)
-            init_image = None
-            if urls:
-                if urls not in fetched:
-                    fetched[urls] = await self._fetch_inputs(urls)
-                init_image = fetched[urls]
+            srefs, crefs = expansion.reference_links("sref"), expansion.reference_links("cref")
+            if srefs or crefs:
+                self._check_references(profile.family, "--sref" if srefs else "--cref",
+                                       len(urls) + len(srefs) + len(crefs))
+            key = (urls, srefs, crefs)
+            if key not in fetched:
+                fetched[key] = await self._fetch_pictures(urls, srefs, crefs) if any(key) else (None, (), ())
+            init_image, style_refs, character_refs = fetched[key]
             for _ in range(expansion.params.repeat or 1):
                 request = resolve(expansion, profile=profile, model=model, sampler=sampler, defaults=defaults,
-                                  init_image=init_image)
+                                  init_image=init_image, style_refs=style_refs, character_refs=character_refs)
                 request = replace(request, safety_check=safety)
                 if image_url and image_url not in request.image_prompts:
                     request = replace(request, image_prompts=(image_url, *request.image_prompts))
@@ -389,6 +402,49 @@ class Tessera:
             seed=request.seed, model=model, guild_id=guild_id, channel_id=channel_id,
             options={"strength": strength, "upload": str(path)}, priority=priority,
         ))
+
+    async def blend(self, *, user_id: int, images: Sequence[bytes], dimensions: str = "square",
+                    guild_id: int | None = None, channel_id: int | None = None, priority: int = 0) -> Job:
+        """Queue Midjourney's /blend: a grid whose images mix 2-5 uploaded pictures (their
+        IP-Adapter image embeddings averaged), with no text. `dimensions` is portrait (2:3),
+        square (1:1) or landscape (3:2)."""
+
+        if not BLEND_MIN <= len(images) <= BLEND_MAX:
+            raise PromptError(f"/blend takes {BLEND_MIN} to {BLEND_MAX} pictures; got {len(images)}.")
+        aspect = BLEND_DIMENSIONS.get(dimensions)
+        if aspect is None:
+            raise PromptError(f"/blend dimensions must be one of {', '.join(BLEND_DIMENSIONS)}; got {dimensions[:40]!r}.")
+        user = await self.storage.settings.user(user_id)
+        model = self._model_for(user.model)
+        profile = await self._profile(model)
+        self._check_references(profile.family, "/blend", len(images))
+        await self._check_limits(user_id, guild_id, 1)
+        paths = await asyncio.to_thread(self._store_pictures, images)
+        expansion = Expansion(prompts=(), negative=(), images=(), params=Params(ar=aspect), source="")
+        request = resolve(expansion, profile=profile, model=model, sampler=user.sampler or self.settings.sampler)
+        request = replace(request, blend_refs=paths, text=f"/blend {len(paths)} pictures",
+                          safety_check=await self._safety_for(guild_id))
+        return await self._admit_one(user_id, guild_id, NewJob(
+            kind=JobKind.IMAGINE, user_id=user_id, prompt_text=request.text, prompt_json=None,
+            request_json=request.to_json(), seed=request.seed, model=model, guild_id=guild_id,
+            channel_id=channel_id, options={"blend": len(paths), "dimensions": dimensions}, priority=priority,
+        ))
+
+    def _store_pictures(self, images: Sequence[bytes]) -> tuple[str, ...]:
+        """Decode uploads with the checked decoder (per picture and per prompt pixel limits,
+        as for image links) and store each; blocking, run in a worker thread."""
+        budget = [self.settings.image_prompt_max_total_pixels]
+
+        def spend(size: tuple[int, int]) -> None:
+            budget[0] -= size[0] * size[1]
+            if budget[0] < 0:
+                raise ImageFetchError(f"The pictures have more than {self.settings.image_prompt_max_total_pixels / 1e6:g} "
+                                      "megapixels together; use fewer or smaller pictures.")
+
+        decoded = [decode_image(data, max_bytes=self.settings.image_prompt_max_bytes,
+                                max_pixels=self.settings.image_prompt_max_pixels, source=f"Picture {i}",
+                                before_decode=spend) for i, data in enumerate(images, start=1)]
+        return tuple(str(self._store_input_image(image)[0]) for image in decoded)
 
     async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
                      priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
@@ -613,6 +669,45 @@ class Tessera:
                              max_total_pixels=settings.image_prompt_max_total_pixels)
         path = await fetch_init_image(urls, self.inputs_dir, policy=policy, limits=limits)
         return str(path)
+
+    def _check_references(self, family: str, what: str, pictures: int) -> None:
+        """Refuse pictures as prompts, before any fetch, when they cannot be honoured: no
+        IP-Adapter set up (naming the setting), a model family without one, too many pictures."""
+        if not self.settings.ip_adapter_repo.strip():
+            raise PromptError(f"{what} needs IP-Adapter weights, which this bot does not have: the operator sets "
+                              "IP_ADAPTER_REPO (for example h94/IP-Adapter) to turn on --sref, --cref and /blend.")
+        if family not in ("sd1", "sdxl"):
+            raise PromptError(f"{what} works with SD 1.x and SDXL models; this model is {family}, which has no "
+                              "IP-Adapter.")
+        limit = self.settings.prompt_max_images
+        if pictures > limit:
+            raise PromptError(f"this prompt has {pictures} pictures (image links, --sref and --cref together); "
+                              f"the most is {limit}.")
+
+    def _fetch_limits(self) -> tuple[FetchPolicy, FetchLimits]:
+        settings = self.settings
+        policy = FetchPolicy.build(settings.image_fetch_allowed_hosts, settings.image_fetch_ports)
+        limits = FetchLimits(max_bytes=settings.image_prompt_max_bytes, timeout_s=settings.image_fetch_timeout_s,
+                             max_pixels=settings.image_prompt_max_pixels,
+                             max_total_pixels=settings.image_prompt_max_total_pixels)
+        return policy, limits
+
+    async def _fetch_pictures(self, urls: Sequence[str], srefs: Sequence[str],
+                              crefs: Sequence[str]) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+        """Image prompts, --sref and --cref pictures in one guarded fetch (one pixel budget for
+        the prompt): (the blended init image, each --sref picture, each --cref picture), stored
+        content-addressed under DATA_DIR/inputs (the file name is the picture's sha256)."""
+        if not srefs and not crefs:
+            return await self._fetch_inputs(urls), (), ()
+        policy, limits = self._fetch_limits()
+        images = await fetch_images([*urls, *srefs, *crefs], policy=policy, limits=limits)
+
+        def store() -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+            init = str(save_init_image(blend_images(images[:len(urls)]), self.inputs_dir)) if urls else None
+            rest = [str(self._store_input_image(image)[0]) for image in images[len(urls):]]
+            return init, tuple(rest[:len(srefs)]), tuple(rest[len(srefs):])
+
+        return await asyncio.to_thread(store)
 
     def _store_input(self, data: bytes) -> tuple[Path, tuple[int, int]]:
         """Decode an upload with the same checked decoder as image prompts, then store it.

@@ -297,3 +297,18 @@ def batch_embeds(adapter: ReferenceAdapter, requests: Sequence[Any], rows: Seque
             pos = torch.cat([neg, pos])
         out.append(pos)
     return out
+
+
+def adapter_files_from_settings(settings: Any) -> dict[str, AdapterFiles]:
+    """Each family's adapter files from `bot.config.Settings` (duck-typed: engine/ does not
+    import bot/); empty when `IP_ADAPTER_REPO` is not set. SD 2.x has no IP-Adapter."""
+    repo = (getattr(settings, "ip_adapter_repo", "") or "").strip()
+    if not repo:
+        return {}
+    encoder = settings.ip_adapter_image_encoder
+    return {
+        "sd1": AdapterFiles(repo, settings.ip_adapter_sd15, settings.ip_adapter_sd15_face, encoder,
+                            "IP_ADAPTER_REPO / IP_ADAPTER_SD15 / IP_ADAPTER_SD15_FACE / IP_ADAPTER_IMAGE_ENCODER"),
+        "sdxl": AdapterFiles(repo, settings.ip_adapter_sdxl, settings.ip_adapter_sdxl_face, encoder,
+                             "IP_ADAPTER_REPO / IP_ADAPTER_SDXL / IP_ADAPTER_SDXL_FACE / IP_ADAPTER_IMAGE_ENCODER"),
+    }

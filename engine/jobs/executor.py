@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.diffusion.generate import Generator
 from engine.diffusion.models import load_model
+from engine.diffusion.references import adapter_files_from_settings
 from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
 from engine.request import GenerationRequest
@@ -129,8 +130,10 @@ class EngineExecutor:
         upscale_max_side: int = 4096,
         safety_checker: bool = False,
         safety_checker_model: str = "",
+        reference_files: dict[str, Any] | None = None,
     ) -> None:
         self.model_ref = model_ref
+        self.reference_files = reference_files or {}  # family -> AdapterFiles (pictures as prompts)
         self.device = device
         self.dtype = dtype
         self.load_options = {"attention_slicing": attention_slicing, "vae_tiling": vae_tiling, "cpu_offload": cpu_offload}
@@ -155,6 +158,7 @@ class EngineExecutor:
             upscale_max_side=settings.upscale_max_side,
             safety_checker=settings.safety_checker,
             safety_checker_model=getattr(settings, "safety_checker_model", ""),
+            reference_files=adapter_files_from_settings(settings),
         )
 
     def prepare(self) -> None:
@@ -164,7 +168,7 @@ class EngineExecutor:
 
     def _load(self, ref: str) -> tuple[Any, Any]:
         model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
-        return model, Generator(model)
+        return model, Generator(model, reference_files=self.reference_files.get(model.family))
 
     def _generator_for(self, ref: str) -> Any:
         """MODEL_ID stays loaded; one other allowed model (a user's choice) is kept beside it."""

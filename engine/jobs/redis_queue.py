@@ -338,6 +338,8 @@ class RedisQueue(QueueCore):
             request = item.request.to_json()
             if request.get("init_image"):
                 request["init_image"] = await self._attach(files, request["init_image"], "The image this job starts from")
+            for name in ("style_refs", "character_refs", "blend_refs"):  # reference pictures travel as bytes too
+                request[name] = [await self._attach(files, path, "A reference picture") for path in request.get(name, [])]
         if item.kind == UPSCALE:
             options["source"] = await self._attach(files, str(item.options.get("source", "")), "The image to upscale")
         return JobPayload(item.job_id, item.kind, request, options, item.prompt_text)

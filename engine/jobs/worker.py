@@ -488,6 +488,8 @@ def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
         data = dict(job.request)
         if data.get("init_image"):
             data["init_image"] = paths[data["init_image"]]
+        for name in ("style_refs", "character_refs", "blend_refs"):
+            data[name] = [paths[key] for key in data.get(name, [])]
         request = GenerationRequest.from_json(data)
     return WorkItem(job.job_id, job.kind, request, options, job.prompt_text)
 
