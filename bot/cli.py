@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, str] = {
     "vary": "make four variations of one image of a job",
     "reroll": "run a job's prompt again with a new seed",
     "blend": "blend 2 to 5 pictures into a grid (IP-Adapter), as /blend does",
+    "describe": "four Midjourney-style prompts for a picture, as /describe gives",
+    "shorten": "weigh a prompt's words with the model's text encoder; five shorter prompts",
     "jobs": "list stored jobs",
     "seed": "print the seed of a job",
     "worker": "run a GPU worker that takes jobs from Redis",

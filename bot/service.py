@@ -26,6 +26,8 @@ from bot.authorization import Act, Actor, Subject, decide
 from bot.config import ConfigError, Settings
 from engine.diffusion.models import PROFILES, ModelProfile, check_model_ref
 from engine.diffusion.safety import check_source
+from engine.diffusion.shorten import Shortening
+from engine.diffusion.shorten import shorten as shorten_prompt
 from engine.errors import (
     ImageFetchError,
     PromptError,
@@ -52,6 +54,7 @@ from engine.jobs.results import ResultWriter
 from engine.prompt import Expansion, Params, Prompt, parse
 from engine.request import Defaults, GenerationRequest, reroll_of, resolve, variation_of, variation_of_image
 from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
+from engine.vision.describe import Description
 from storage.api import Storage
 from storage.models import GalleryEntry
 from storage.owner import this_cli
@@ -170,6 +173,8 @@ class Tessera:
         self.queue = queue
         self.executor = executor
         self._profiles: dict[str, ModelProfile] = {}
+        self._aux: dict[str, Any] = {}  # /describe's captioner, /shorten's text encoder (loaded on first use)
+        self._aux_lock = asyncio.Lock()
         self._metrics: Any = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
@@ -445,6 +450,59 @@ class Tessera:
                                 max_pixels=self.settings.image_prompt_max_pixels, source=f"Picture {i}",
                                 before_decode=spend) for i, data in enumerate(images, start=1)]
         return tuple(str(self._store_input_image(image)[0]) for image in decoded)
+
+    async def describe(self, *, image_bytes: bytes, offset: int = 0) -> Description:
+        """Midjourney's /describe: four prompts for a picture (`engine.vision.describe`).
+
+        The picture goes through the checked decoder (type, bytes, pixels); `offset` (the 🔄
+        button's count, 0-1000) deals the next-best phrases. The captioner (`CAPTION_MODEL`)
+        is loaded on first use, once the generation model has loaded (two loads at once
+        race inside accelerate), and runs in a worker thread, one call at a time."""
+
+        if not self.settings.caption_model.strip():
+            raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning model such "
+                              "as Salesforce/blip-image-captioning-large).")
+        if not 0 <= offset <= 1000:
+            raise PromptError(f"describe again at most 1000 times; got {offset}.")
+        image = await asyncio.to_thread(decode_image, image_bytes, max_bytes=self.settings.image_prompt_max_bytes,
+                                        max_pixels=self.settings.image_prompt_max_pixels, source="The picture")
+        async with self._aux_lock:
+            describer = await self._aux_model("describe")
+            return await asyncio.to_thread(describer.describe, image, offset=offset)
+
+    async def shorten(self, *, prompt_text: str, guild_id: int | None = None) -> Shortening:
+        """Midjourney's /shorten: the prompt's words weighed by the model's own text encoder,
+        and up to five shorter prompts (`engine.diffusion.shorten`). Uses the loaded model's
+        encoders when this process holds the model, else loads MODEL_ID once."""
+
+        prompt = parse(prompt_text, self.settings.prompt_limits)
+        await self._check_words(prompt_text, guild_id)
+        expansion = prompt.expansions[0]
+        async with self._aux_lock:
+            encoder = await self._aux_model("shorten")
+            return await asyncio.to_thread(shorten_prompt, encoder, expansion)
+
+    async def _aux_model(self, kind: Literal["describe", "shorten"]) -> Any:
+        """The captioner or a text encoder, loaded once in a worker thread after the model."""
+        if kind in self._aux:
+            return self._aux[kind]
+        await self.wait_ready()  # never load while the GPU thread loads (accelerate patches torch globally)
+        settings = self.settings
+        if kind == "describe":
+            from engine.vision.describe import Describer
+
+            self._aux[kind] = await asyncio.to_thread(Describer, settings.caption_model, device=settings.device,
+                                                      dtype=settings.dtype)
+            return self._aux[kind]
+        from engine.diffusion.conditioning import PromptEncoder
+
+        model = getattr(self.executor, "model", None)
+        if model is None:  # Redis workers hold the model: load it here once for its text encoders
+            from engine.diffusion.models import load_model
+
+            model = await asyncio.to_thread(load_model, settings.model_id, device=settings.device, dtype=settings.dtype)
+        self._aux[kind] = PromptEncoder(model.pipe, model.family, model.execution_device, model.pipe.unet.dtype)
+        return self._aux[kind]
 
     async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
                      priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
