@@ -138,3 +138,17 @@ def test_references_without_the_adapter_name_the_setting(loaded: LoadedModel, fa
     ref = str(picture(tmp_path / "ref.png", seed=1))
     with pytest.raises(ModelError, match="IP_ADAPTER_REPO"):
         Generator(loaded).generate([request(family, style_refs=(ref,))])
+
+
+def test_image_links_act_through_the_embedding_too_when_the_adapter_is_set_up(
+        generator: Generator, loaded: LoadedModel, family: str, tmp_path: Path) -> None:
+    init = str(picture(tmp_path / "init.png", seed=5, size=(64, 64)))
+    linked = request(family, count=1, init_image=init, strength=0.9, image_prompts=("https://i.example/a.png",),
+                     image_weight=2.0)
+    with_adapter = pixels(generator.generate([linked])[0][0])
+    init_only = pixels(Generator(loaded).generate([linked])[0][0])  # no adapter files: the init image alone
+    assert np.abs(with_adapter - init_only).mean() > 0.5
+    # A variation is image-to-image from its source only, adapter or not.
+    variation = replace(linked, variation="subtle")
+    assert np.array_equal(pixels(generator.generate([variation])[0][0]),
+                          pixels(Generator(loaded).generate([variation])[0][0]))
