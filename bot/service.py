@@ -312,13 +312,14 @@ class Tessera:
         safety = await self._safety_for(guild_id)
         plans: list[tuple[Expansion, GenerationRequest]] = []
         fetched: dict[tuple[tuple[str, ...], ...], tuple[str | None, tuple[str, ...], tuple[str, ...]]] = {}
-        for expansion in prompt.expansions:
-            urls = ((image_url,) if image_url else ()) + tuple(expansion.images)
-            srefs, crefs = expansion.reference_links("sref"), expansion.reference_links("cref")
-            if srefs or crefs:
-                self._check_references(profile.family, "--sref" if srefs else "--cref",
-                                       len(urls) + len(srefs) + len(crefs))
-            key = (urls, srefs, crefs)
+        keys = [(((image_url,) if image_url else ()) + tuple(e.images), e.reference_links("sref"),
+                 e.reference_links("cref")) for e in prompt.expansions]
+        with_refs = [k for k in dict.fromkeys(keys) if k[1] or k[2]]
+        if with_refs:  # before any fetch: every different set is fetched once, all share one bound
+            self._check_references(profile.family, "--sref" if any(k[1] for k in with_refs) else "--cref",
+                                   sum(len(a) + len(b) + len(c) for a, b, c in dict.fromkeys(keys)))
+        for expansion, key in zip(prompt.expansions, keys, strict=True):
+            urls, srefs, crefs = key
             if key not in fetched:
                 fetched[key] = await self._fetch_pictures(urls, srefs, crefs) if any(key) else (None, (), ())
             init_image, style_refs, character_refs = fetched[key]
@@ -739,8 +740,8 @@ class Tessera:
                               "IP-Adapter.")
         limit = self.settings.prompt_max_images
         if pictures > limit:
-            raise PromptError(f"this prompt has {pictures} pictures (image links, --sref and --cref together); "
-                              f"the most is {limit}.")
+            raise PromptError(f"this prompt has {pictures} pictures to fetch (image links, --sref and --cref "
+                              f"together, over its {{}} expansions); the most is {limit}.")
 
     def _fetch_limits(self) -> tuple[FetchPolicy, FetchLimits]:
         settings = self.settings

@@ -148,8 +148,8 @@ def test_references_without_the_adapter_are_refused_naming_the_setting(
     files = [write(tmp_path, f"p{i}.png", png(i)) for i in range(2)]
     code, _, err = run(capsys, "blend", *files)
     assert code == 1 and "IP_ADAPTER_REPO" in err
-    # Refused before any fetch: the link is never contacted.
-    code, _, err = run(capsys, "imagine", "a cat --sref https://images.example.com/a.png")
+    # Refused before any fetch: the link is never contacted (and its port 1 is one no fetch may use).
+    code, _, err = run(capsys, "imagine", "a cat --sref https://images.example.com:1/a.png")
     assert code == 1 and "--sref needs IP-Adapter weights" in err and "IP_ADAPTER_REPO" in err
 
 
@@ -174,3 +174,13 @@ def test_imagine_with_sref_and_cref_links_records_them(configured: Path, picture
     a = np.asarray(Image.open(result["files"][0])).astype(int)
     b = np.asarray(Image.open(plain["files"][0])).astype(int)
     assert np.abs(a - b).mean() > 0.5
+
+
+def test_reference_pictures_count_against_the_prompts_picture_limit(
+        configured: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPT_MAX_IMAGES", "3")
+    # Refused before any fetch (these links are never contacted; port 1 is one no fetch may use):
+    # the two expansions' different sets make 3 + 3 pictures.
+    links = " ".join(f"https://images.example.com:1/{i}.png" for i in range(2))
+    code, _, err = run(capsys, "imagine", f"a {{cat, dog}} --sref {links} --cref https://images.example.com:1/{{a,b}}.png")
+    assert code == 1 and "pictures to fetch" in err and "the most is 3" in err
