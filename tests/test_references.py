@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,19 +61,23 @@ def generator(loaded: LoadedModel, family: str, tiny_models: dict[str, Path]) ->
     return Generator(loaded, reference_files=adapter_files(tiny_models, family))
 
 
-def diffusers_sref(tiny_models: dict[str, Path], family: str, refs: list[Path], sw: int,
-                   req: GenerationRequest) -> list[np.ndarray]:
-    """The same prompt through diffusers' own pipeline with `load_ip_adapter` and InstantStyle's
-    per-block scale (the style layers: `up_blocks.0.attentions.1` in the tiny UNets)."""
+@pytest.fixture(scope="module")
+def diffusers_pipe(family: str, tiny_models: dict[str, Path]) -> object:
+    """diffusers' own pipeline for the family, with its plain IP-Adapter loaded by `load_ip_adapter`."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     pipe = cls.from_pretrained(str(tiny_models[family]))
     pipe.set_progress_bar_config(disable=True)
-    style = IP_ADAPTER_FILES[family][0]
-    subfolder, _, weight = style.rpartition("/")
+    subfolder, _, weight = IP_ADAPTER_FILES[family][0].rpartition("/")
     pipe.load_ip_adapter(str(tiny_models["ip_adapter"]), subfolder=subfolder, weight_name=weight,
                          image_encoder_folder=IMAGE_ENCODER_FOLDER)
+    return pipe
+
+
+def diffusers_sref(pipe: Any, refs: list[Path], sw: int, req: GenerationRequest) -> list[np.ndarray]:
+    """The same prompt through diffusers' pipeline with InstantStyle's per-block scale (the
+    style layers: `up_blocks.0.attentions.1` in the tiny UNets)."""
     pipe.set_ip_adapter_scale({"up": {"block_0": [0.0, style_scale(sw), 0.0]}})
     generators = [torch.Generator("cpu").manual_seed(req.image_seed(i)) for i in range(req.count)]
     images = [Image.open(p).convert("RGB") for p in refs]
@@ -83,12 +88,12 @@ def diffusers_sref(tiny_models: dict[str, Path], family: str, refs: list[Path], 
 
 
 @pytest.mark.parametrize("count", [1, 2])
-def test_sref_gives_diffusers_pixels(generator: Generator, family: str, tiny_models: dict[str, Path],
+def test_sref_gives_diffusers_pixels(generator: Generator, family: str, diffusers_pipe: Any,
                                      tmp_path: Path, count: int) -> None:
     refs = [picture(tmp_path / f"ref{i}.png", seed=i) for i in range(count)]
     req = request(family, style_refs=tuple(str(p) for p in refs), style_weight=250)
     ours = [pixels(im) for im in generator.generate([req])[0]]
-    theirs = diffusers_sref(tiny_models, family, refs, 250, req)
+    theirs = diffusers_sref(diffusers_pipe, refs, 250, req)
     for a, b in zip(ours, theirs, strict=True):
         assert np.abs(a - b).mean() <= 1.0, np.abs(a - b).mean()
     plain = [pixels(im) for im in generator.generate([request(family)])[0]]

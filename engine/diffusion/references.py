@@ -187,9 +187,8 @@ class ReferenceAdapter:
         """(positive, negative) embeddings of `pictures` for `slot`, each (1, n, ...) (n = 1
         when `average`). Adapted from diffusers 0.42.1 `StableDiffusionPipeline.encode_image`."""
         torch = self._torch
-        device = self.pipe._execution_device
         pixels = self.feature_extractor([p.convert("RGB") for p in pictures], return_tensors="pt").pixel_values
-        pixels = pixels.to(device=device, dtype=self.dtype)
+        pixels = pixels.to(device=self._encoder_device(), dtype=self.dtype)
         if self.hidden_states[slot]:
             pos = self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
             neg = self.image_encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2]
@@ -198,19 +197,24 @@ class ReferenceAdapter:
             neg = torch.zeros_like(pos)
         if average:
             pos, neg = pos.mean(dim=0, keepdim=True), neg[:1]
-        return pos[None], neg[None]
+        device = self.pipe._execution_device  # where the UNet runs (CPU offload: not the encoder's)
+        return pos[None].to(device), neg[None].to(device)
+
+    def _encoder_device(self) -> Any:
+        from diffusers.utils.torch_utils import get_module_execution_device
+
+        return get_module_execution_device(self.image_encoder)
 
     def empty(self, slot: int) -> Any:
         """A stand-in embedding for a slot a batch does not use (its scale is 0: skipped)."""
         torch = self._torch
-        device = self.pipe._execution_device
         size = self.image_encoder.config.image_size
-        pixels = torch.zeros((1, 3, size, size), device=device, dtype=self.dtype)
+        pixels = torch.zeros((1, 3, size, size), device=self._encoder_device(), dtype=self.dtype)
         if self.hidden_states[slot]:
             out = self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
         else:
             out = torch.zeros_like(self.image_encoder(pixels).image_embeds)
-        return out[None]
+        return out[None].to(self.pipe._execution_device)
 
 
 def _style_layers(names: Sequence[str]) -> list[str]:
