@@ -124,6 +124,17 @@ class Settings(BaseSettings):
     image_fetch_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     image_fetch_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
 
+    # Pictures as prompts (--sref, --cref, image links, /blend): IP-Adapter weights. Empty repo: off
+    # (the flags are refused naming IP_ADAPTER_REPO). Paths are inside the repo (hub id or folder).
+    ip_adapter_repo: str = ""
+    ip_adapter_sd15: str = "models/ip-adapter_sd15.safetensors"
+    ip_adapter_sd15_face: str = "models/ip-adapter-full-face_sd15.safetensors"
+    ip_adapter_sdxl: str = "sdxl_models/ip-adapter_sdxl_vit-h.safetensors"
+    ip_adapter_sdxl_face: str = "sdxl_models/ip-adapter-plus-face_sdxl_vit-h.safetensors"
+    ip_adapter_image_encoder: str = "models/image_encoder"
+    # /describe: a transformers image-to-text model (BLIP), hub id or folder. Empty: off.
+    caption_model: str = ""
+
     gallery_channel_id: int | None = None
     # The web gallery (`bot.web`): off while WEB_PORT is 0; `tessera web` runs it alone.
     web_port: int = Field(default=0, ge=0, le=65535)

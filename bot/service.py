@@ -27,10 +27,14 @@ from PIL import Image
 
 from bot.authorization import Act, Actor, Subject, decide
 from bot.config import ConfigError, Settings
-from engine.diffusion.models import PROFILES, ModelProfile, check_model_ref
+from engine.diffusion.conditioning import PromptEncoder
+from engine.diffusion.models import PROFILES, LoadedModel, ModelProfile, check_model_ref, load_model
 from engine.diffusion.safety import check_source
 from engine.diffusion.segment import MAX_REGION_TEXT, Segmenter
+from engine.diffusion.shorten import Shortening
+from engine.diffusion.shorten import shorten as shorten_prompt
 from engine.errors import (
+    ImageFetchError,
     PromptError,
     QueueLimitError,
     StorageError,
@@ -52,13 +56,20 @@ from engine.imaging.canvas import (
 )
 from engine.imaging.decode import decode_image
 from engine.imaging.encoding import EncodedImage, encode_png
-from engine.imaging.fetch import FetchLimits, FetchPolicy, fetch_init_image
+from engine.imaging.fetch import (
+    FetchLimits,
+    FetchPolicy,
+    blend_images,
+    fetch_images,
+    fetch_init_image,
+    save_init_image,
+)
 from engine.jobs.executor import EngineExecutor, Executor
 from engine.jobs.joblog import for_job
 from engine.jobs.metrics import MetricsServer
 from engine.jobs.model import ImageRecord, Job, JobKind, JobState, NewJob
 from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, QueueStats, limits_from_settings
-from engine.prompt import Expansion, Prompt, parse
+from engine.prompt import Expansion, Params, Prompt, parse
 from engine.request import (
     SEED_MAX,
     Defaults,
@@ -71,6 +82,7 @@ from engine.request import (
     variation_of_image,
 )
 from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
+from engine.vision.describe import Describer, Description
 from storage.api import Storage
 from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.owner import this_cli
@@ -79,6 +91,8 @@ log = logging.getLogger(__name__)
 
 # Prompts that make more jobs than this ask the user to confirm first (permutations, --repeat).
 CONFIRM_ABOVE_JOBS = 4
+BLEND_MIN, BLEND_MAX = 2, 5  # Midjourney's /blend takes 2 to 5 pictures
+BLEND_DIMENSIONS = {"portrait": "2:3", "square": "1:1", "landscape": "3:2"}  # Midjourney's three choices
 # Upscales are short and go ahead of full grids; a server's priority role adds PRIORITY_ROLE_BOOST.
 UPSCALE_PRIORITY = 1
 PRIORITY_ROLE_BOOST = 2
@@ -190,6 +204,8 @@ class Tessera:
         self._profiles: dict[str, ModelProfile] = {}
         self._segment: Segmenter | None = None  # Vary (Region)'s text-to-mask model, loaded on first use
         self._metrics: MetricsServer | None = None
+        self._aux: dict[str, Any] = {}  # /describe's captioner, /shorten's text encoder (loaded on first use)
+        self._aux_lock = asyncio.Lock()
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
         # lock, so concurrent requests cannot all pass a check that only one of them fits.
@@ -417,17 +433,21 @@ class Tessera:
         defaults = Defaults(quality=user.quality, aspect=user.aspect, stylize=user.stylize)
         safety = await self._safety_for(guild_id)
         plans: list[tuple[Expansion, GenerationRequest]] = []
-        fetched: dict[tuple[str, ...], str] = {}
-        for expansion in prompt.expansions:
-            urls = ((image_url,) if image_url else ()) + tuple(expansion.images)
-            init_image = None
-            if urls:
-                if urls not in fetched:
-                    fetched[urls] = await self._fetch_inputs(urls)
-                init_image = fetched[urls]
+        fetched: dict[tuple[tuple[str, ...], ...], tuple[str | None, tuple[str, ...], tuple[str, ...]]] = {}
+        keys = [(((image_url,) if image_url else ()) + tuple(e.images), e.reference_links("sref"),
+                 e.reference_links("cref")) for e in prompt.expansions]
+        with_refs = [k for k in dict.fromkeys(keys) if k[1] or k[2]]
+        if with_refs:  # before any fetch: every different set is fetched once, all share one bound
+            self._check_references(profile.family, "--sref" if any(k[1] for k in with_refs) else "--cref",
+                                   sum(len(a) + len(b) + len(c) for a, b, c in dict.fromkeys(keys)))
+        for expansion, key in zip(prompt.expansions, keys, strict=True):
+            urls, srefs, crefs = key
+            if key not in fetched:
+                fetched[key] = await self._fetch_pictures(urls, srefs, crefs) if any(key) else (None, (), ())
+            init_image, style_refs, character_refs = fetched[key]
             for _ in range(expansion.params.repeat or 1):
                 request = resolve(expansion, profile=profile, model=model, sampler=sampler, defaults=defaults,
-                                  init_image=init_image)
+                                  init_image=init_image, style_refs=style_refs, character_refs=character_refs)
                 request = replace(request, safety_check=safety)
                 if image_url and image_url not in request.image_prompts:
                     request = replace(request, image_prompts=(image_url, *request.image_prompts))
@@ -654,6 +674,98 @@ class Tessera:
             options={**options, "mask": mask_path}, priority=priority,
         ))
 
+    async def blend(self, *, user_id: int, images: Sequence[bytes], dimensions: str = "square",
+                    guild_id: int | None = None, channel_id: int | None = None, priority: int = 0) -> Job:
+        """Queue Midjourney's /blend: a grid whose images mix 2-5 uploaded pictures (their
+        IP-Adapter image embeddings averaged), with no text. `dimensions` is portrait (2:3),
+        square (1:1) or landscape (3:2)."""
+
+        if not BLEND_MIN <= len(images) <= BLEND_MAX:
+            raise PromptError(f"/blend takes {BLEND_MIN} to {BLEND_MAX} pictures; got {len(images)}.")
+        aspect = BLEND_DIMENSIONS.get(dimensions)
+        if aspect is None:
+            raise PromptError(f"/blend dimensions must be one of {', '.join(BLEND_DIMENSIONS)}; got {dimensions[:40]!r}.")
+        user = await self.storage.settings.user(user_id)
+        model = self._model_for(user.model)
+        profile = await self._profile(model)
+        self._check_references(profile.family, "/blend", len(images))
+        await self._check_limits(user_id, guild_id, 1)
+        paths = await asyncio.to_thread(self._store_pictures, images)
+        expansion = Expansion(prompts=(), negative=(), images=(), params=Params(ar=aspect), source="")
+        request = resolve(expansion, profile=profile, model=model, sampler=user.sampler or self.settings.sampler)
+        request = replace(request, blend_refs=paths, text=f"/blend {len(paths)} pictures",
+                          safety_check=await self._safety_for(guild_id))
+        return await self._admit_one(user_id, guild_id, NewJob(
+            kind=JobKind.IMAGINE, user_id=user_id, prompt_text=request.text, prompt_json=None,
+            request_json=request.to_json(), seed=request.seed, model=model, guild_id=guild_id,
+            channel_id=channel_id, options={"blend": len(paths), "dimensions": dimensions}, priority=priority,
+        ))
+
+    def _store_pictures(self, images: Sequence[bytes]) -> tuple[str, ...]:
+        """Decode uploads with the checked decoder (per picture and per prompt pixel limits,
+        as for image links) and store each; blocking, run in a worker thread."""
+        budget = [self.settings.image_prompt_max_total_pixels]
+
+        def spend(size: tuple[int, int]) -> None:
+            budget[0] -= size[0] * size[1]
+            if budget[0] < 0:
+                raise ImageFetchError(f"The pictures have more than {self.settings.image_prompt_max_total_pixels / 1e6:g} "
+                                      "megapixels together; use fewer or smaller pictures.")
+
+        decoded = [decode_image(data, max_bytes=self.settings.image_prompt_max_bytes,
+                                max_pixels=self.settings.image_prompt_max_pixels, source=f"Picture {i}",
+                                before_decode=spend) for i, data in enumerate(images, start=1)]
+        return tuple(str(self._store_input_image(image)[0]) for image in decoded)
+
+    async def describe(self, *, image_bytes: bytes, offset: int = 0) -> Description:
+        """Midjourney's /describe: four prompts for a picture (`engine.vision.describe`).
+
+        The picture goes through the checked decoder (type, bytes, pixels); `offset` (the 🔄
+        button's count, 0-1000) deals the next-best phrases. The captioner (`CAPTION_MODEL`)
+        is loaded on first use, once the generation model has loaded (two loads at once
+        race inside accelerate), and runs in a worker thread, one call at a time."""
+
+        if not self.settings.caption_model.strip():
+            raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning model such "
+                              "as Salesforce/blip-image-captioning-large).")
+        if not 0 <= offset <= 1000:
+            raise PromptError(f"describe again at most 1000 times; got {offset}.")
+        image = await asyncio.to_thread(decode_image, image_bytes, max_bytes=self.settings.image_prompt_max_bytes,
+                                        max_pixels=self.settings.image_prompt_max_pixels, source="The picture")
+        async with self._aux_lock:
+            describer = await self._aux_model("describe")
+            return await asyncio.to_thread(describer.describe, image, offset=offset)
+
+    async def shorten(self, *, prompt_text: str, guild_id: int | None = None) -> Shortening:
+        """Midjourney's /shorten: the prompt's words weighed by the model's own text encoder,
+        and up to five shorter prompts (`engine.diffusion.shorten`). Uses the loaded model's
+        encoders when this process holds the model, else loads MODEL_ID once."""
+
+        prompt = parse(prompt_text, self.settings.prompt_limits)
+        await self._check_words(prompt_text, guild_id)
+        expansion = prompt.expansions[0]
+        async with self._aux_lock:
+            encoder = await self._aux_model("shorten")
+            return await asyncio.to_thread(shorten_prompt, encoder, expansion)
+
+    async def _aux_model(self, kind: Literal["describe", "shorten"]) -> Any:
+        """The captioner or a text encoder, loaded once in a worker thread after the model."""
+        if kind in self._aux:
+            return self._aux[kind]
+        await self.wait_ready()  # never load while the GPU thread loads (accelerate patches torch globally)
+        settings = self.settings
+        if kind == "describe":
+            self._aux[kind] = await asyncio.to_thread(Describer, settings.caption_model, device=settings.device,
+                                                      dtype=settings.dtype)
+            return self._aux[kind]
+        loaded: LoadedModel | None = getattr(self.executor, "model", None)
+        if loaded is None:  # Redis workers hold the model: load it here once for its text encoders
+            loaded = await asyncio.to_thread(load_model, settings.model_id, device=settings.device,
+                                             dtype=settings.dtype)
+        model: LoadedModel = loaded
+        self._aux[kind] = PromptEncoder(model.pipe, model.family, model.execution_device, model.pipe.unet.dtype)
+        return self._aux[kind]
+
     async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
                      priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
         """Queue the same request as `job_id` with a new seed (`seed`, else a random one).
@@ -874,6 +986,45 @@ class Tessera:
                              max_total_pixels=settings.image_prompt_max_total_pixels)
         path = await fetch_init_image(urls, self.inputs_dir, policy=policy, limits=limits)
         return str(path)
+
+    def _check_references(self, family: str, what: str, pictures: int) -> None:
+        """Refuse pictures as prompts, before any fetch, when they cannot be honoured: no
+        IP-Adapter set up (naming the setting), a model family without one, too many pictures."""
+        if not self.settings.ip_adapter_repo.strip():
+            raise PromptError(f"{what} needs IP-Adapter weights, which this bot does not have: the operator sets "
+                              "IP_ADAPTER_REPO (for example h94/IP-Adapter) to turn on --sref, --cref and /blend.")
+        if family not in ("sd1", "sdxl"):
+            raise PromptError(f"{what} works with SD 1.x and SDXL models; this model is {family}, which has no "
+                              "IP-Adapter.")
+        limit = self.settings.prompt_max_images
+        if pictures > limit:
+            raise PromptError(f"this prompt has {pictures} pictures to fetch (image links, --sref and --cref "
+                              f"together, over its {{}} expansions); the most is {limit}.")
+
+    def _fetch_limits(self) -> tuple[FetchPolicy, FetchLimits]:
+        settings = self.settings
+        policy = FetchPolicy.build(settings.image_fetch_allowed_hosts, settings.image_fetch_ports)
+        limits = FetchLimits(max_bytes=settings.image_prompt_max_bytes, timeout_s=settings.image_fetch_timeout_s,
+                             max_pixels=settings.image_prompt_max_pixels,
+                             max_total_pixels=settings.image_prompt_max_total_pixels)
+        return policy, limits
+
+    async def _fetch_pictures(self, urls: Sequence[str], srefs: Sequence[str],
+                              crefs: Sequence[str]) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+        """Image prompts, --sref and --cref pictures in one guarded fetch (one pixel budget for
+        the prompt): (the blended init image, each --sref picture, each --cref picture), stored
+        content-addressed under DATA_DIR/inputs (the file name is the picture's sha256)."""
+        if not srefs and not crefs:
+            return await self._fetch_inputs(urls), (), ()
+        policy, limits = self._fetch_limits()
+        images = await fetch_images([*urls, *srefs, *crefs], policy=policy, limits=limits)
+
+        def store() -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+            init = str(save_init_image(blend_images(images[:len(urls)]), self.inputs_dir)) if urls else None
+            rest = [str(self._store_input_image(image)[0]) for image in images[len(urls):]]
+            return init, tuple(rest[:len(srefs)]), tuple(rest[len(srefs):])
+
+        return await asyncio.to_thread(store)
 
     def _store_input(self, data: bytes) -> tuple[Path, tuple[int, int]]:
         """Decode an upload with the same checked decoder as image prompts, then store it.

@@ -219,8 +219,22 @@ class Expansion:
             status, note = spec.status, spec.note
             if spec.name == "iw" and not self.images:
                 status, note = IGNORED, "no image link in front of the prompt"
+            if spec.name == "sref" and not self.reference_links("sref"):
+                status, note = IGNORED, "style codes name Midjourney's own style library; Tessera takes image links"
+            if (spec.name == "sw" and not self.reference_links("sref")) or (spec.name == "cw" and "cref" not in p.extra):
+                status, note = IGNORED, _NO_SREF_LINK if spec.name == "sw" else "no --cref"
             uses.append(ParameterUse(spec.name, value, status, note))
         return tuple(uses)
+
+    def reference_links(self, name: str) -> tuple[str, ...]:
+        """The image links of `--sref` or `--cref`, in order, with `<…>` and `::` weights removed
+        (codes like 680572301 are left out: they name Midjourney's own style library)."""
+        links: list[str] = []
+        for value in self.params.values(name):
+            body = value.rpartition("::")[0] if "::" in value else value
+            if _link(body) is not None:
+                links.append(body)
+        return tuple(links)
 
     @classmethod
     def from_json(cls, data: dict) -> Expansion:
@@ -795,7 +809,13 @@ class _Spec:
     lookup: bool = True  # False: reached only through a legacy spelling (`--w` on V1–V3)
 
 
-_IMAGE_LATER = "pictures as prompts (style, character and omni references) are not built yet"
+_IMAGE_LATER = "omni references (V7) are not built yet (--sref and --cref are)"
+_SREF_NOTE = ("the pictures' style through IP-Adapter on the style layers (InstantStyle); "
+              "style codes like 680572301 are ignored (Midjourney's own library)")
+_SW_NOTE = "the style reference's weight: 0 none, 100 (default) adapter scale 1.0, 1000 scale 2.0"
+_CREF_NOTE = "the picture's character through the IP-Adapter face model"
+_CW_NOTE = "the character reference's weight: 0 the face only (scale 0.5), 100 (default) face, hair and clothes (1.0)"
+_NO_SREF_LINK = "no --sref image link"
 _ONE_MODEL = "Tessera draws with the model this server set up"
 _NO_QUEUE_MODES = "Tessera's queue has one speed"
 _LEGACY_SIZE = "a 2022 (V1–V3) size; use --ar"
@@ -833,12 +853,13 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("profile", ("p", "personalize"), _references("profile codes like exiuzv7", codes=_code_word, optional=True),
           None, IGNORED, "personalization: Tessera has no saved profiles yet", "V6+", multi=True),
     _Spec("sref", (), _references("image links or style codes like 680572301", codes=_sref_code),
-          "an image link or a style code", IGNORED, _IMAGE_LATER, "V6+", multi=True),
-    _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", IGNORED, _IMAGE_LATER, "V6+", kind=int),
-    _Spec("sv", (), _whole(1, 6), "4 (1 to 6)", IGNORED, _IMAGE_LATER, "V7+", kind=int),
-    _Spec("cref", (), _references("image links", codes=_no_code), "an image link", IGNORED, _IMAGE_LATER,
+          "an image link or a style code", APPLIED, _SREF_NOTE, "V6+", multi=True),
+    _Spec("sw", (), _whole(0, 1000), "100 (0 to 1000)", APPLIED, _SW_NOTE, "V6+", kind=int),
+    _Spec("sv", (), _whole(1, 6), "4 (1 to 6)", IGNORED,
+          "Midjourney's style-reference versions; Tessera has one (IP-Adapter)", "V7+", kind=int),
+    _Spec("cref", (), _references("image links", codes=_no_code), "an image link", APPLIED, _CREF_NOTE,
           "V6, niji 6", multi=True),
-    _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", IGNORED, _IMAGE_LATER, "V6, niji 6", kind=int),
+    _Spec("cw", (), _whole(0, 100), "50 (0 to 100)", APPLIED, _CW_NOTE, "V6, niji 6", kind=int),
     _Spec("oref", (), _references("an image link", codes=_no_code), "an image link", IGNORED, _IMAGE_LATER, "V7+",
           multi=True),
     _Spec("ow", (), _whole(1, 1000), "100 (1 to 1000)", IGNORED, _IMAGE_LATER, "V7+", kind=int),

@@ -25,8 +25,11 @@ How Midjourney's parameters are mapped (each documented in one place, here):
   raises the guidance from --stylize further: guidance x (1 + E / 400), so --exp 100 is
   1.25 x (`guidance_for_exp`).
 - `--quality 5` (V1-V5 prompts only) counts as 4, Tessera's largest.
+- `--sref URL…` / `--sw S` and `--cref URL…` / `--cw C`: pictures as prompts through
+  IP-Adapter, mapped to adapter scales in `engine.diffusion.references` (`style_scale`,
+  `character_scale`); `--sref` style codes are listed back as ignored.
 - Parameters the parser keeps but the engine does not act on (`--v`, `--niji`, `--style`,
-  `--weird`, `--sref`, `--profile`, ...) are listed in `ignored` so the bot can say so; which
+  `--weird`, `--profile`, ...) are listed in `ignored` so the bot can say so; which
   ones those are, and why, is the parameter table in `engine.prompt` (`Expansion.parameters`).
 """
 
@@ -66,6 +69,10 @@ SEED_MAX = 4294967295
 MAX_ASPECT = 4.0
 DEFAULT_STYLIZE = 100
 DEFAULT_IW = 1.0
+DEFAULT_SW = 100
+DEFAULT_CW = 100
+_TUPLES = ("negative", "ignored", "image_prompts", "embeddings", "style_refs", "style_urls", "character_refs",
+           "character_urls", "blend_refs")
 VARIATION_STRENGTH: dict[str, float] = {"subtle": 0.35, "strong": 0.7}
 
 
@@ -106,6 +113,15 @@ class GenerationRequest:
     feather: int = 0  # paste-back fade in pixels (0: the raw inpainting output, as diffusers gives)
     edit: str | None = None  # what the edit was, for display and metadata: "zoom 2", "pan left", ...
     parent: str | None = None  # lineage of an edit: "JOB#N", the picture it was made from (1-based)
+    # Pictures as prompts (IP-Adapter, `engine.diffusion.references`): local, checked copies
+    # (DATA_DIR/inputs/<sha256>.png, so the file name is the picture's hash) and their links.
+    style_refs: tuple[str, ...] = ()  # --sref pictures
+    style_urls: tuple[str, ...] = ()
+    style_weight: int = DEFAULT_SW  # --sw 0-1000
+    character_refs: tuple[str, ...] = ()  # --cref pictures
+    character_urls: tuple[str, ...] = ()
+    character_weight: int = DEFAULT_CW  # --cw 0-100
+    blend_refs: tuple[str, ...] = ()  # /blend pictures, their embeddings averaged
 
     def image_seed(self, index: int) -> int:
         return (self.seed + index) % (SEED_MAX + 1)
@@ -115,12 +131,25 @@ class GenerationRequest:
         return (self.model, self.width, self.height, self.steps, self.sampler, self.tile,
                 self.init_image is None, self.stop, self.strength if self.init_image else None,
                 tuple(sorted(self.loras)), self.draft,  # adapters are set per batch: one LoRA set each
-                self.mask_image is None)
+                self.mask_image is None, self.reference_key())
+
+    @property
+    def uses_references(self) -> bool:
+        """Whether this request needs the IP-Adapter for sure (image links use it when set up)."""
+        return bool(self.style_refs or self.character_refs or self.blend_refs)
+
+    def reference_key(self) -> tuple:
+        """What the adapter scales and embedding shapes of a batch depend on: requests that
+        differ here cannot share a UNet call (the scales belong to the attention layers)."""
+        return (len(self.style_refs), self.style_weight if self.style_refs else None,
+                len(self.character_refs), self.character_weight if self.character_refs else None,
+                len(self.blend_refs), bool(self.image_prompts) and self.variation is None,
+                self.image_weight if self.image_prompts else None)
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
-        for name in ("negative", "ignored", "image_prompts", "embeddings"):
+        for name in _TUPLES:
             data[name] = list(data[name])
         data["loras"] = [[name, weight] for name, weight in self.loras]
         return data
@@ -131,7 +160,7 @@ class GenerationRequest:
         values = {k: v for k, v in data.items() if k in known}
         values["prompts"] = tuple(WeightedText(str(p["text"]), float(p.get("weight", 1.0)))
                                   for p in data.get("prompts", ()))
-        for name in ("negative", "ignored", "image_prompts", "embeddings"):
+        for name in _TUPLES:
             values[name] = tuple(data.get(name) or ())
         values["loras"] = tuple((str(name), float(weight)) for name, weight in data.get("loras") or ())
         return cls(**values)
@@ -255,17 +284,29 @@ def _ignored(expansion: Expansion) -> tuple[str, ...]:
             continue
         text = "--v" + use.as_written()[len("--version"):] if use.name == "version" else use.as_written()
         out.append(f"{text} (no image prompt)" if use.name == "iw" else text)
+    for name in ("sref", "cref"):
+        values = expansion.params.values(name)
+        links = expansion.reference_links(name)
+        codes = [v for v in values if "://" not in v]
+        if codes and links:  # the parameter is applied; its codes are not
+            out.append(f"--{name} {' '.join(codes)} (style codes)")
+        if any("::" in v for v in values if "://" in v):
+            out.append(f"--{name} ::weights (every reference picture weighs the same)")
     return tuple(out)
 
 
 def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: str,
             defaults: Defaults | None = None, seed: int | None = None,
-            init_image: str | None = None, draft: DraftProfile | None = None) -> GenerationRequest:
+            init_image: str | None = None, draft: DraftProfile | None = None, style_refs: tuple[str, ...] = (),
+            character_refs: tuple[str, ...] = ()) -> GenerationRequest:
     """Turn one parsed expansion into a request for `model` (raises `PromptError`).
 
     `seed` is used when the prompt has no `--seed` (else a random one is drawn).
     `init_image` is the local copy of the expansion's image prompts (fetched and blended by
     the caller with `engine.imaging.fetch`); without it the request has no image-to-image.
+    `style_refs` / `character_refs` are the local copies of the `--sref` / `--cref` links
+    (`Expansion.reference_links`), one file per link, in order; without them those
+    parameters are not applied.
     """
     defaults = defaults or Defaults()
     p = expansion.params
@@ -311,6 +352,12 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         loras=p.loras,
         embeddings=expansion.embeddings,
         draft=p.draft,
+        style_refs=tuple(style_refs),
+        style_urls=expansion.reference_links("sref") if style_refs else (),
+        style_weight=int(p.extra.get("sw") or DEFAULT_SW),
+        character_refs=tuple(character_refs),
+        character_urls=expansion.reference_links("cref") if character_refs else (),
+        character_weight=int(p.extra.get("cw") or DEFAULT_CW),
     )
 
 

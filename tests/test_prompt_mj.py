@@ -107,8 +107,11 @@ def test_1_short_links_at_the_front_are_image_prompts() -> None:
 
 def test_1_links_among_reference_values_are_recognised() -> None:
     refs = uses(f"a cat --sref {SHORT} 680572301 <{SHORT2}>::2 --cref {SHORT} --oref {SHORT2}")
-    assert refs["sref"] == ([SHORT, "680572301", f"{SHORT2}::2"], IGNORED)
-    assert refs["cref"] == ([SHORT], IGNORED) and refs["oref"] == ([SHORT2], IGNORED)
+    assert refs["sref"] == ([SHORT, "680572301", f"{SHORT2}::2"], APPLIED)
+    assert refs["cref"] == ([SHORT], APPLIED) and refs["oref"] == ([SHORT2], IGNORED)
+    assert one(f"a cat --sref {SHORT} 680572301 <{SHORT2}>::2").reference_links("sref") == (SHORT, SHORT2)
+    assert uses("a cat --sref 680572301 --sw 300")["sref"] == (["680572301"], IGNORED)  # codes only
+    assert uses("a cat --sref 680572301 --sw 300")["sw"] == (300, IGNORED)
 
 
 def test_2_a_weight_ends_at_the_number() -> None:
@@ -137,8 +140,8 @@ def test_5_niji_sets_the_version_and_every_parameter_is_in_the_output(capsys: py
     [expansion] = json.loads(capsys.readouterr().out)["expansions"]
     assert expansion["params"]["version"] == "niji 6"
     shown = {p["name"]: (p["value"], p["status"]) for p in expansion["parameters"]}
-    assert shown == {"stylize": (250, APPLIED), "niji": ("6", IGNORED), "sref": ([SHORT], IGNORED),
-                     "sw": (300, IGNORED), "cref": ([SHORT2], IGNORED), "cw": (0, IGNORED)}
+    assert shown == {"stylize": (250, APPLIED), "niji": ("6", IGNORED), "sref": ([SHORT], APPLIED),
+                     "sw": (300, APPLIED), "cref": ([SHORT2], APPLIED), "cw": (0, APPLIED)}
     assert all(p["note"] for p in expansion["parameters"])
 
 
@@ -162,7 +165,12 @@ def test_a_lone_surrogate_is_a_prompt_error_not_a_crash_later() -> None:
 def test_the_request_lists_ignored_parameters_as_typed() -> None:
     request = resolve(one(f"a cat --profile a1 b2 --v 7 --raw --sref {SHORT} --exp 10 --tile"),
                       profile=PROFILES["sd1"], model="m", sampler="euler_a")
-    assert request.ignored == ("--style raw", "--v 7", "--profile a1 b2", f"--sref {SHORT}")
+    assert request.ignored == ("--style raw", "--v 7", "--profile a1 b2")
+    mixed = resolve(one(f"a cat --sref {SHORT}::2 680572301 --cw 10"), profile=PROFILES["sd1"], model="m",
+                    sampler="euler_a", style_refs=("/in/a.png",))
+    assert mixed.ignored == ("--cw 10", "--sref 680572301 (style codes)",
+                             "--sref ::weights (every reference picture weighs the same)")
+    assert (mixed.style_refs, mixed.style_urls, mixed.style_weight) == (("/in/a.png",), (SHORT,), 100)
 
 
 def test_the_readme_lists_every_parameter_with_its_status() -> None:

@@ -54,6 +54,7 @@ from engine.diffusion.inpaint import prepare_inpaint
 from engine.diffusion.loras import BatchAdapters
 from engine.diffusion.models import LoadedModel
 from engine.diffusion.preview import latents_to_preview
+from engine.diffusion.references import AdapterFiles, ReferenceAdapter, batch_embeds, reference_scales
 from engine.diffusion.samplers import make_scheduler
 from engine.diffusion.seamless import circular_padding
 from engine.errors import ImageFetchError, JobCancelled, ModelError
@@ -107,8 +108,11 @@ class Generator:
     """Runs generation requests on one loaded model (use from one thread at a time)."""
 
     def __init__(self, model: LoadedModel, *, preview_every: int = 5, preview_scale: int = 2,
-                 adapters: BatchAdapters | None = None) -> None:
+                 adapters: BatchAdapters | None = None,
+                 reference_files: AdapterFiles | None = None) -> None:
         self.model = model
+        self.reference_files = reference_files  # IP-Adapter files for pictures as prompts (or None)
+        self._references: ReferenceAdapter | None = None
         self.pipe = model.pipe
         self.preview_every = max(1, preview_every)
         self.preview_scale = preview_scale
@@ -250,6 +254,8 @@ class Generator:
             time_ids = torch.tensor([[first.height, first.width, 0, 0, first.height, first.width]],
                                     dtype=dtype, device=device).repeat(pooled.shape[0], 1)
             added = {"text_embeds": pooled, "time_ids": time_ids}
+        references = self._reference_context(requests, slots, do_cfg, added)  # pictures as prompts (IP-Adapter)
+        added = references[1] if references is not None else added
         scales = torch.tensor(guidance, dtype=dtype, device=device).view(-1, 1, 1, 1)
 
         # 3. Starting latents: each image's own generator draws its noise first.
@@ -277,7 +283,7 @@ class Generator:
         # 4. Denoising loop.
         tile = circular_padding(pipe.unet, pipe.vae) if first.tile else contextlib.nullcontext()
         estimate = None
-        with tile:
+        with tile, references[0] if references is not None else contextlib.nullcontext():
             for i, t in enumerate(timesteps[:run_steps]):
                 self._check_cancel(active, should_stop, cancelled)
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
@@ -304,6 +310,24 @@ class Generator:
             if inpaint is not None:  # pixels outside the mask back exactly as they were, the seam faded
                 inpaint.paste_back(decoded, [(s.request, s.image) for s in slots])
             return decoded
+
+    def _reference_context(self, requests: Sequence[GenerationRequest], slots: list[_Slot], do_cfg: bool,
+                           added: dict[str, Any] | None) -> tuple[Any, dict[str, Any]] | None:
+        """(the adapter switched on with this batch's scales, `added_cond_kwargs` with its image
+        embeddings), or None when the batch uses no picture (`engine.diffusion.references`)."""
+        scales = reference_scales(requests[slots[0].request])
+        if not scales.any:
+            return None
+        if self._references is None:
+            if self.reference_files is None:
+                if not requests[slots[0].request].uses_references:
+                    return None  # image links without the adapter: the init image alone
+                from engine.diffusion.references import check_adapter_files
+
+                check_adapter_files(None, "--sref, --cref and /blend")
+            self._references = ReferenceAdapter(self.pipe, self.reference_files)  # type: ignore[arg-type]
+        embeds = batch_embeds(self._references, requests, [s.request for s in slots], do_cfg)
+        return self._references.active(scales), {**(added or {}), "image_embeds": embeds}
 
     def _scheduler(self, sampler: str) -> Any:
         """One scheduler per sampler, reused (this thread runs one job at a time and

@@ -16,7 +16,9 @@ Two text chunks:
 
 PNGs leave the server (the gallery posts them, users save and share them), so neither chunk
 holds a path of the server's disk: the model is named by its hub id or the base name of its
-folder or file, and an init image by the SHA-256 of its bytes (`init_image_sha256`). A grid
+folder or file, an init image by the SHA-256 of its bytes (`init_image_sha256`), and reference
+pictures (--sref, --cref, /blend) by theirs (`style_refs_sha256`, ...) and their links
+(`style_urls`, `character_urls`). A grid
 PNG carries the same chunks as image 1 (A1111's grids do too), its JSON marked `"grid": true`.
 """
 
@@ -91,6 +93,11 @@ def portable_request(request: GenerationRequest) -> dict:
     if request.mask_image:
         data["mask_image"] = None
         data["mask_image_sha256"] = _file_sha256(request.mask_image)
+    for name in ("style_refs", "character_refs", "blend_refs"):  # reference pictures: by hash (and URL)
+        paths = getattr(request, name)
+        if paths:
+            data[name] = []
+            data[f"{name}_sha256"] = [_file_sha256(path) for path in paths]
     return data
 
 

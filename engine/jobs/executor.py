@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine.diffusion.generate import Generator
 from engine.diffusion.loras import BatchAdapters
 from engine.diffusion.models import load_model
+from engine.diffusion.references import adapter_files_from_settings
 from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
 from engine.request import GenerationRequest
@@ -133,9 +134,11 @@ class EngineExecutor:
         lora_dir: Path | None = None,
         embeddings_dir: Path | None = None,
         draft_lora: Path | None = None,
+        reference_files: dict[str, Any] | None = None,
     ) -> None:
         self.model_ref = model_ref
         self.asset_dirs = {"lora_dir": lora_dir, "embeddings_dir": embeddings_dir, "draft_lora": draft_lora}
+        self.reference_files = reference_files or {}  # family -> AdapterFiles (pictures as prompts)
         self.device = device
         self.dtype = dtype
         self.load_options = {"attention_slicing": attention_slicing, "vae_tiling": vae_tiling, "cpu_offload": cpu_offload}
@@ -162,6 +165,7 @@ class EngineExecutor:
             safety_checker_model=getattr(settings, "safety_checker_model", ""),
             lora_dir=getattr(settings, "lora_dir", None), embeddings_dir=getattr(settings, "embeddings_dir", None),
             draft_lora=getattr(settings, "draft_lora", None),
+            reference_files=adapter_files_from_settings(settings),
         )
 
     def prepare(self) -> None:
@@ -171,7 +175,8 @@ class EngineExecutor:
 
     def _load(self, ref: str) -> tuple[Any, Any]:
         model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
-        return model, Generator(model, adapters=BatchAdapters(model.pipe, model.family, **self.asset_dirs))
+        return model, Generator(model, adapters=BatchAdapters(model.pipe, model.family, **self.asset_dirs),
+                                reference_files=self.reference_files.get(model.family))
 
     def _generator_for(self, ref: str) -> Any:
         """MODEL_ID stays loaded; one other allowed model (a user's choice) is kept beside it."""

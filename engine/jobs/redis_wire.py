@@ -68,6 +68,10 @@ MAX_FEATHER = 256  # an edit's paste-back band, pixels (edits use 1/32 of the sh
 MAX_DEPTH = 32  # our messages nest 4 levels; json.loads recurses once per level
 MAX_SKELETON_CHARS = 1024 * 1024  # JSON outside strings: ~1 KB per job in a real batch
 MAX_HEARTBEAT_BYTES = 16 * 1024
+MAX_REFERENCES = 20  # reference pictures of one request, all lists together (PROMPT_MAX_IMAGES <= 20)
+MAX_FILES = MAX_BATCH * (1 + MAX_REFERENCES)  # init image + references per job; bytes bound by the payload
+_REF_FILES = ("style_refs", "character_refs", "blend_refs")
+_REF_URLS = ("style_urls", "character_urls")
 RESULT_TTL_S = 24 * 3600  # an unread result list (its bot is gone) expires
 LIVE_TTL_S = 7 * 24 * 3600  # a live key the bot never deleted (it crashed) expires
 
@@ -349,6 +353,21 @@ def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
         if init is None:
             raise PayloadError(f"{what}.mask_image needs an init_image to paint on")
     _int(data.get("feather", 0), f"{what}.feather", 0, MAX_FEATHER)
+    refs = 0
+    for name in _REF_FILES:
+        items = data.get(name, [])
+        if not isinstance(items, list) or not all(isinstance(i, str) and i in files for i in items):
+            raise PayloadError(f"{what}.{name} must be a list of files sent with the batch")
+        refs += len(items)
+    if refs > MAX_REFERENCES:
+        raise PayloadError(f"{what} has {refs} reference pictures; the most is {MAX_REFERENCES}")
+    for name in _REF_URLS:
+        items = data.get(name, [])
+        if not isinstance(items, list) or len(items) > MAX_REFERENCES or \
+                not all(isinstance(i, str) and len(i) <= 2048 for i in items):
+            raise PayloadError(f"{what}.{name} must be a list of at most {MAX_REFERENCES} links")
+    _int(data.get("style_weight", 100), f"{what}.style_weight", 0, 1000)
+    _int(data.get("character_weight", 100), f"{what}.character_weight", 0, 100)
     for name in ("text", "aspect", "model_family", "variation", "edit", "parent"):
         value = data.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > 10_000):
@@ -370,8 +389,8 @@ def parse_batch(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Bat
     """Check every field of a stream entry; raise `PayloadError` naming the first bad one."""
     raw = loads(data, max_bytes=max_bytes)
     files_raw = raw.get("files", {})
-    if not isinstance(files_raw, dict) or len(files_raw) > MAX_BATCH * 2:
-        raise PayloadError("files must be an object of at most 32 entries")
+    if not isinstance(files_raw, dict) or len(files_raw) > MAX_FILES:
+        raise PayloadError(f"files must be an object of at most {MAX_FILES} entries")
     files: dict[str, bytes] = {}
     for name, text in files_raw.items():
         if not isinstance(name, str) or not _FILE.match(name):

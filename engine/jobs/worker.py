@@ -490,6 +490,8 @@ def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
             data["init_image"] = paths[data["init_image"]]
         if data.get("mask_image"):
             data["mask_image"] = paths[data["mask_image"]]
+        for name in ("style_refs", "character_refs", "blend_refs"):
+            data[name] = [paths[key] for key in data.get(name, [])]
         request = GenerationRequest.from_json(data)
     return WorkItem(job.job_id, job.kind, request, options, job.prompt_text)
 

@@ -1,0 +1,1 @@
+"""Reading pictures: captions and Midjourney-style prompts for /describe."""
