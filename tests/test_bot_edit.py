@@ -272,12 +272,12 @@ async def test_zoom_pan_and_square_after_a_restart_on_the_tiny_model(engine_bot_
                                                                       data_dir: Path) -> None:
     first = await engine_bot(engine_bot_args, data_dir)
     try:
-        upscale, message = await upscaled(first, "a lighthouse on a cliff --ar 2:1 --seed 5")
+        upscale, message = await upscaled(first, "a lighthouse on a cliff --ar 16:9 --seed 5")
         source = await source_of(first, upscale)
     finally:
         await first.close()
     height, width = source.shape[:2]
-    assert width == 2 * height
+    assert width > height  # 16:9 at the tiny model's 128² native size: 192x128
 
     bot = await engine_bot(engine_bot_args, data_dir)  # a new process: the buttons are read back from their ids
     try:
@@ -286,24 +286,26 @@ async def test_zoom_pan_and_square_after_a_restart_on_the_tiny_model(engine_bot_
         assert zoom.state is JobState.DONE, zoom.error
         records = await bot.service.images(zoom.id)
         assert len(records) == 4 and {(r.width, r.height) for r in records} == {(width, height)}
-        centre = np.asarray(Image.fromarray(source.astype(np.uint8)).resize((width // 2, height // 2),
-                                                                            Image.Resampling.LANCZOS), dtype=np.int16)
+        inner = (round(width / 2), round(height / 2))  # the original, at half its size, in the middle
+        centre = np.asarray(Image.fromarray(source.astype(np.uint8)).resize(inner, Image.Resampling.LANCZOS),
+                            dtype=np.int16)
+        left, top = (width - inner[0]) // 2, (height - inner[1]) // 2
         band = feather_for(width, height)
-        top, left = height // 4, width // 4
         for record in records:
             out = pixels(record.path)
-            kept = out[top + band:top + height // 2 - band, left + band:left + width // 2 - band]
-            assert np.abs(kept - centre[band:height // 2 - band, band:width // 2 - band]).max() <= 2
-            assert np.abs(out[:, : left - band] - source[:, : left - band]).mean() > 3  # the border is new
+            kept = out[top + band:top + inner[1] - band, left + band:left + inner[0] - band]
+            assert np.abs(kept - centre[band:inner[1] - band, band:inner[0] - band]).max() <= 2
+            assert np.abs(out[:, :left - band] - source[:, :left - band]).mean() > 3  # the border is new
 
         await bot.h.press(f"tessera:panl:{upscale.id}:0", message)
         pan = await newest(bot)
-        grown = width + width // 2
-        band = feather_for(grown, height)
         for record in await bot.service.images(pan.id):
             out = pixels(record.path)
-            assert out.shape[:2] == (height, grown)
+            grown = out.shape[1]
+            assert out.shape[0] == height and grown > width  # wider, as tall
+            band = feather_for(grown, height)
             assert np.abs(out[:, grown - width + band:] - source[:, band:]).max() <= 1  # the source's pixels, kept
+            assert np.abs(out[:, :grown - width - band] - source[:, :grown - width - band]).mean() > 3
 
         await bot.h.press(f"tessera:square:{upscale.id}:0", message)
         square = await newest(bot)
@@ -349,10 +351,13 @@ async def test_vary_region_by_cells_and_by_words_after_a_restart(engine_bot_args
             assert job.state is JobState.DONE, job.error
             inside = np.asarray(area) > 127
             outside = ~(np.asarray(grow(area, band)) > 127)
-            assert inside.any() and outside.any()
+            assert np.array_equal(pixels(Path(job.options["mask"]))[..., 0] > 127, ~outside)  # this region + band
             for record in await bot.service.images(job.id):
                 out = pixels(record.path)
                 assert np.abs(out[inside] - source[inside]).mean() > 3  # repainted
-                assert np.abs(out[outside] - source[outside]).max() <= 1  # kept
+                assert np.abs(out[outside] - source[outside]).max(initial=0) <= 1  # kept
+        # Cells leave most of the picture outside the band; the random tiny CLIPSeg answers with a fine
+        # speckle that the band covers whole, so only the cells can show the kept part here.
+        assert (~(np.asarray(grow(region, band)) > 127)).mean() > 0.5
     finally:
         await bot.close()
