@@ -110,6 +110,11 @@ entry id or a confirmation key; `count` a number the buttons show (likes, jobs t
 
 FormHandler = Callable[[discord.Interaction], Awaitable[None]]
 
+Size = tuple[int, int]
+When = Callable[[Size | None], bool]
+"""Whether a placement's buttons suit a picture of this (width, height); None: size unknown
+(`bot.render.picture_size` reads it from the posted file)."""
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -117,6 +122,7 @@ class Placement:
     row: int
     order: int  # left to right within the row, across features
     make: Make
+    when: When | None = None  # None: on every `kind` message
 
 
 class ButtonRegistry:
@@ -138,26 +144,30 @@ class ButtonRegistry:
                 self._actions.update(item.actions)
         self._client.add_dynamic_items(*items)
 
-    def place(self, kind: str, *, row: int, order: int, make: Make) -> None:
-        """Put buttons on every `kind` message: row 0 or 1, `order` sorts within the row."""
-        self._places.append(Placement(kind, row, order, make))
+    def place(self, kind: str, *, row: int, order: int, make: Make, when: When | None = None) -> None:
+        """Put buttons on every `kind` message: row 0-4, `order` sorts within the row; `when`
+        (given the picture's size, or None when unknown) may leave them off some messages."""
+        self._places.append(Placement(kind, row, order, make, when))
 
     def form(self, prefix: str, handler: FormHandler) -> None:
         """Handle submitted modal forms whose custom_id starts with `prefix`, after any restart."""
         self._forms[prefix] = handler
 
-    def view(self, kind: str, ref: str, *, count: int = 0) -> discord.ui.View:
+    def view(self, kind: str, ref: str, *, count: int = 0, size: Size | None = None) -> discord.ui.View:
         """The buttons of one `kind` message, in the registered rows and order."""
         view = discord.ui.View(timeout=None)
         for placement in sorted((p for p in self._places if p.kind == kind), key=lambda p: (p.row, p.order)):
+            if placement.when is not None and not placement.when(size):
+                continue
             for item in placement.make(ref, count):
                 item.row = placement.row
                 view.add_item(item)
         return view
 
-    def result_view(self, kind: str, job_id: str) -> discord.ui.View:
-        """The view a finished job's message carries, by job kind (U1–U4 / 🔄 / V1–V4 on grids)."""
-        return self.view("upscale" if kind == "upscale" else "grid", job_id)
+    def result_view(self, kind: str, job_id: str, size: Size | None = None) -> discord.ui.View:
+        """The view a finished job's message carries, by job kind (U1–U4 / 🔄 / V1–V4 on grids);
+        `size` is the posted picture's (see `bot.render.picture_size`)."""
+        return self.view("upscale" if kind == "upscale" else "grid", job_id, size=size)
 
     def fallback(self) -> type[JobButton]:
         """A `JobButton` for every `tessera:<action>:…` no feature claims (an action an older

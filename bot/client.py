@@ -38,7 +38,7 @@ _POLL_S = 0.05
 # its listeners; its module-level `HELP` is its part of `/help`. Nothing in bot/ imports a
 # feature; the code map in README.md says which file owns what.
 FEATURES: tuple[str, ...] = (
-    "commands.imagine", "commands.upscale", "commands.variation", "commands.seed", "commands.settings",
+    "commands.imagine", "commands.upscale", "commands.variation", "commands.edit", "commands.seed", "commands.settings",
     "commands.info", "commands.cancel", "commands.show", "commands.help", "commands.admin", "commands.gallery",
 )
 

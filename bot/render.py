@@ -9,11 +9,13 @@ of such bots already read at a glance. The job id closes each message: users quo
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import discord
+from PIL import Image, UnidentifiedImageError
 
 from engine.imaging.encoding import filename_stem
 from engine.jobs.model import Job, JobKind
@@ -55,7 +57,38 @@ def _title(job: Job, index_hint: int | None = None) -> str:
         return f"Variations ({strength}) by {who}"
     if job.kind is JobKind.REROLL:
         return f"{who} (re-roll)"
+    if job.kind is JobKind.EDIT:
+        return f"{edit_name(job.options)} by {who}"
     return who
+
+
+_PAN_ARROWS = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+
+
+def edit_name(options: Mapping[str, Any]) -> str:
+    """What an edit job did, in the buttons' words ("Zoom Out 2×", "Pan ⬅️", "Vary (Region)"),
+    from its stored options only (never the user's region text: titles are public)."""
+    edit = options.get("edit")
+    if edit == "zoom":
+        factor = options.get("factor")
+        return f"Zoom Out {factor:g}×" if isinstance(factor, int | float) else "Zoom Out"
+    if edit == "pan":
+        return f"Pan {_PAN_ARROWS.get(str(options.get('direction')), '')}".rstrip()
+    if edit == "square":
+        return "Make Square"
+    if edit == "region":
+        return "Vary (Region)"
+    return "Edit"
+
+
+def picture_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of an encoded result, read from its header only (nothing is decoded), so
+    a result's buttons can depend on its shape (Make Square only under a non-square picture)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _line(job: Job, state: str | None, room: int = _PROMPT_ROOM) -> str:
@@ -210,11 +243,28 @@ def seed_text(job: Job) -> str:
         lines.append(f"{label}: {value}")
     if not request and job.model:
         lines.append(f"model: {job.model}")
-    if job.parent_id:
+    if job.parent_id and job.kind is JobKind.EDIT:
+        lines.append(f"made by: {edit_lineage(job)}")
+    elif job.parent_id:
         lines.append(f"from job `{job.parent_id}` image {(job.parent_index or 0) + 1}")
     if job.kind is not JobKind.UPSCALE and seed is not None:
         lines.append(f"-# add `--seed {seed}` to a prompt to start from the same noise")
     return "\n".join(lines)[:MESSAGE_LIMIT]
+
+
+def edit_lineage(job: Job) -> str:
+    """How an edit job was made, for `/seed`: the edit, the region, and the image it edited."""
+    options = job.options
+    how = edit_name(options)
+    if options.get("edit") == "region":
+        if options.get("cells"):
+            how += f" of cells {options['cells']}"
+        elif options.get("where"):
+            where = shown_prompt(str(options["where"]), 200).replace("`", "ˋ")
+            how += f" of `{where}`"
+        else:
+            how += " of an uploaded mask"
+    return f"{how} of job `{job.parent_id}` image {(job.parent_index or 0) + 1}"
 
 
 _LINK = re.compile(r"https?://(?:\w+\.)?discord(?:app)?\.com/channels/(?:\d+|@me)/(\d+)/(\d+)")

@@ -54,7 +54,7 @@ class JobTracker:
     """Which message shows which job, and what it should say next."""
 
     def __init__(self, client: discord.Client, service: Tessera | None, *,
-                 views: Callable[[str, str], discord.ui.View], interval: float = EDIT_INTERVAL_S,
+                 views: Callable[[str, str, tuple[int, int] | None], discord.ui.View], interval: float = EDIT_INTERVAL_S,
                  token_ttl: float = TOKEN_TTL_S, clock: Callable[[], float] = time.monotonic,
                  orphan_grace: float = ORPHAN_GRACE_S) -> None:
         self.client = client
@@ -225,7 +225,7 @@ class JobTracker:
         suffix = f"_u{(job.parent_index or 0) + 1}" if job.kind.value == "upscale" else ""
         name = render.file_name(job.prompt_text, job.id, upload.mime, suffix=suffix)
         return Update(render.done_text(job, tracked.ignored, tracked.flagged), file=(upload.data, name),
-                      view=self.views(job.kind.value, job.id), final=True, moved=render.moved_text(job))
+                      view=self.views(job.kind.value, job.id, render.picture_size(upload.data)), final=True, moved=render.moved_text(job))
 
     async def _done_without_upload(self, tracked: Tracked) -> None:
         try:

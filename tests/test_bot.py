@@ -27,7 +27,9 @@ from tests.discord_harness import (
 
 GRID_BUTTONS = ["upscale:{j}:0", "upscale:{j}:1", "upscale:{j}:2", "upscale:{j}:3", "reroll:{j}:0",
                 "vary:{j}:0", "vary:{j}:1", "vary:{j}:2", "vary:{j}:3"]
-UPSCALE_BUTTONS = ["vsubtle:{j}:0", "vstrong:{j}:0", "upmore:{j}:0", "share:{j}:0", "delete:{j}:0"]
+UPSCALE_BUTTONS = ["vsubtle:{j}:0", "vstrong:{j}:0", "upmore:{j}:0", "share:{j}:0", "delete:{j}:0",
+                   "region:{j}:0", "zoom2:{j}:0", "zoom15:{j}:0", "zoomc:{j}:0",  # a square picture: no Make Square
+                   "panl:{j}:0", "panr:{j}:0", "panu:{j}:0", "pand:{j}:0"]
 
 
 def ids(template: list[str], job_id: str) -> list[str]:

@@ -76,7 +76,8 @@ def test_result_messages_carry_the_same_buttons_as_before() -> None:
     buttons = client.buttons
     assert buttons.result_view("grid", "k3m9qra").to_components() == with_ref(OLD_GRID, "k3m9qra")
     assert buttons.result_view("variation", "k3m9qra").to_components() == with_ref(OLD_GRID, "k3m9qra")
-    assert buttons.result_view("upscale", "k3m9qra").to_components() == with_ref(OLD_UPSCALE, "k3m9qra")
+    upscale = buttons.result_view("upscale", "k3m9qra").to_components()
+    assert upscale[:2] == with_ref(OLD_UPSCALE, "k3m9qra")  # issue 16 added rows below, nothing above
     assert buttons.view("confirm", "KEY", count=6).to_components() == with_ref(OLD_CONFIRM, "KEY")
     assert buttons.view("gallery", "42", count=3).to_components() == with_ref(OLD_GALLERY, "42")
 

@@ -131,10 +131,11 @@ def test_tessera_commands_prints_every_command_with_share_and_prompts(capsys: py
     assert main(["commands", "--compact"]) == 0
     printed = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in printed]
-    assert names == ["imagine", "upscale", "variation", "seed", "settings", "info", "cancel", "show", "help",
+    assert names == ["imagine", "upscale", "variation", "edit", "seed", "settings", "info", "cancel", "show", "help",
                      "admin", "share", "prompts"]
     by_name = {c["name"]: c for c in printed}
     assert [o["name"] for o in by_name["prompts"]["options"]] == ["search", "top"]
+    assert [o["name"] for o in by_name["edit"]["options"]] == ["zoom", "pan", "square", "region"]
     assert {o["name"] for o in by_name["share"]["options"]} == {"job", "index", "title"}
     for command in printed:
         assert re.fullmatch(r"[a-z]{1,32}", command["name"]) and 1 <= len(command["description"]) <= 100

@@ -13,6 +13,7 @@ from html import escape
 from urllib.parse import urlencode
 
 from bot.gallery import entry_link, model_name, post_title, prompt_with_seed
+from bot.render import edit_name
 from engine.jobs.model import Job, JobKind
 from storage.gallery import ShareDetails, SharedImage
 
@@ -154,6 +155,9 @@ def _how_made(job: Job) -> str:
         return f"variation{f' ({strength})' if strength else ''} of {parent}"
     if job.kind is JobKind.REROLL:
         return f"reroll (a new seed) of job {job.parent_id}" if job.parent_id else "reroll"
+    if job.kind is JobKind.EDIT:
+        cells = job.options.get("cells") if job.options.get("edit") == "region" else None
+        return f"{edit_name(job.options)}{f' of cells {cells}' if cells else ''} of {parent}"
     return "made from the prompt"
 
 
