@@ -30,7 +30,6 @@ from bot.tracker import JobTracker, is_warming
 from engine.errors import StorageError, TesseraError
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job, JobKind, JobState
-from engine.prompt import parse
 from storage.models import GuildSettings
 
 if TYPE_CHECKING:  # the client imports this module for its error handler
@@ -310,11 +309,12 @@ async def post_jobs(interaction: discord.Interaction, jobs: Sequence[Job]) -> No
             tracker.release(job.id)  # results still reach the channel, by adoption
 
 
-def quick_parse(interaction: discord.Interaction, text: str) -> None:
-    """Refuse a malformed prompt before deferring (the service parses it again, authoritatively)."""
+async def quick_parse(interaction: discord.Interaction, text: str) -> None:
+    """Refuse a malformed prompt before deferring (the service parses it again, authoritatively),
+    with the user's suffix and options, the server's styles and the LoRA folder: a few SQLite
+    reads and a folder stat, well inside Discord's 3 seconds."""
 
-    settings = service_of(interaction).settings
-    parse(text, settings.prompt_limits)
+    await service_of(interaction).parse_prompt(text, user_id=interaction.user.id, guild_id=interaction.guild_id)
 
 
 async def start_prompt(interaction: discord.Interaction, prompt: str, *, image_url: str | None, confirmed: bool = False) -> None:

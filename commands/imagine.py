@@ -54,7 +54,7 @@ def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
                        image="An image to start from (image prompt)")
 async def imagine(interaction: discord.Interaction, prompt: str, image: discord.Attachment | None = None) -> None:
     async with guarded(interaction):
-        quick_parse(interaction, prompt)
+        await quick_parse(interaction, prompt)
         await defer_public(interaction)
         await start_prompt(interaction, prompt,
                            image_url=check_image(image, service_of(interaction).settings.image_prompt_max_bytes))
