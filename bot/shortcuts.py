@@ -16,12 +16,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from engine.diffusion.loras import Catalog
 from engine.errors import PromptError, TesseraError
 from engine.prompt import PromptContext, check_shortcut, parse
-from storage.api import Storage
+
+if TYPE_CHECKING:
+    from storage.api import Storage  # heavy for `tessera parse`/`loras`: aiosqlite
 
 SEARCH_MAX = 10_000  # names one `/loras` listing may page through (the catalog's own cap)
 
@@ -150,25 +153,35 @@ class Shortcuts:
     # ----- the LoRA folder ----------------------------------------------------------------
     async def list_loras(self, query: str = "") -> list[LoraInfo]:
         """LoRAs whose name starts with (then contains) `query`, with sizes and previews."""
-        def listing() -> list[LoraInfo]:
-            entries = self.loras.entries()
-            out = []
-            for name in self.loras.search(query, limit=SEARCH_MAX):
-                entry = entries.get(name)
-                if entry is None:
-                    continue
-                try:
-                    size = os.stat(entry.path).st_size
-                except OSError:  # removed since the listing
-                    continue
-                out.append(LoraInfo(name, size, entry.preview))
-            return out
-
-        return await asyncio.to_thread(listing)
+        return await asyncio.to_thread(lora_listing, self.loras, query)
 
     async def search_loras(self, query: str, limit: int = 25) -> list[str]:
         """Names for autocomplete (Discord shows at most 25, and wants them within 3 s)."""
         return await asyncio.to_thread(self.loras.search, query, limit)
+
+
+def lora_listing(catalog: Catalog, query: str = "") -> list[LoraInfo]:
+    """The catalog's LoRAs matching `query` (prefix first, then substring), with sizes and
+    previews. Blocking (a folder listing and one stat per file): run it in a worker thread."""
+    entries = catalog.entries()
+    out = []
+    for name in catalog.search(query, limit=SEARCH_MAX):
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        try:
+            size = os.stat(entry.path).st_size
+        except OSError:  # removed since the listing
+            continue
+        out.append(LoraInfo(name, size, entry.preview))
+    return out
+
+
+def folder_context(settings: Settings) -> PromptContext:
+    """A context from LORA_DIR and EMBEDDINGS_DIR alone (no user): `tessera parse`. Without
+    LORA_DIR any well-formed LoRA name is accepted, as a tool cannot know the bot's folder."""
+    return PromptContext(loras=Catalog(settings.lora_dir).names(), embeddings=Catalog(settings.embeddings_dir).names(),
+                         lora_check=settings.lora_dir is not None)
 
 
 def human_size(size: int) -> str:
@@ -181,4 +194,4 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
-__all__ = ["LoraInfo", "Shortcuts", "human_size"]
+__all__ = ["LoraInfo", "Shortcuts", "folder_context", "human_size", "lora_listing"]
