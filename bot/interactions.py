@@ -10,6 +10,7 @@ interaction failed" must never show, so every handler runs inside `guarded`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -264,6 +265,24 @@ async def job_choices(interaction: discord.Interaction, current: str) -> list[ap
             continue
         choices.append(app_commands.Choice(name=label[:100], value=job.id))
     return choices
+
+
+AUTOCOMPLETE_BUDGET_S = 2.0  # Discord drops an autocomplete answer after 3 s
+
+
+async def lora_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Autocomplete: LoRA names in LORA_DIR starting with (then containing) what was typed, at
+    most 25. Listing a changed folder runs off the loop and is given up on (no choices) past
+    `AUTOCOMPLETE_BUDGET_S`, so the answer always comes in time."""
+    try:
+        names = await asyncio.wait_for(service_of(interaction).search_loras(current[:100], 25),
+                                       AUTOCOMPLETE_BUDGET_S)
+    except (TimeoutError, TesseraError):
+        return []
+    except Exception:
+        log.exception("LoRA autocomplete failed")
+        return []
+    return [app_commands.Choice(name=name, value=name) for name in names]
 
 
 # ----- starting prompts and posting jobs --------------------------------------------------------------------------------
