@@ -99,8 +99,9 @@ async def render_page(interaction: discord.Interaction, query: str,
     view = None
     if pages > 1:
         view = discord.ui.View(timeout=None)
-        view.add_item(LoraPageButton(page - 1 if page > 0 else pages - 1, query, label="◀", disabled=page == 0))
-        view.add_item(LoraPageButton(page + 1 if page + 1 < pages else 0, query, label="▶",
+        # A disabled button names the page shown: the two ids always differ (Discord refuses twins).
+        view.add_item(LoraPageButton(max(page - 1, 0) if page > 0 else page, query, label="◀", disabled=page == 0))
+        view.add_item(LoraPageButton(page + 1 if page + 1 < pages else page, query, label="▶",
                                      disabled=page + 1 >= pages))
     return content, embeds, files, view
 

@@ -165,16 +165,20 @@ async def test_loras_pages_with_previews_and_its_buttons_work_after_a_restart(
         assert titles == ["style00", "style01", "style02", "style03", "style04"]
         assert [name for name, _ in page.files] == ["preview_style00.png"]  # style01's is too large
         assert page.body["embeds"][0]["thumbnail"]["url"] == "attachment://preview_style00.png"
-        assert page.custom_ids == ["tessera-l:2:style", "tessera-l:1:style"]
+        assert page.custom_ids == ["tessera-l:0:style", "tessera-l:1:style"]
         message = message_with(page)
     finally:
         await bot.close()
     bot = await start(tiny_models, data_dir, lora_dir)
     try:
-        token = await bot.h.press("tessera-l:2:style", message)
+        token = await bot.h.press("tessera-l:1:style", message)
+        (edit,) = [c for c in bot.http.for_token(token) if c.is_callback]
+        assert "page 2 of 3" in (edit.content or "")
+        token = await bot.h.press("tessera-l:2:style", button_message("tessera-l:2:style"))
         (edit,) = [c for c in bot.http.for_token(token) if c.is_callback]
         assert edit.callback_type == 7 and "page 3 of 3" in (edit.content or "")
         assert [e["title"] for e in edit.body["embeds"]] == ["style10", "style11"]
+        assert edit.custom_ids == ["tessera-l:1:style", "tessera-l:2:style"]  # ◀ to page 2, ▶ (off) names page 3
         token = await bot.h.press("tessera-l:9999:zzz", button_message("tessera-l:9999:zzz"))  # a query nothing matches any more
         assert "No LoRA matches `zzz`" in "".join(c.content or "" for c in bot.http.for_token(token))
     finally:
