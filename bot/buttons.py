@@ -32,6 +32,7 @@ _ACTION = r"[a-z0-9_]{1,16}"
 _TAIL = rf"(?P<job>{JOB_REF}):(?P<index>\d{{1,3}})"
 
 GREY, RED, GREEN = discord.ButtonStyle.secondary, discord.ButtonStyle.danger, discord.ButtonStyle.success
+BLURPLE = discord.ButtonStyle.primary
 
 
 def custom_id(action: str, job_id: str, index: int) -> str:
@@ -166,8 +167,15 @@ class ButtonRegistry:
 
     def result_view(self, kind: str, job_id: str, size: Size | None = None) -> discord.ui.View:
         """The view a finished job's message carries, by job kind (U1–U4 / 🔄 / V1–V4 on grids);
-        `size` is the posted picture's (see `bot.render.picture_size`)."""
-        return self.view("upscale" if kind == "upscale" else "grid", job_id, size=size)
+        `size` is the posted picture's (see `bot.render.picture_size`); `kind` "draft"
+        (`render.view_kind`) is a grid's buttons plus those placed on "draft"."""
+        if kind == "upscale":
+            return self.view("upscale", job_id, size=size)
+        view = self.view("grid", job_id, size=size)
+        if kind == "draft":
+            for item in self.view("draft", job_id, size=size).children:
+                view.add_item(item)
+        return view
 
     def fallback(self) -> type[JobButton]:
         """A `JobButton` for every `tessera:<action>:…` no feature claims (an action an older

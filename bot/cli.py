@@ -43,6 +43,8 @@ SUBCOMMANDS: dict[str, str] = {
     "invite": "print the link that adds the bot to a server, with the permissions it needs",
     "web": "serve the web gallery of DATA_DIR alone (read-only)",
     "models": "download models and upscaler weights (pull), show what is here (list)",
+    "loras": "list the LoRAs in LORA_DIR (names, sizes, previews)",
+    "prefer": "set a user's suffix and custom --options, as /prefer does",
 }
 
 

@@ -10,6 +10,7 @@ interaction failed" must never show, so every handler runs inside `guarded`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -30,7 +31,6 @@ from bot.tracker import JobTracker, is_warming
 from engine.errors import StorageError, TesseraError
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job, JobKind, JobState
-from engine.prompt import parse
 from storage.models import GuildSettings
 
 if TYPE_CHECKING:  # the client imports this module for its error handler
@@ -267,6 +267,24 @@ async def job_choices(interaction: discord.Interaction, current: str) -> list[ap
     return choices
 
 
+AUTOCOMPLETE_BUDGET_S = 2.0  # Discord drops an autocomplete answer after 3 s
+
+
+async def lora_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Autocomplete: LoRA names in LORA_DIR starting with (then containing) what was typed, at
+    most 25. Listing a changed folder runs off the loop and is given up on (no choices) past
+    `AUTOCOMPLETE_BUDGET_S`, so the answer always comes in time."""
+    try:
+        names = await asyncio.wait_for(service_of(interaction).search_loras(current[:100], 25),
+                                       AUTOCOMPLETE_BUDGET_S)
+    except (TimeoutError, TesseraError):
+        return []
+    except Exception:
+        log.exception("LoRA autocomplete failed")
+        return []
+    return [app_commands.Choice(name=name, value=name) for name in names]
+
+
 # ----- starting prompts and posting jobs --------------------------------------------------------------------------------
 
 
@@ -310,11 +328,12 @@ async def post_jobs(interaction: discord.Interaction, jobs: Sequence[Job]) -> No
             tracker.release(job.id)  # results still reach the channel, by adoption
 
 
-def quick_parse(interaction: discord.Interaction, text: str) -> None:
-    """Refuse a malformed prompt before deferring (the service parses it again, authoritatively)."""
+async def quick_parse(interaction: discord.Interaction, text: str) -> None:
+    """Refuse a malformed prompt before deferring (the service parses it again, authoritatively),
+    with the user's suffix and options, the server's styles and the LoRA folder: a few SQLite
+    reads and a folder stat, well inside Discord's 3 seconds."""
 
-    settings = service_of(interaction).settings
-    parse(text, settings.prompt_limits)
+    await service_of(interaction).parse_prompt(text, user_id=interaction.user.id, guild_id=interaction.guild_id)
 
 
 async def start_prompt(interaction: discord.Interaction, prompt: str, *, image_url: str | None, confirmed: bool = False) -> None:

@@ -151,9 +151,24 @@ def safety_notice(flagged: Iterable[int], *, single: bool = False) -> str:
     return f"Images {listed} were hidden by this server's safety filter."
 
 
+def is_draft(job: Job) -> bool:
+    """Whether a job was drawn with `--draft`/`--turbo` (its stored request says so)."""
+    return job.kind is not JobKind.UPSCALE and bool((job.request_json or {}).get("draft"))
+
+
+def view_kind(job: Job) -> str:
+    """Which buttons a finished job's message carries: "draft" grids add ✨ Enhance to a grid's."""
+    return "draft" if is_draft(job) else job.kind.value
+
+
+DRAFT_NOTICE = "**Draft** (few steps, fast): ✨ Enhance draws the same seeds at full quality."
+
+
 def done_text(job: Job, ignored: Iterable[str] = (), flagged: Iterable[int] = ()) -> str:
-    """The finished message that carries the grid (or the upscaled image)."""
+    """The finished message that carries the grid (or the upscaled image); a draft says so."""
     lines = [_line(job, None)]
+    if is_draft(job):
+        lines.append(DRAFT_NOTICE)
     hidden = safety_notice(flagged, single=job.kind is JobKind.UPSCALE)
     if hidden:
         lines.append(hidden)
@@ -236,6 +251,13 @@ def seed_text(job: Job) -> str:
         lines.append(f"prompt parts: {_weighted(request['prompts'])}")
     if request.get("negative"):
         lines.append(f"negative: {', '.join(request['negative'])}")
+    loras = request.get("loras") or []
+    if loras:
+        lines.append("LoRAs: " + ", ".join(f"{name}:{float(weight):g}" for name, weight in loras[:8]))
+    if request.get("embeddings"):
+        lines.append("embeddings: " + ", ".join(str(name) for name in request["embeddings"][:20]))
+    if request.get("draft"):
+        lines.append(f"draft: {request.get('steps')} steps")
     for key, label in _PARAM_LABELS[1:]:
         value = request.get(key)
         if value is None or value is False or value == "":

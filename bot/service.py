@@ -27,6 +27,7 @@ from PIL import Image
 
 from bot.authorization import Act, Actor, Subject, decide
 from bot.config import ConfigError, Settings
+from bot.shortcuts import LoraInfo, Shortcuts
 from engine.diffusion.conditioning import PromptEncoder
 from engine.diffusion.models import PROFILES, LoadedModel, ModelProfile, check_model_ref, load_model
 from engine.diffusion.safety import check_source
@@ -69,11 +70,12 @@ from engine.jobs.joblog import for_job
 from engine.jobs.metrics import MetricsServer
 from engine.jobs.model import ImageRecord, Job, JobKind, JobState, NewJob
 from engine.jobs.queue import Callback, InProcessQueue, JobQueue, QueueEvent, QueueStats, limits_from_settings
-from engine.prompt import Expansion, Params, Prompt, parse
+from engine.prompt import Expansion, Params, Prompt, PromptContext, parse
 from engine.request import (
     SEED_MAX,
     Defaults,
     GenerationRequest,
+    enhance_of,
     random_seed,
     reroll_of,
     resolve,
@@ -202,6 +204,7 @@ class Tessera:
         self.queue = queue
         self.executor = executor
         self._profiles: dict[str, ModelProfile] = {}
+        self.shortcuts = Shortcuts(settings, storage)  # LoRA/embedding folders, /prefer, server styles
         self._segment: Segmenter | None = None  # Vary (Region)'s text-to-mask model, loaded on first use
         self._metrics: MetricsServer | None = None
         self._aux: dict[str, Any] = {}  # /describe's captioner, /shorten's text encoder (loaded on first use)
@@ -375,6 +378,56 @@ class Tessera:
     async def save_guild_settings(self, settings: GuildSettings) -> GuildSettings:
         return await self.storage.settings.save_guild(settings)
 
+    # ----- prompts' context: folders, /prefer shortcuts, server styles (`bot.shortcuts`) ----
+    async def prompt_context(self, user_id: int | None, guild_id: int | None) -> PromptContext:
+        """What a new prompt of `user_id`, written in `guild_id`, is parsed with: the LoRA and
+        embedding names, the user's suffix and options, the server's styles."""
+        return await self.shortcuts.context(user_id, guild_id)
+
+    async def parse_prompt(self, text: str, *, user_id: int | None, guild_id: int | None) -> Prompt:
+        """Parse a user's new prompt with their context (`PromptError` when it is invalid)."""
+        return parse(text, self.settings.prompt_limits, context=await self.prompt_context(user_id, guild_id))
+
+    async def reparse(self, stored_text: str) -> Prompt:
+        """Parse text stored earlier (already expanded): no shortcuts are applied again, and a
+        LoRA file removed since does not make it fail."""
+        return parse(stored_text, self.settings.prompt_limits, context=await self.shortcuts.stored_context())
+
+    async def set_suffix(self, user_id: int, text: str | None, *, guild_id: int | None = None) -> str:
+        """`/prefer suffix`: text appended to every prompt of the user ("" or "clear" clears it)."""
+        return await self.shortcuts.set_suffix(user_id, text, guild_id=guild_id)
+
+    async def suffix(self, user_id: int) -> str:
+        return await self.shortcuts.suffix(user_id)
+
+    async def set_option(self, user_id: int, name: str, value: str, *, guild_id: int | None = None) -> None:
+        """`/prefer option set`: the user's `--name` stands for `value` from now on."""
+        await self.shortcuts.set_option(user_id, name, value, guild_id=guild_id)
+
+    async def delete_option(self, user_id: int, name: str, *, guild_id: int | None = None) -> None:
+        await self.shortcuts.delete_option(user_id, name, guild_id=guild_id)
+
+    async def list_options(self, user_id: int) -> dict[str, str]:
+        return await self.shortcuts.list_options(user_id)
+
+    async def add_style(self, guild_id: int, name: str, text: str) -> None:
+        """`/admin style add`: `--style name` stands for `text` in every prompt made in the server."""
+        await self.shortcuts.add_style(guild_id, name, text)
+
+    async def delete_style(self, guild_id: int, name: str) -> None:
+        await self.shortcuts.delete_style(guild_id, name)
+
+    async def list_styles(self, guild_id: int) -> dict[str, str]:
+        return await self.shortcuts.list_styles(guild_id)
+
+    async def list_loras(self, query: str = "") -> list[LoraInfo]:
+        """The LoRAs in LORA_DIR matching `query` (prefix first, then substring), sizes, previews."""
+        return await self.shortcuts.list_loras(query)
+
+    async def search_loras(self, query: str, limit: int = 25) -> list[str]:
+        """LoRA names for autocomplete."""
+        return await self.shortcuts.search_loras(query, limit)
+
     # ----- the gallery (the Discord posting itself is `bot.gallery`'s) ----------------------
     async def gallery_entry(self, entry_id: int) -> GalleryEntry | None:
         return await self.storage.gallery.get(entry_id)
@@ -420,7 +473,8 @@ class Tessera:
 
         `sampler` overrides the user's and the server's (the CLI's --sampler)."""
 
-        prompt = parse(prompt_text, self.settings.prompt_limits)
+        prompt = await self.parse_prompt(prompt_text, user_id=user_id, guild_id=guild_id)
+        prompt_text = prompt.raw  # with the suffix, options and styles expanded: what is stored is what ran
         await self._check_words(prompt_text, guild_id)
         count = prompt.jobs
         if count > CONFIRM_ABOVE_JOBS and not confirmed:
@@ -432,6 +486,7 @@ class Tessera:
         profile = await self._profile(model)
         defaults = Defaults(quality=user.quality, aspect=user.aspect, stylize=user.stylize)
         safety = await self._safety_for(guild_id)
+        default_lora = await self._default_lora(user)
         plans: list[tuple[Expansion, GenerationRequest]] = []
         fetched: dict[tuple[tuple[str, ...], ...], tuple[str | None, tuple[str, ...], tuple[str, ...]]] = {}
         keys = [(((image_url,) if image_url else ()) + tuple(e.images), e.reference_links("sref"),
@@ -447,8 +502,11 @@ class Tessera:
             init_image, style_refs, character_refs = fetched[key]
             for _ in range(expansion.params.repeat or 1):
                 request = resolve(expansion, profile=profile, model=model, sampler=sampler, defaults=defaults,
-                                  init_image=init_image, style_refs=style_refs, character_refs=character_refs)
+                                  init_image=init_image, draft=self.settings.draft_profile,
+                                  style_refs=style_refs, character_refs=character_refs)
                 request = replace(request, safety_check=safety)
+                if default_lora and not request.loras:
+                    request = replace(request, loras=((default_lora, 1.0),))
                 if image_url and image_url not in request.image_prompts:
                     request = replace(request, image_prompts=(image_url, *request.image_prompts))
                 plans.append((expansion, request))
@@ -493,8 +551,9 @@ class Tessera:
         base_request, base_index = await self._request_behind(parent, index)
         expansion = None
         if prompt_text:
+            expansion = await self._single_expansion(prompt_text, user_id, guild_id)
+            prompt_text = expansion.source
             await self._check_words(prompt_text, guild_id)
-            expansion = self._single_expansion(prompt_text)
         await self._check_limits(user_id, guild_id, 1)
         request = variation_of(base_request, index=base_index, init_image=str(record.path), strength=strength,
                                expansion=expansion, seed=seed)
@@ -512,9 +571,10 @@ class Tessera:
                           channel_id: int | None = None, priority: int = 0) -> Job:
         """Queue variations of an uploaded image (DALL·E 2's "variations")."""
 
-        if prompt_text:
+        expansion = await self._single_expansion(prompt_text, user_id, guild_id) if prompt_text.strip() else None
+        if expansion is not None:
+            prompt_text = expansion.source
             await self._check_words(prompt_text, guild_id)
-        expansion = self._single_expansion(prompt_text) if prompt_text.strip() else None
         await self._check_limits(user_id, guild_id, 1)
         path, size = await asyncio.to_thread(self._store_input, image_bytes)
         user = await self.storage.settings.user(user_id)
@@ -538,7 +598,7 @@ class Tessera:
         of the same size (or of the `--ar` in `prompt_text`), the border painted new.
         `common`: guild_id, channel_id, priority, seed, actor (as for `vary`)."""
         factor = check_zoom(factor)
-        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+        expansion = await self._edit_expansion(prompt_text, user_id, common.get("guild_id"))
         aspect = expansion.params.ar if expansion is not None else None
 
         def canvas(source: Image.Image, base: GenerationRequest, profile: ModelProfile) -> Canvas:
@@ -555,7 +615,7 @@ class Tessera:
         the picture keeps its pixels; up to PAN_MAX_SIDE."""
         if direction not in DIRECTIONS:
             raise PromptError(f"Pan direction must be one of {', '.join(DIRECTIONS)}, got {direction[:20]!r}.")
-        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+        expansion = await self._edit_expansion(prompt_text, user_id, common.get("guild_id"))
         max_side = self.settings.pan_max_side
         return await self._edit(user_id, job_id, index,
                                 lambda source, base, profile: pan_canvas(source, direction, max_side=max_side),
@@ -565,7 +625,7 @@ class Tessera:
     async def square(self, *, user_id: int, job_id: str, index: int, prompt_text: str | None = None,
                      **common: Any) -> Job:
         """Make Square: the short side of a wide or tall picture extended to the long side."""
-        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+        expansion = await self._edit_expansion(prompt_text, user_id, common.get("guild_id"))
         max_side = max(self.settings.pan_max_side, 64)
         return await self._edit(user_id, job_id, index,
                                 lambda source, base, profile: square_canvas(source, max_side=max_side),
@@ -591,7 +651,7 @@ class Tessera:
             mask_upload = await asyncio.to_thread(
                 decode_image, mask_bytes, max_bytes=self.settings.image_prompt_max_bytes,
                 max_pixels=self.settings.image_prompt_max_pixels, source="The mask")
-        expansion = await self._edit_expansion(prompt_text, common.get("guild_id"))
+        expansion = await self._edit_expansion(prompt_text, user_id, common.get("guild_id"))
 
         def canvas(source: Image.Image, base: GenerationRequest, profile: ModelProfile,
                    shown: tuple[int, int] = (0, 0)) -> Canvas:
@@ -618,11 +678,12 @@ class Tessera:
             self._segment = Segmenter(self.settings.segment_model_id)
         return self._segment
 
-    async def _edit_expansion(self, prompt_text: str | None, guild_id: int | None) -> Expansion | None:
+    async def _edit_expansion(self, prompt_text: str | None, user_id: int, guild_id: int | None) -> Expansion | None:
         if not prompt_text or not prompt_text.strip():
             return None
-        await self._check_words(prompt_text, guild_id)
-        return self._single_expansion(prompt_text)
+        expansion = await self._single_expansion(prompt_text, user_id, guild_id)
+        await self._check_words(expansion.source, guild_id)
+        return expansion
 
     async def _edit(self, user_id: int, job_id: str, index: int, make_canvas: Callable[..., Canvas], label: str,
                     options: dict[str, Any], expansion: Expansion | None, prompt_text: str | None, *,
@@ -788,6 +849,42 @@ class Tessera:
             channel_id=channel_id, parent_id=parent.id, options=dict(parent.options), priority=priority,
         ))
 
+    async def enhance(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
+                      priority: int = 0, actor: Actor | None = None) -> Job:
+        """Enhance under a draft grid: the same prompt, size and seeds at full quality (the
+        steps, guidance, sampler and model a normal job of `user_id` gets). `actor` as for
+        `upscale`: making a new job from someone's draft is using it (`Act.USE`)."""
+        parent = await self._done_job(job_id)
+        if actor is not None:
+            await self.authorize(actor, parent, Act.USE)
+        if parent.kind == JobKind.UPSCALE or not parent.request_json:
+            raise PromptError("Only a draft grid can be enhanced (this job was not made with --draft).")
+        base = GenerationRequest.from_json(parent.request_json)
+        await self._check_limits(user_id, guild_id, 1)
+        user = await self.storage.settings.user(user_id)
+        model = self._model_for(user.model)
+        profile = await self._profile(model)
+        request = enhance_of(base, profile=profile, model=model, sampler=user.sampler or self.settings.sampler,
+                             defaults=Defaults(quality=user.quality))
+        request = replace(request, safety_check=await self._safety_for(guild_id))
+        return await self._admit_one(user_id, guild_id, NewJob(
+            kind=JobKind.REROLL, user_id=user_id, prompt_text=prompt_without_draft(parent.prompt_text),
+            prompt_json=parent.prompt_json, request_json=request.to_json(), seed=request.seed, model=request.model,
+            guild_id=guild_id, channel_id=channel_id, parent_id=parent.id, options={"enhance": True},
+            priority=priority,
+        ))
+
+    async def _default_lora(self, user: UserSettings) -> str | None:
+        """The user's default LoRA (`/settings`) while its file is still in LORA_DIR; a removed
+        file is skipped (and logged), never a reason to refuse their prompts."""
+        if not user.lora:
+            return None
+        loras, _ = await self.shortcuts.names()
+        if user.lora in loras:
+            return user.lora
+        log.info("user %s's default LoRA %s is no longer in LORA_DIR; not using it", user.user_id, user.lora)
+        return None
+
     async def cancel(self, *, actor: Actor, job_id: str) -> Job:
         """Cancel a waiting job (at once) or a running one (at its next step).
 
@@ -938,8 +1035,8 @@ class Tessera:
         self._profiles[model] = profile
         return profile
 
-    def _single_expansion(self, prompt_text: str) -> Expansion:
-        prompt: Prompt = parse(prompt_text, self.settings.prompt_limits)
+    async def _single_expansion(self, prompt_text: str, user_id: int | None, guild_id: int | None) -> Expansion:
+        prompt: Prompt = await self.parse_prompt(prompt_text, user_id=user_id, guild_id=guild_id)
         if len(prompt.expansions) != 1:
             raise PromptError(f"A remix or variation prompt must make one job; this one makes {len(prompt.expansions)}.")
         return prompt.expansions[0]
@@ -1088,6 +1185,21 @@ def prompt_with_seed(prompt_text: str, seed: int) -> str:
     return f"{''.join(out).rstrip()} --seed {seed}".lstrip()
 
 
+_DRAFT_FLAGS = frozenset({"draft", "turbo"})
+
+
+def prompt_without_draft(prompt_text: str) -> str:
+    """The prompt text without `--draft`/`--turbo` (flags: no value follows), for an enhanced
+    draft, so the text it shows (and users copy) makes the full-quality grid."""
+    kept = []
+    for word in prompt_text.split():
+        name = word[2:] if word.startswith("--") else word[1:] if word.startswith("—") else ""
+        if name.lower() in _DRAFT_FLAGS:
+            continue
+        kept.append(word)
+    return " ".join(kept)
+
+
 def _expansion_json(expansion: Expansion | None) -> dict | None:
     if expansion is None:
         return None
@@ -1098,4 +1210,4 @@ def _expansion_json(expansion: Expansion | None) -> dict | None:
 
 
 __all__ = ["CONFIRM_ABOVE_JOBS", "DEFAULT_BANNED_WORDS", "NeedsConfirmation", "QueueEvent", "Tessera",
-           "find_banned_word", "peek_profile"]
+           "find_banned_word", "peek_profile", "prompt_without_draft"]

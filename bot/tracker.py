@@ -225,7 +225,8 @@ class JobTracker:
         suffix = f"_u{(job.parent_index or 0) + 1}" if job.kind.value == "upscale" else ""
         name = render.file_name(job.prompt_text, job.id, upload.mime, suffix=suffix)
         return Update(render.done_text(job, tracked.ignored, tracked.flagged), file=(upload.data, name),
-                      view=self.views(job.kind.value, job.id, render.picture_size(upload.data)), final=True, moved=render.moved_text(job))
+                      view=self.views(render.view_kind(job), job.id, render.picture_size(upload.data)), final=True,
+                      moved=render.moved_text(job))
 
     async def _done_without_upload(self, tracked: Tracked) -> None:
         try:

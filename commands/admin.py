@@ -36,7 +36,8 @@ Only members with the Manage Server permission see and use these.
 `/admin nsfw filter` — run the safety checker on images made here
 `/admin gallery [channel]` — the channel ❤️ Share and `/share` post to (empty: sharing off)
 `/admin priority [role]` — members with this role go ahead in the queue
-`/admin web` — the link to this server's page of the web gallery (when the operator turned it on)"""
+`/admin web` — the link to this server's page of the web gallery (when the operator turned it on)
+`/admin style add <name> <text>|delete <name>|list` — `--style name` stands for the text in prompts made here"""
 HELP = {"admin": _ADMIN_HELP}
 
 
@@ -211,6 +212,55 @@ async def web(interaction: discord.Interaction) -> None:
         await reply(interaction, f"This server's web gallery: {base}/g/{interaction.guild_id}\n"
                                  "-# It shows what members shared with ❤️ Share; a removed share disappears at once.",
                     ephemeral=True)
+
+
+style = app_commands.Group(name="style", description="Server styles: --style name stands for a text here",
+                           parent=admin)
+STYLE_TEXT_MAX = 1500  # the service applies PROMPT_MAX_LENGTH // 4
+STYLES_ROOM = 1800
+
+
+def _code(text: str) -> str:
+    return text.replace("`", "ˋ")
+
+
+@style.command(name="add", description="Make --style name stand for a text in prompts made on this server")
+@app_commands.describe(name="The style's name, like neon (used as --style neon)", text="What it stands for")
+@app_commands.check(_admin_only)
+async def style_add(interaction: discord.Interaction, name: app_commands.Range[str, 1, 40],
+                    text: app_commands.Range[str, 1, STYLE_TEXT_MAX]) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        assert interaction.guild_id is not None
+        await service_of(interaction).add_style(interaction.guild_id, name, text)
+        await reply(interaction, f"Saved: `--style {_code(name.strip().lower())}` now stands for "
+                                 f"`{_code(' '.join(text.split()))}` on this server.", ephemeral=True)
+
+
+@style.command(name="delete", description="Remove one of this server's styles")
+@app_commands.describe(name="The style's name")
+@app_commands.check(_admin_only)
+async def style_delete(interaction: discord.Interaction, name: app_commands.Range[str, 1, 40]) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        assert interaction.guild_id is not None
+        await service_of(interaction).delete_style(interaction.guild_id, name)
+        await reply(interaction, f"Deleted `--style {_code(name.strip().lower())}`.", ephemeral=True)
+
+
+@style.command(name="list", description="This server's styles")
+@app_commands.check(_admin_only)
+async def style_list(interaction: discord.Interaction) -> None:
+    async with guarded(interaction):
+        await defer_private(interaction)
+        assert interaction.guild_id is not None
+        styles = await service_of(interaction).list_styles(interaction.guild_id)
+        lines = [f"`--style {key}` → `{_code(value if len(value) <= 120 else value[:119] + '…')}`"
+                 for key, value in styles.items()]
+        text = "\n".join(lines) if lines else "This server has no styles yet: `/admin style add name text`."
+        if len(text) > STYLES_ROOM:
+            text = text[:STYLES_ROOM].rsplit("\n", 1)[0] + f"\n… ({len(styles)} styles in all)"
+        await reply(interaction, text, ephemeral=True)
 
 
 def setup(client: TesseraClient) -> None:

@@ -12,7 +12,7 @@ from typing import ClassVar
 import discord
 from discord import app_commands
 
-from bot.buttons import GREEN, JobButton, Look, job_template
+from bot.buttons import BLURPLE, GREEN, JobButton, Look, job_template
 from bot.client import TesseraClient
 from bot.interactions import (
     actor_of,
@@ -20,6 +20,7 @@ from bot.interactions import (
     client_of,
     defer_public,
     guarded,
+    lora_choices,
     member_priority,
     post_jobs,
     quick_parse,
@@ -34,9 +35,12 @@ IMAGE_TYPES = ALLOWED_CONTENT_TYPES  # the decoder's rule; kept under this name 
 REROLL = "reroll"  # 🔄 on a grid
 CONFIRM = "confirm"  # run a prompt that makes more than 4 jobs; "job" is a confirmation key, index the count
 DISMISS = "dismiss"  # do not run it
+ENHANCE = "enhance"  # ✨ Enhance under a draft grid: the same seeds at full quality
 
-HELP = {"commands": "`/imagine prompt [image]` — four images from a prompt (an attached image starts them)",
-        "buttons": "**🔄** under a grid: the same prompt again with a new seed"}
+HELP = {"commands": "`/imagine prompt [image] [lora]` — four images from a prompt (an attached image starts them; "
+                    "`lora` adds `--lora name:1`, see `/loras`; `--draft` draws a fast few-step draft)",
+        "buttons": "**🔄** under a grid: the same prompt again with a new seed · **✨ Enhance** under a draft: the "
+                   "same seeds at full quality"}
 
 
 def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
@@ -51,13 +55,35 @@ def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
 
 @app_commands.command(name="imagine", description="Make four images from a prompt (Midjourney syntax: --ar, --no, --seed, …)")
 @app_commands.describe(prompt="What to draw, with optional parameters like --ar 16:9 --no text --seed 7",
-                       image="An image to start from (image prompt)")
-async def imagine(interaction: discord.Interaction, prompt: str, image: discord.Attachment | None = None) -> None:
+                       image="An image to start from (image prompt)",
+                       lora="A LoRA from /loras (adds --lora name:1 to the prompt)")
+@app_commands.autocomplete(lora=lora_choices)
+async def imagine(interaction: discord.Interaction, prompt: str, image: discord.Attachment | None = None,
+                  lora: app_commands.Range[str, 1, 64] | None = None) -> None:
     async with guarded(interaction):
-        quick_parse(interaction, prompt)
+        if lora:
+            prompt = with_lora(prompt, lora)
+        await quick_parse(interaction, prompt)
         await defer_public(interaction)
         await start_prompt(interaction, prompt,
                            image_url=check_image(image, service_of(interaction).settings.image_prompt_max_bytes))
+
+
+def with_lora(prompt: str, name: str) -> str:
+    """The prompt with `--lora name:1` added among its parameters (the parser checks the name
+    against LORA_DIR, and an odd one is refused with the usual message)."""
+    return f"{prompt.rstrip()} --lora {name.strip()}:1"
+
+
+async def press_enhance(interaction: discord.Interaction, job_id: str) -> None:
+    """✨ Enhance: the draft's seeds, prompt and size at full quality, for whoever pressed it."""
+    await defer_public(interaction)
+    await check_channel(interaction)
+    job = await service_of(interaction).enhance(user_id=interaction.user.id, job_id=job_id,
+                                                guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                                                priority=await member_priority(interaction),
+                                                actor=actor_of(interaction))
+    await post_jobs(interaction, [job])
 
 
 async def press_confirm(interaction: discord.Interaction, key: str) -> None:
@@ -103,6 +129,19 @@ class RerollButton(JobButton, template=job_template(REROLL)):
         await press_reroll(interaction, self.job_id)
 
 
+class EnhanceButton(JobButton, template=job_template(ENHANCE)):
+    """✨ Enhance under a draft grid (`tessera:enhance:<job>:0`)."""
+
+    actions: ClassVar[tuple[str, ...]] = (ENHANCE,)
+
+    @classmethod
+    def look(cls, action: str, index: int) -> Look:
+        return Look("Enhance", "✨", BLURPLE)
+
+    async def press(self, interaction: discord.Interaction) -> None:
+        await press_enhance(interaction, self.job_id)
+
+
 class ConfirmButton(JobButton, template=job_template(CONFIRM, DISMISS)):
     """"Run all N jobs" / "Cancel" under a prompt that makes many jobs; the `job` part of the
     custom_id is the confirmation's key (kept in memory: a press after a restart is told so)."""
@@ -124,7 +163,8 @@ class ConfirmButton(JobButton, template=job_template(CONFIRM, DISMISS)):
 
 def setup(client: TesseraClient) -> None:
     client.tree.add_command(imagine)
-    client.buttons.add(RerollButton, ConfirmButton)
+    client.buttons.add(RerollButton, EnhanceButton, ConfirmButton)
     client.buttons.place("grid", row=0, order=10, make=lambda job_id, _: [RerollButton(REROLL, job_id, 0)])
+    client.buttons.place("draft", row=2, order=0, make=lambda job_id, _: [EnhanceButton(ENHANCE, job_id, 0)])
     client.buttons.place("confirm", row=0, order=0, make=lambda key, count: [ConfirmButton(CONFIRM, key, count),
                                                                             ConfirmButton(DISMISS, key, 0)])

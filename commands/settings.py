@@ -20,7 +20,7 @@ from discord import app_commands
 from bot.buttons import PREFIX
 from bot.client import TesseraClient
 from bot.gallery import model_name
-from bot.interactions import defer_private, guarded, reply, service_of
+from bot.interactions import defer_private, guarded, lora_choices, reply, service_of
 from bot.service import Tessera
 from engine.diffusion.samplers import SAMPLERS
 from engine.errors import TesseraError
@@ -37,8 +37,9 @@ PUBLIC_VALUE, PRIVATE_VALUE = "public", "private"
 PRIVACY_LABELS = {PUBLIC_VALUE: "results: public (anyone may share them to a gallery)",
                   PRIVATE_VALUE: "results: private (only you may share them)"}
 
-HELP = {"commands": "`/settings` — your defaults (quality, aspect, stylize, sampler, model) and whether your "
-                    "results are private"}
+HELP = {"commands": "`/settings [lora]` — your defaults (quality, aspect, stylize, sampler, model, a LoRA for "
+                    "prompts that name none) and whether your results are private"}
+NO_LORA = ("none", "clear", "off")
 
 
 class SettingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
@@ -137,18 +138,36 @@ def describe(service: Tessera, user: UserSettings) -> str:
         current = _current(user, field)
         shown = f"**{_shown(field, current)}**" if current is not None else f"{server[field]} (server default)"
         lines.append(f"• {field}: {shown}")
+    lines.append(f"• LoRA: **{user.lora}** (when a prompt names none)" if user.lora else "• LoRA: none")
     lines.append("• results: **private** — only you may share them (or upscales of them) to a gallery"
                  if user.private else "• results: public — anyone may share them to a gallery")
     return "\n".join(lines)
 
 
 @app_commands.command(name="settings", description="Your default quality, aspect ratio, stylize, sampler and model")
-async def settings(interaction: discord.Interaction) -> None:
+@app_commands.describe(lora='A LoRA from /loras for prompts that name none ("none" to stop)')
+@app_commands.autocomplete(lora=lora_choices)
+async def settings(interaction: discord.Interaction, lora: app_commands.Range[str, 1, 64] | None = None) -> None:
     async with guarded(interaction):
         await defer_private(interaction)
         service = service_of(interaction)
         user = await service.user_settings(interaction.user.id)
+        if lora is not None:
+            user = await service.save_user_settings(replace(user, lora=await _checked_lora(service, lora)))
         await reply(interaction, view=settings_view(service, user), ephemeral=True)
+
+
+async def _checked_lora(service: Tessera, name: str) -> str | None:
+    """The LoRA to save as the default (None: "none"); refused unless it is in LORA_DIR."""
+    name = name.strip()
+    if name.lower() in NO_LORA:
+        return None
+    loras, _ = await service.shortcuts.names()
+    if name not in loras:
+        close = ", ".join(f"`{n}`" for n in (await service.search_loras(name[:3], 3)))
+        raise TesseraError(f"There is no LoRA named `{name.replace('`', 'ˋ')}` on this bot"
+                           + (f" (did you mean {close}?)" if close else "") + "; `/loras` lists them.")
+    return name
 
 
 async def choose(interaction: discord.Interaction, field: str, value: str) -> None:

@@ -55,7 +55,7 @@ async def show(interaction: discord.Interaction, job: str) -> None:
         name = render.file_name(found.prompt_text, found.id, upload.mime, suffix=suffix)
         message = await interaction.edit_original_response(
             content=render.done_text(found), attachments=[discord.File(io.BytesIO(upload.data), filename=name)],
-            view=client_of(interaction).buttons.result_view(found.kind.value, found.id,
+            view=client_of(interaction).buttons.result_view(render.view_kind(found), found.id,
                                                              render.picture_size(upload.data)))
         await tracker_of(interaction).record_message(found.id, interaction.channel_id, message.id)
 

@@ -2,7 +2,7 @@
 
 `Storage.open(data_dir)` opens `data_dir/tessera.sqlite3` (WAL, migrations) and the image
 folder `data_dir/images`. Repositories hang off it: `storage.jobs`, `storage.images`,
-`storage.settings`, `storage.gallery`. All methods are async and return dataclasses from
+`storage.settings`, `storage.gallery`, `storage.shortcuts`. All methods are async and return dataclasses from
 `engine.jobs.model` (jobs, images) and `storage.models` (settings, gallery). `Storage`
 satisfies `engine.jobs.store.Store`, the job system's view of it. Errors a user can fix raise `engine.errors.StorageError`.
 """
@@ -18,6 +18,7 @@ from storage.images import ImageRepository
 from storage.jobs import JobRepository
 from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.settings import SettingsRepository
+from storage.shortcuts import ShortcutRepository
 from storage.sqlite import Database
 
 DATABASE_NAME = "tessera.sqlite3"
@@ -36,6 +37,7 @@ __all__ = [
     "JobState",
     "NewJob",
     "SettingsRepository",
+    "ShortcutRepository",
     "Storage",
     "UserSettings",
 ]
@@ -48,6 +50,7 @@ class Storage:
     images: ImageRepository
     settings: SettingsRepository
     gallery: GalleryRepository
+    shortcuts: ShortcutRepository
 
     def __init__(self, db: Database, data_dir: Path) -> None:
         self.db = db
@@ -56,6 +59,7 @@ class Storage:
         self.jobs = JobRepository(db, release_files=self.images.release_files)
         self.settings = SettingsRepository(db)
         self.gallery = GalleryRepository(db)
+        self.shortcuts = ShortcutRepository(db)
 
     @classmethod
     async def open(cls, data_dir: Path, *, migrate_to: int | None = None) -> Storage:

@@ -22,6 +22,7 @@ class UserSettings:
     sampler: str | None = None
     model: str | None = None
     private: bool = False
+    lora: str | None = None  # a default LoRA (a name in LORA_DIR), used when a prompt names none
 
 
 @dataclass(frozen=True)

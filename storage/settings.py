@@ -31,17 +31,18 @@ class SettingsRepository:
             sampler=row["sampler"],
             model=row["model"],
             private=bool(row["private"]),
+            lora=row["lora"],
         )
 
     async def save_user(self, settings: UserSettings) -> UserSettings:
         await self._db.write(
-            """INSERT INTO user_settings (user_id, quality, aspect, stylize, sampler, model, private, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO user_settings (user_id, quality, aspect, stylize, sampler, model, private, lora, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (user_id) DO UPDATE SET quality = excluded.quality, aspect = excluded.aspect,
                    stylize = excluded.stylize, sampler = excluded.sampler, model = excluded.model,
-                   private = excluded.private, updated_at = excluded.updated_at""",
+                   private = excluded.private, lora = excluded.lora, updated_at = excluded.updated_at""",
             (settings.user_id, settings.quality, settings.aspect, settings.stylize, settings.sampler,
-             settings.model, int(settings.private), rows.now()),
+             settings.model, int(settings.private), settings.lora, rows.now()),
         )
         return await self.user(settings.user_id)
 

@@ -132,7 +132,7 @@ def test_tessera_commands_prints_every_command_with_share_and_prompts(capsys: py
     printed = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in printed]
     assert names == ["imagine", "upscale", "variation", "edit", "seed", "settings", "info", "cancel", "show", "help",
-                     "admin", "share", "prompts"]
+                     "admin", "share", "prompts", "prefer", "loras"]
     by_name = {c["name"]: c for c in printed}
     assert [o["name"] for o in by_name["prompts"]["options"]] == ["search", "top"]
     assert [o["name"] for o in by_name["edit"]["options"]] == ["zoom", "pan", "square", "region"]

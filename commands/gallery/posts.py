@@ -235,6 +235,6 @@ async def on_remix_submit(interaction: discord.Interaction) -> None:
         text = (submitted_value(data.get("components"), REMIX_PROMPT) or "").strip()
         if not text:
             raise TesseraError("The prompt is empty; write what to draw.")
-        quick_parse(interaction, text)
+        await quick_parse(interaction, text)
         await defer_public(interaction)
         await start_prompt(interaction, text, image_url=None)
