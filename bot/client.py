@@ -40,6 +40,7 @@ _POLL_S = 0.05
 FEATURES: tuple[str, ...] = (
     "commands.imagine", "commands.upscale", "commands.variation", "commands.seed", "commands.settings",
     "commands.info", "commands.cancel", "commands.show", "commands.help", "commands.admin", "commands.gallery",
+    "commands.pictures",
 )
 
 ReactionHandler = Callable[["TesseraClient", discord.RawReactionActionEvent], Awaitable[None]]

@@ -2,7 +2,7 @@
 
 `Storage.open(data_dir)` opens `data_dir/tessera.sqlite3` (WAL, migrations) and the image
 folder `data_dir/images`. Repositories hang off it: `storage.jobs`, `storage.images`,
-`storage.settings`, `storage.gallery`. All methods are async and return dataclasses from
+`storage.settings`, `storage.gallery`, `storage.suggestions`. All methods are async and return dataclasses from
 `engine.jobs.model` (jobs, images) and `storage.models` (settings, gallery). `Storage`
 satisfies `engine.jobs.store.Store`, the job system's view of it. Errors a user can fix raise `engine.errors.StorageError`.
 """
@@ -19,6 +19,7 @@ from storage.jobs import JobRepository
 from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.settings import SettingsRepository
 from storage.sqlite import Database
+from storage.suggestions import SuggestionRepository
 
 DATABASE_NAME = "tessera.sqlite3"
 IMAGES_DIR_NAME = "images"
@@ -37,6 +38,7 @@ __all__ = [
     "NewJob",
     "SettingsRepository",
     "Storage",
+    "SuggestionRepository",
     "UserSettings",
 ]
 
@@ -48,6 +50,7 @@ class Storage:
     images: ImageRepository
     settings: SettingsRepository
     gallery: GalleryRepository
+    suggestions: SuggestionRepository
 
     def __init__(self, db: Database, data_dir: Path) -> None:
         self.db = db
@@ -56,6 +59,7 @@ class Storage:
         self.jobs = JobRepository(db, release_files=self.images.release_files)
         self.settings = SettingsRepository(db)
         self.gallery = GalleryRepository(db)
+        self.suggestions = SuggestionRepository(db)
 
     @classmethod
     async def open(cls, data_dir: Path, *, migrate_to: int | None = None) -> Storage:
