@@ -177,10 +177,16 @@ async def test_describe_gives_four_prompts_and_button_2_imagines_prompt_2_after_
             [f"tessera:describe:again:{digest}:1"]
         assert (bot.service.inputs_dir / f"{digest}.png").is_file()
         message = message_with(answer)
+
+        again = await bot.h.press(ids[4], message)
+        more = [c for c in bot.http.for_token(again) if c.content][-1]
+        fresh = describe_prompts(more)
+        assert len(fresh) == 4 and set(fresh).isdisjoint(prompts)
+        assert more.custom_ids[-1] == f"tessera:describe:again:{digest}:2"
     finally:
         await bot.close()
 
-    bot = await start(tiny_models, data_dir)  # a new process: nothing in memory
+    bot = await start(tiny_models, data_dir)  # a new process: nothing in memory, no captioner loaded
     try:
         token = await bot.h.press(ids[1], message, user_id=OTHER_USER_ID)
         (modal,) = bot.http.for_token(token)
@@ -192,12 +198,6 @@ async def test_describe_gives_four_prompts_and_button_2_imagines_prompt_2_after_
         assert (job.request_json or {})["aspect"] == "3:2"
         await bot.finished(job.id)
         assert not bot.http.for_token(submitted)[0].ephemeral
-
-        again = await bot.h.press(ids[4], message)
-        more = [c for c in bot.http.for_token(again) if c.content][-1]
-        fresh = describe_prompts(more)
-        assert len(fresh) == 4 and set(fresh).isdisjoint(prompts)
-        assert more.custom_ids[-1] == f"tessera:describe:again:{digest}:2"
     finally:
         await bot.close()
 
