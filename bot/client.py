@@ -41,6 +41,7 @@ FEATURES: tuple[str, ...] = (
     "commands.imagine", "commands.upscale", "commands.variation", "commands.edit", "commands.seed", "commands.settings",
     "commands.info", "commands.cancel", "commands.show", "commands.help", "commands.admin", "commands.gallery",
     "commands.prefer", "commands.loras",
+    "commands.pictures",
 )
 
 ReactionHandler = Callable[["TesseraClient", discord.RawReactionActionEvent], Awaitable[None]]

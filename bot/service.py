@@ -809,6 +809,61 @@ class Tessera:
             encoder = await self._aux_model("shorten")
             return await asyncio.to_thread(shorten_prompt, encoder, expansion)
 
+    # ----- /describe and /shorten in Discord: what their buttons need after a restart ------
+    async def keep_picture(self, image_bytes: bytes) -> str:
+        """Decode an upload with the checked decoder and store it under DATA_DIR/inputs; return
+        its sha256 (the stored file's name), which /describe's buttons carry (a 100-character
+        custom_id holds a hash, not a picture) to describe it again after any restart."""
+        path, _size = await asyncio.to_thread(self._store_input, image_bytes)
+        return path.stem
+
+    def kept_picture(self, digest: str) -> Path:
+        """The stored picture named by a button: exactly 64 lowercase hex characters (no path
+        can be spelled with them) and a file that exists under DATA_DIR/inputs."""
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise PromptError("This button names no picture Tessera kept; run `/describe` again.")
+        path = self.inputs_dir / f"{digest}.png"
+        if not path.is_file():
+            raise PromptError("The picture behind this button is no longer kept on this bot; run `/describe` again.")
+        return path
+
+    async def describe_kept(self, digest: str, offset: int = 0) -> Description:
+        """/describe of a picture stored by `keep_picture` (the command and its 🔄 button), and
+        its four prompts kept under `d:<digest>:<offset>` for the 1-4 buttons (`suggested`)."""
+        path = self.kept_picture(digest)
+        settings = self.settings
+        # our own PNG of a picture already within IMAGE_PROMPT_MAX_PIXELS: at most 4 bytes a pixel
+        bound = 4 * settings.image_prompt_max_pixels + 2**20
+        data = await asyncio.to_thread(path.read_bytes)
+        if len(data) > bound:
+            raise PromptError("The kept picture is larger than this bot allows now; run `/describe` again.")
+        if not settings.caption_model.strip():
+            raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning model such "
+                              "as Salesforce/blip-image-captioning-large).")
+        if not 0 <= offset <= 1000:
+            raise PromptError(f"describe again at most 1000 times; got {offset}.")
+        image = await asyncio.to_thread(decode_image, data, max_bytes=bound, max_pixels=settings.image_prompt_max_pixels,
+                                        source="The picture")
+        async with self._aux_lock:
+            describer = await self._aux_model("describe")
+            description: Description = await asyncio.to_thread(describer.describe, image, offset=offset)
+        await self.storage.suggestions.save(f"d:{digest}:{offset}", description.prompts)
+        return description
+
+    async def keep_shortened(self, shortening: Shortening) -> str:
+        """Keep /shorten's prompts for its buttons; return their key (16 hex characters of the
+        prompts' sha256: content-addressed, so the same answer always gets the same key)."""
+        if not shortening.prompts:
+            raise PromptError("this prompt is already as short as it can be; there is nothing to run shorter.")
+        blob = json.dumps(list(shortening.prompts), ensure_ascii=False).encode()
+        key = hashlib.sha256(blob).hexdigest()[:16]
+        await self.storage.suggestions.save(f"s:{key}", shortening.prompts)
+        return key
+
+    async def suggested(self, key: str) -> tuple[str, ...] | None:
+        """Prompts kept by `describe_kept` (`d:<digest>:<offset>`) or `keep_shortened` (`s:<key>`)."""
+        return await self.storage.suggestions.get(key)
+
     async def _aux_model(self, kind: Literal["describe", "shorten"]) -> Any:
         """The captioner or a text encoder, loaded once in a worker thread after the model."""
         if kind in self._aux:
@@ -1162,6 +1217,7 @@ def _aspect_of(width: int, height: int) -> str:
     return f"{width // divisor}:{height // divisor}"
 
 
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # a stored picture's sha256, as /describe's buttons carry it
 _SPACES = re.compile(r"(\s+)")  # one class, no nesting: linear on any input
 
 

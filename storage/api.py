@@ -2,7 +2,7 @@
 
 `Storage.open(data_dir)` opens `data_dir/tessera.sqlite3` (WAL, migrations) and the image
 folder `data_dir/images`. Repositories hang off it: `storage.jobs`, `storage.images`,
-`storage.settings`, `storage.gallery`, `storage.shortcuts`. All methods are async and return dataclasses from
+`storage.settings`, `storage.gallery`, `storage.shortcuts`, `storage.suggestions`. All methods are async and return dataclasses from
 `engine.jobs.model` (jobs, images) and `storage.models` (settings, gallery). `Storage`
 satisfies `engine.jobs.store.Store`, the job system's view of it. Errors a user can fix raise `engine.errors.StorageError`.
 """
@@ -20,6 +20,7 @@ from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.settings import SettingsRepository
 from storage.shortcuts import ShortcutRepository
 from storage.sqlite import Database
+from storage.suggestions import SuggestionRepository
 
 DATABASE_NAME = "tessera.sqlite3"
 IMAGES_DIR_NAME = "images"
@@ -39,6 +40,7 @@ __all__ = [
     "SettingsRepository",
     "ShortcutRepository",
     "Storage",
+    "SuggestionRepository",
     "UserSettings",
 ]
 
@@ -51,6 +53,7 @@ class Storage:
     settings: SettingsRepository
     gallery: GalleryRepository
     shortcuts: ShortcutRepository
+    suggestions: SuggestionRepository
 
     def __init__(self, db: Database, data_dir: Path) -> None:
         self.db = db
@@ -60,6 +63,7 @@ class Storage:
         self.settings = SettingsRepository(db)
         self.gallery = GalleryRepository(db)
         self.shortcuts = ShortcutRepository(db)
+        self.suggestions = SuggestionRepository(db)
 
     @classmethod
     async def open(cls, data_dir: Path, *, migrate_to: int | None = None) -> Storage:

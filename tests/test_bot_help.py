@@ -132,10 +132,11 @@ def test_tessera_commands_prints_every_command_with_share_and_prompts(capsys: py
     printed = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in printed]
     assert names == ["imagine", "upscale", "variation", "edit", "seed", "settings", "info", "cancel", "show", "help",
-                     "admin", "share", "prompts", "prefer", "loras"]
+                     "admin", "share", "prompts", "prefer", "loras", "blend", "describe", "shorten"]
     by_name = {c["name"]: c for c in printed}
     assert [o["name"] for o in by_name["prompts"]["options"]] == ["search", "top"]
     assert [o["name"] for o in by_name["edit"]["options"]] == ["zoom", "pan", "square", "region"]
     assert {o["name"] for o in by_name["share"]["options"]} == {"job", "index", "title"}
+    assert [(o["name"], o["type"]) for o in by_name["blend"]["options"][:5]] == [(f"image{i}", 11) for i in range(1, 6)]
     for command in printed:
         assert re.fullmatch(r"[a-z]{1,32}", command["name"]) and 1 <= len(command["description"]) <= 100

@@ -1,0 +1,102 @@
+"""`/describe image`: four prompts for a picture in Midjourney's style, each ending with the
+picture's own `--ar`. Buttons 1-4 under the answer open the prompt in an editable form that
+runs /imagine; 🔄 describes the same picture again with the next-best phrases.
+
+Restart-proof: the upload is stored content-addressed under DATA_DIR/inputs and the buttons
+carry its sha256 and the 🔄 count (`tessera:describe:use:<sha256>:<offset>:<1-4>`,
+`tessera:describe:again:<sha256>:<offset>`); the four prompts of each answer are kept in
+SQLite (`Tessera.suggested`), so a press after any restart finds its prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.buttons import GREY, PREFIX
+from bot.interactions import check_channel, defer_public, guarded, service_of
+from commands.pictures.forms import check_upload, open_form, read_upload
+from engine.errors import TesseraError
+from engine.vision.describe import Description
+
+USE, AGAIN = "use", "again"
+DIGEST = r"[0-9a-f]{64}"
+MAX_OFFSET = 1000  # the service's own bound on 🔄; a button beyond it is refused in words
+NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+
+
+def describe_id(action: str, digest: str, offset: int, number: int = 0) -> str:
+    tail = f":{number}" if action == USE else ""
+    return f"{PREFIX}:describe:{action}:{digest}:{offset}{tail}"
+
+
+def description_text(description: Description, offset: int) -> str:
+    again = f" (🔄 {offset})" if offset else ""
+    lines = [f"**Four prompts for this picture**{again} · `--ar {description.aspect}`"]
+    lines += [f"{NUMBERS[i]} {prompt}" for i, prompt in enumerate(description.prompts[:4])]
+    lines.append("-# Press 1-4 to edit a prompt and imagine it, 🔄 for four more.")
+    return "\n".join(lines)[:2000]
+
+
+def description_view(digest: str, offset: int, count: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for number in range(1, min(count, 4) + 1):
+        view.add_item(DescribeButton(USE, digest, offset, number))
+    if offset < MAX_OFFSET:
+        view.add_item(DescribeButton(AGAIN, digest, offset + 1))
+    return view
+
+
+async def show_description(interaction: discord.Interaction, digest: str, offset: int) -> None:
+    """Describe the kept picture (deferred: the captioner may take seconds) and edit it in."""
+    description = await service_of(interaction).describe_kept(digest, offset)
+    await interaction.edit_original_response(content=description_text(description, offset),
+                                             view=description_view(digest, offset, len(description.prompts)))
+
+
+@app_commands.command(name="describe", description="Four prompts for a picture, in Midjourney's style")
+@app_commands.describe(image="The picture to describe (PNG, JPEG, GIF or WebP)")
+async def describe(interaction: discord.Interaction, image: discord.Attachment) -> None:
+    async with guarded(interaction):
+        service = service_of(interaction)
+        max_bytes = service.settings.image_prompt_max_bytes
+        check_upload(image, max_bytes)  # a wrong file is refused before anything is shown
+        await defer_public(interaction)
+        await check_channel(interaction)
+        digest = await service.keep_picture(await read_upload(image, max_bytes))
+        await show_description(interaction, digest, 0)
+
+
+class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                     template=rf"{PREFIX}:describe:(?P<action>{USE}|{AGAIN}):(?P<digest>{DIGEST}):"
+                              rf"(?P<offset>\d{{1,4}})(?::(?P<number>[1-4]))?"):
+    """1-4 (open the prompt in a form) and 🔄 (describe again) under a /describe answer.
+    Anyone may press them: the prompts are public text, and the job made is the presser's own."""
+
+    def __init__(self, action: str, digest: str, offset: int, number: int = 0) -> None:
+        label, emoji = (str(number), None) if action == USE else (None, "🔄")
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=GREY,
+                                           custom_id=describe_id(action, digest, offset, number)))
+        self.action, self.digest, self.offset, self.number = action, digest, offset, number
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> DescribeButton:
+        return cls(match["action"], match["digest"], int(match["offset"]), int(match["number"] or 0))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        async with guarded(interaction):
+            service = service_of(interaction)
+            if self.action == USE and self.number:
+                service.kept_picture(self.digest)  # a pruned picture: say so, not "no prompts"
+                await open_form(interaction, f"d:{self.digest}:{self.offset}", self.number)
+            elif self.action == AGAIN and not self.number:
+                await defer_public(interaction)
+                await check_channel(interaction)
+                service.kept_picture(self.digest)
+                await show_description(interaction, self.digest, self.offset)
+            else:  # a hand-made id: "use" without a number or "again" with one
+                raise TesseraError("This button no longer does anything; run `/describe` again.")

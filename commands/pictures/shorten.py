@@ -1,0 +1,94 @@
+"""`/shorten prompt`: which words of a prompt matter to the model (weighed by its own text
+encoder, shown with weights) and up to five shorter prompts, each with a button that opens it
+in an editable form and runs /imagine.
+
+Restart-proof: five prompts do not fit in a 100-character custom_id, so they are kept in
+SQLite under a 16-hex key (`Tessera.keep_shortened`) and the buttons carry the key:
+`tessera:shorten:run:<key>:<1-5>`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.buttons import GREY, PREFIX
+from bot.interactions import check_channel, defer_public, guarded, quick_parse, service_of
+from commands.pictures.forms import open_form
+from engine.diffusion.shorten import Shortening
+
+RUN = "run"
+KEY = r"[0-9a-f]{16}"
+BAR = 10  # characters of a weight bar
+
+
+def shorten_id(key: str, number: int) -> str:
+    return f"{PREFIX}:shorten:{RUN}:{key}:{number}"
+
+
+def weight_bar(weight: float) -> str:
+    filled = max(0, min(BAR, round(weight * BAR)))
+    return "█" * filled + "░" * (BAR - filled)
+
+
+def escape(text: str) -> str:
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
+
+
+def shortening_text(shortening: Shortening) -> str:
+    """Words heaviest first with their weights, then the shorter prompts, within 2000 characters."""
+    lines = ["**What matters in this prompt** (1.00 = the word that changes the picture most)"]
+    ranked = sorted(shortening.words, key=lambda w: -w.weight)
+    for word in ranked[:20]:
+        lines.append(f"`{weight_bar(word.weight)}` {word.weight:.2f} {escape(word.word[:40])}")
+    if len(ranked) > 20:
+        lines.append(f"…and {len(ranked) - 20} lighter words")
+    if shortening.prompts:
+        lines.append("**Shorter prompts** (press a number to edit and imagine it)")
+        room = (2000 - sum(len(line) + 1 for line in lines)) // len(shortening.prompts) - 8
+        for number, prompt in enumerate(shortening.prompts, start=1):
+            shown = prompt if len(prompt) <= room else prompt[:max(room - 1, 0)] + "…"
+            lines.append(f"**{number}.** {escape(shown)}")
+    else:
+        lines.append("This prompt is already as short as it can be.")
+    return "\n".join(lines)[:2000]
+
+
+@app_commands.command(name="shorten", description="Which words of a prompt matter, and shorter prompts to try")
+@app_commands.describe(prompt="The prompt to analyse (parameters such as --ar are kept)")
+async def shorten(interaction: discord.Interaction, prompt: str) -> None:
+    async with guarded(interaction):
+        await quick_parse(interaction, prompt)  # a malformed prompt is refused before anything is shown
+        await defer_public(interaction)
+        await check_channel(interaction)
+        service = service_of(interaction)
+        result = await service.shorten(prompt_text=prompt, guild_id=interaction.guild_id)
+        view = discord.ui.View(timeout=None)
+        if result.prompts:
+            key = await service.keep_shortened(result)
+            for number in range(1, len(result.prompts[:5]) + 1):
+                view.add_item(ShortenButton(key, number))
+        await interaction.edit_original_response(content=shortening_text(result), view=view)
+
+
+class ShortenButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                    template=rf"{PREFIX}:shorten:{RUN}:(?P<key>{KEY}):(?P<number>[1-5])"):
+    """1-5 under a /shorten answer: open that shorter prompt in a form (anyone may: the
+    prompt is public text, and the job made is the presser's own)."""
+
+    def __init__(self, key: str, number: int) -> None:
+        super().__init__(discord.ui.Button(label=str(number), style=GREY, custom_id=shorten_id(key, number)))
+        self.key, self.number = key, number
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> ShortenButton:
+        return cls(match["key"], int(match["number"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        async with guarded(interaction):
+            await open_form(interaction, f"s:{self.key}", self.number)
+
