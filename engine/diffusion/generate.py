@@ -315,25 +315,29 @@ class Generator:
                 vae.to(torch.float16)
         return torch.cat(rows)
 
-    def _scale_latents(self, latents: Any) -> Any:
+    def _latents_stats(self, latents: Any) -> tuple[Any, Any] | None:
+        """The VAE's per-channel latent (mean, std) shaped like `latents`, when its config has them."""
         import torch
 
         config = self.pipe.vae.config
         mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
-            std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        if mean is None or std is None:
+            return None
+        return (torch.tensor(mean).view(1, -1, 1, 1).to(latents), torch.tensor(std).view(1, -1, 1, 1).to(latents))
+
+    def _scale_latents(self, latents: Any) -> Any:
+        config = self.pipe.vae.config
+        stats = self._latents_stats(latents)
+        if stats is not None:
+            mean_t, std_t = stats
             return (latents - mean_t) * config.scaling_factor / std_t
         return latents * config.scaling_factor
 
     def _unscale_latents(self, latents: Any) -> Any:
-        import torch
-
         config = self.pipe.vae.config
-        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
-            std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        stats = self._latents_stats(latents)
+        if stats is not None:
+            mean_t, std_t = stats
             return latents * std_t / config.scaling_factor + mean_t
         shift = getattr(config, "shift_factor", None) or 0.0
         return latents / config.scaling_factor + shift
