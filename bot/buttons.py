@@ -82,7 +82,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PRE
                              match: re.Match[str], /) -> JobButton:
         return cls(match["action"], match["job"], int(match["index"]), row=item.row)
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction, job_id=self.job_id if self.names_job else None):
             if self.needs_job and await service_of(interaction).job(self.job_id) is None:
                 raise gone(self.job_id)

@@ -53,7 +53,7 @@ class LoraPageButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                              match: re.Match[str], /) -> LoraPageButton:
         return cls(int(match["page"]), clean_query(match["query"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction):
             content, embeds, files, view = await render_page(interaction, self.query, self.page)
             await interaction.response.edit_message(content=content, embeds=embeds, attachments=files, view=view)

@@ -62,7 +62,7 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
         placeholder = item.placeholder if isinstance(item, discord.ui.Select) else None
         return cls(match["field"], options or None, placeholder=placeholder, row=item.row)
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction):
             data: Any = interaction.data or {}  # a select's payload carries the picked values
             values = data.get("values") or []

@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any, cast
 
 from engine.errors import PromptError
 
@@ -240,7 +241,7 @@ class Expansion:
     def from_json(cls, data: dict) -> Expansion:
         """Rebuild an expansion from `to_json()` (or from the bare `tessera parse` shape)."""
         raw = dict(data.get("params") or {})
-        values = {name: raw.get(name) for name in _PARAM_JSON_KEYS}
+        values: dict[str, Any] = {name: raw.get(name) for name in _PARAM_JSON_KEYS}
         values["tile"] = bool(values["tile"])
         for name in ("quality", "iw"):
             if values[name] is not None:
@@ -408,10 +409,11 @@ def _brace_tree(text: str, max_nesting: int) -> list[str | _Group]:
                     "remove it, or write \\} for a literal brace"
                 )
             seq, group, _ = stack.pop()
-            if len(group.options) == 1 and all(type(piece) is str for piece in group.options[0]):
+            only = group.options[0]
+            if len(group.options) == 1 and all(isinstance(piece, str) for piece in only):
                 # `{a}` stands for "a" alone: keep it as text, so a prompt of thousands of
                 # one-option groups costs no more to count and expand than plain text
-                seq[-1] = "".join(group.options[0]).strip()
+                seq[-1] = "".join(cast("list[str]", only)).strip()
     if stack:
         index = stack[0][2]
         raise PromptError(

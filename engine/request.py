@@ -167,14 +167,21 @@ class GenerationRequest:
 
 
 class ProfileLike(Protocol):
-    """What `resolve` needs of `engine.diffusion.models.ModelProfile` (kept torch-free here)."""
+    """What `resolve` needs of `engine.diffusion.models.ModelProfile` (kept torch-free here).
+
+    Read-only properties, so that the frozen `ModelProfile` (whose `family` is a `Literal`)
+    satisfies it: a plain attribute here would promise callers they may assign any `str`.
+    """
 
     @property
     def family(self) -> str: ...
+
     @property
     def native(self) -> int: ...
+
     @property
     def steps(self) -> int: ...
+
     @property
     def guidance(self) -> float: ...
 

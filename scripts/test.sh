@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs Tessera with its test dependencies (and redis-server for the scale-out tests),
-# then runs the linter, the import-layer contracts (pyproject.toml) and the whole test suite. .ci/run calls this very script.
+# then runs the linter, the import-layer contracts and the type checker (both set in pyproject.toml)
+# and the whole test suite. .ci/run calls this very script.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS="dev,redis" source "$ROOT/scripts/install.sh"
@@ -19,4 +20,5 @@ cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$VENV/bin/ruff" check .
 "$VENV/bin/lint-imports" --no-logo
+"$VENV/bin/mypy"  # [tool.mypy] in pyproject.toml says what and how strictly
 exec "$VENV/bin/python" -m pytest "$@"

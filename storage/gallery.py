@@ -318,7 +318,7 @@ class GalleryRepository:
                 found = await self._db.fetchall(relevance_windows_sql(), params)
         except sqlite3.OperationalError as exc:
             if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
-                raise StorageError(f"cannot search for {query[:80]!r}: use plain words, \"a phrase\", "
+                raise StorageError(f"cannot search for {(query or '')[:80]!r}: use plain words, \"a phrase\", "
                                    "word*, cat OR dog and -word") from exc
             raise
         return [rows.gallery_entry(r) for r in found]
@@ -378,7 +378,7 @@ class GalleryRepository:
                 found = await self._db.fetchall(sql, params)
             except sqlite3.OperationalError as exc:
                 if match is not None and ("fts5" in str(exc).lower() or "syntax" in str(exc).lower()):
-                    raise StorageError(f"cannot search for {query[:80]!r}: use plain words, \"a phrase\", "
+                    raise StorageError(f"cannot search for {(query or '')[:80]!r}: use plain words, \"a phrase\", "
                                        "word*, cat OR dog and -word") from exc
                 raise
             entries = [rows.gallery_entry(r) for r in found]

@@ -212,5 +212,10 @@ class ImageRepository:
                     f"SELECT DISTINCT path FROM images WHERE path IN ({marks})", chunk)}
                 gone = [p for p in chunk if p not in used]
                 if gone:
-                    freed += await asyncio.to_thread(lambda g=gone: sum(files.remove(self.root, p) for p in g))
+                    freed += await asyncio.to_thread(_remove_all, self.root, gone)
         return freed
+
+
+def _remove_all(root: Path, relatives: list[str]) -> int:
+    """Unlink stored files (on a worker thread: many unlinks would stall the event loop); bytes freed."""
+    return sum(files.remove(root, rel) for rel in relatives)

@@ -35,7 +35,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -105,7 +105,7 @@ class Database:
         self._lock = asyncio.Lock()
         self.path = path
         self._wal = _WalSync(Path(f"{path}-wal"))
-        self._pending: list[tuple[str, Params, asyncio.Future[list[sqlite3.Row]]]] = []
+        self._pending: list[tuple[str, Params, bool, asyncio.Future[list[sqlite3.Row]]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
     @classmethod
@@ -238,9 +238,9 @@ class Database:
                         if future.done():  # its caller was cancelled
                             continue
                         if ok:
-                            future.set_result(value)  # type: ignore[arg-type]
+                            future.set_result(cast("list[sqlite3.Row]", value))
                         else:
-                            future.set_exception(value)  # type: ignore[arg-type]
+                            future.set_exception(cast(BaseException, value))
         finally:
             self._drainer = None
             if self._pending:  # arrived after the loop ended (e.g. while we were cancelled)

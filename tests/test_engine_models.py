@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.device import resolve_device, resolve_dtype
-from engine.diffusion.models import PROFILES, check_model_ref, load_model
+from engine.diffusion.models import PROFILES, ModelProfile, check_model_ref, load_model, peek_profile
 from engine.diffusion.samplers import SAMPLERS, SamplerError, a1111_name, check_sampler, make_scheduler
 from engine.errors import ModelError
 
@@ -64,6 +64,35 @@ def test_a_model_folder_may_override_its_profile(tiny_models: dict[str, Path], t
     (folder / "tessera.json").write_text("{not json")
     with pytest.raises(ModelError, match=r"tessera\.json"):
         load_model(str(folder))
+
+
+def test_peeking_at_a_folder_gives_the_profile_loading_gives(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Jobs queued while the model loads are sized from its config files: the same rule as the load."""
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    for child in tiny_models["sd15"].iterdir():
+        if child.name != "unet":
+            (folder / child.name).symlink_to(child)
+    (folder / "unet").mkdir()
+    for child in (tiny_models["sd15"] / "unet").iterdir():
+        (folder / "unet" / child.name).symlink_to(child)
+    (folder / "tessera.json").write_text(json.dumps({"steps": 12, "guidance": 5}))
+    assert peek_profile(str(folder)) == load_model(str(folder)).profile == ModelProfile("sd1", 512, 12, 5.0)
+    assert peek_profile(str(tiny_models["sdxl"])) == PROFILES["sdxl"]
+    # An SD 2.x "base" model (64² latents) is 512² native; without a sample size, 768² (v-models).
+    unet = json.loads((tiny_models["sd15"] / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").unlink()
+    (folder / "unet" / "config.json").write_text(json.dumps({**unet, "cross_attention_dim": 1024, "sample_size": 64}))
+    (folder / "tessera.json").unlink()
+    assert peek_profile(str(folder)) == ModelProfile("sd2", 512, 30, 7.5)
+    (folder / "unet" / "config.json").write_text(json.dumps({**unet, "cross_attention_dim": 1024} | {"sample_size": None}))
+    assert peek_profile(str(folder)) is None  # a config it cannot read: wait for the load instead
+    (folder / "unet" / "config.json").write_text(json.dumps({k: v for k, v in unet.items() if k != "sample_size"}
+                                                            | {"cross_attention_dim": 1024}))
+    assert peek_profile(str(folder)) == PROFILES["sd2"]
+    (folder / "tessera.json").write_text("{not json")
+    assert peek_profile(str(folder)) is None  # the load reports it (above)
+    assert peek_profile(str(tmp_path / "missing")) is None
 
 
 def test_devices_and_dtypes() -> None:

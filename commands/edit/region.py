@@ -137,7 +137,7 @@ class CellSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=SELECT
                              match: re.Match[str], /) -> CellSelect:
         return cls(match["job"], int(match["index"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction, job_id=self.job_id):
             values = list(self.item.values)
             if not 1 <= len(values) <= len(CELLS):  # a client could send anything
@@ -165,7 +165,7 @@ class RegionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=BUTT
                              match: re.Match[str], /) -> RegionButton:
         return cls(match["act"], match["job"], int(match["index"]), match["cells"] or "")
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction, job_id=self.job_id):
             if self.act != "where" and not self.cells:
                 raise TesseraError("Pick the cells to repaint in the menu first.")

@@ -85,7 +85,7 @@ class GalleryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                              match: re.Match[str], /) -> GalleryButton:
         return cls(match["action"], int(match["entry"]), label=getattr(item, "label", None), row=item.row)
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction) as guard:
             handler = _HANDLERS.get(self.action)
             if handler is None:

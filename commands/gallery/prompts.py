@@ -241,7 +241,7 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PR
                              match: re.Match[str], /) -> PageButton:
         return cls(match["ref"], label=getattr(item, "label", None) or "·", row=item.row)
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction):
             await show_page(interaction, self.ref)
 

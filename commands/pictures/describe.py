@@ -87,7 +87,7 @@ class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                              match: re.Match[str], /) -> DescribeButton:
         return cls(match["action"], match["digest"], int(match["offset"]), int(match["number"] or 0))
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction):
             service = service_of(interaction)
             if self.action == USE and self.number:

@@ -88,7 +88,7 @@ class ShortenButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                              match: re.Match[str], /) -> ShortenButton:
         return cls(match["key"], int(match["number"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction) -> None:
         async with guarded(interaction):
             await open_form(interaction, f"s:{self.key}", self.number)
 

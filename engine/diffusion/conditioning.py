@@ -44,8 +44,8 @@ class Conditioning:
 
     cond: Any  # (1, L, D)
     uncond: Any  # (1, L', D)
-    pooled: Any | None = None  # SDXL (1, P)
-    uncond_pooled: Any | None = None
+    pooled: Any = None  # SDXL (1, P); None for SD 1.x and 2.x
+    uncond_pooled: Any = None
 
 
 class PromptEncoder:
@@ -120,8 +120,9 @@ class PromptEncoder:
         total = sum(weight for _, weight in encoded)
         embeds = sum(pad_to_length(e, length, self.empty()[0]) * (w / total) for (e, _), w in encoded)
         pooled = None
-        if encoded[0][0][1] is not None:
-            pooled = sum(p * (w / total) for (_, p), w in encoded)
+        if encoded[0][0][1] is not None:  # the same encoders made every part: all pooled, or none
+            weighted: list[tuple[Any, float]] = [(p, w) for (_, p), w in encoded]
+            pooled = sum(p * (w / total) for p, w in weighted)
         return embeds, pooled
 
     def encode(self, prompts: Sequence[WeightedText], negative: Sequence[str]) -> Conditioning:

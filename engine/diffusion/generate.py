@@ -58,6 +58,7 @@ from engine.diffusion.references import AdapterFiles, ReferenceAdapter, batch_em
 from engine.diffusion.samplers import make_scheduler
 from engine.diffusion.seamless import circular_padding
 from engine.errors import ImageFetchError, JobCancelled, ModelError
+from engine.memory import free_memory, is_out_of_memory, split_on_oom
 from engine.request import GenerationRequest
 
 __all__ = ["Generator", "StepProgress", "fit_image", "run_generation"]
@@ -88,13 +89,6 @@ class _Slot:
 
 class _AllCancelled(Exception):
     """Every request of a sub-batch was cancelled: unwind the loop."""
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -171,34 +165,21 @@ class Generator:
     def _run_with_retry(self, requests: Sequence[GenerationRequest], conds: list[Conditioning],
                         slots: list[_Slot], on_step: OnStep | None, should_stop: ShouldStop | None,
                         cancelled: set[int]) -> dict[tuple[int, int], Image.Image]:
-        slots = [s for s in slots if s.request not in cancelled]
-        if not slots:
-            return {}
-        try:
-            return self._denoise(requests, conds, slots, on_step, should_stop, cancelled)
-        except _AllCancelled:
-            return {}
-        except Exception as exc:
-            if not _is_oom(exc) or len(slots) == 1:
-                raise
-        self._free_memory()
-        half = len(slots) // 2
-        log.warning("out of memory with a batch of %d images; retrying as %d + %d", len(slots), half,
-                    len(slots) - half)
-        done = self._run_with_retry(requests, conds, slots[:half], on_step, should_stop, cancelled)
-        done.update(self._run_with_retry(requests, conds, slots[half:], on_step, should_stop, cancelled))
+        """Denoise `slots`, halving the batch on out-of-memory (`engine.memory.split_on_oom`)."""
+        done: dict[tuple[int, int], Image.Image] = {}
+
+        def attempt(part: Sequence[_Slot], _offset: int) -> dict[tuple[int, int], Image.Image]:
+            live = [s for s in part if s.request not in cancelled]  # a half may start after a cancel
+            if not live:
+                return {}
+            try:
+                return self._denoise(requests, conds, live, on_step, should_stop, cancelled)
+            except _AllCancelled:
+                return {}
+
+        split_on_oom([s for s in slots if s.request not in cancelled], attempt,
+                     lambda _offset, images: done.update(images), what="images", before_retry=free_memory)
         return done
-
-    def _free_memory(self) -> None:
-        import gc
-
-        import torch
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        elif hasattr(torch, "mps") and torch.backends.mps.is_available():
-            torch.mps.empty_cache()
 
     # ------------------------------------------------------------------ the denoising job
     def _denoise(self, requests: Sequence[GenerationRequest], conds: list[Conditioning], slots: list[_Slot],
@@ -365,7 +346,7 @@ class Generator:
         tiles = self._vae_tiles(first.width, first.height)
         return prepare_inpaint(
             vae=pipe.vae, unet_channels=pipe.unet.config.in_channels, latent_channels=pipe.vae.config.latent_channels,
-            scale=self._scale_latents, encode=lambda x: self._vae_call(lambda: pipe.vae.encode(x).latent_dist, tiles),
+            scale=self._scale_latents, encode=lambda x: self._vae_call(lambda: pipe.vae.encode(x).latent_dist, tiles=tiles),
             rows=rows, width=first.width, height=first.height, vae_scale_factor=pipe.vae_scale_factor,
             strength=first.strength or 1.0, scheduler=scheduler, first_timestep=timesteps[:1], fit=fit_image,
             open_image=_open_init, device=self.device, dtype=self.dtype)
@@ -389,8 +370,7 @@ class Generator:
                     image = fit_image(_open_init(path), width, height)
                     pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
                     batch = pixels.to(device=device, dtype=vae.dtype)
-                    dist = self._vae_call(lambda batch=batch: vae.encode(batch).latent_dist,
-                                          self._vae_tiles(width, height))
+                    dist = self._vae_call(vae.encode, batch, tiles=self._vae_tiles(width, height)).latent_dist
                     encoded[path] = self._scale_latents(dist.mode()).to(dtype)
                 rows.append(encoded[path])
         finally:
@@ -398,25 +378,29 @@ class Generator:
                 vae.to(torch.float16)
         return torch.cat(rows)
 
-    def _scale_latents(self, latents: Any) -> Any:
+    def _latents_stats(self, latents: Any) -> tuple[Any, Any] | None:
+        """The VAE's per-channel latent (mean, std) shaped like `latents`, when its config has them."""
         import torch
 
         config = self.pipe.vae.config
         mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
-            std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        if mean is None or std is None:
+            return None
+        return (torch.tensor(mean).view(1, -1, 1, 1).to(latents), torch.tensor(std).view(1, -1, 1, 1).to(latents))
+
+    def _scale_latents(self, latents: Any) -> Any:
+        config = self.pipe.vae.config
+        stats = self._latents_stats(latents)
+        if stats is not None:
+            mean_t, std_t = stats
             return (latents - mean_t) * config.scaling_factor / std_t
         return latents * config.scaling_factor
 
     def _unscale_latents(self, latents: Any) -> Any:
-        import torch
-
         config = self.pipe.vae.config
-        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
-            std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        stats = self._latents_stats(latents)
+        if stats is not None:
+            mean_t, std_t = stats
             return latents * std_t / config.scaling_factor + mean_t
         shift = getattr(config, "shift_factor", None) or 0.0
         return latents / config.scaling_factor + shift
@@ -425,21 +409,21 @@ class Generator:
         """Tile the VAE only for images well above the model's native area (when allowed)."""
         return self.model.vae_tiling and width * height > VAE_TILE_ABOVE_AREA * self.model.profile.native ** 2
 
-    def _vae_call(self, fn: Callable[[], Any], tiles: bool) -> Any:
-        """Run a VAE call with tiling on or off; retry tiled after running out of memory."""
+    def _vae_call(self, fn: Callable[..., Any], *args: Any, tiles: bool, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` (a VAE method) with tiling on or off; retried tiled after running out of memory."""
         vae = self.pipe.vae
         saved = getattr(vae, "use_tiling", False)
         try:
             vae.use_tiling = tiles
             try:
-                return fn()
+                return fn(*args, **kwargs)
             except Exception as exc:
-                if tiles or not self.model.vae_tiling or not _is_oom(exc):
+                if tiles or not self.model.vae_tiling or not is_out_of_memory(exc):
                     raise
-            self._free_memory()
+            free_memory()
             log.warning("out of memory in the VAE; retrying in tiles")
             vae.use_tiling = True
-            return fn()
+            return fn(*args, **kwargs)
         finally:
             vae.use_tiling = saved
 
@@ -458,7 +442,7 @@ class Generator:
                 vae.to(torch.float32)
             for start in range(0, len(slots), chunk):
                 z = self._unscale_latents(latents[start:start + chunk]).to(vae.dtype)
-                decoded = self._vae_call(lambda z=z: vae.decode(z, return_dict=False)[0], tiles)
+                decoded = self._vae_call(vae.decode, z, tiles=tiles, return_dict=False)[0]
                 # [-1, 1] -> 0..255, rounded (+0.5 before the truncating cast), channels last.
                 pixels = decoded.permute(0, 2, 3, 1).float().mul_(127.5).add_(128.0).clamp_(0, 255)
                 arrays = pixels.to(torch.uint8).cpu().numpy()

@@ -111,6 +111,7 @@ class InpaintBatch:
         if self.nine_channels:
             return latents
         proper = self.image_latents
+        assert proper is not None  # a 4-channel batch always keeps the image latents (need_image)
         if index < len(timesteps) - 1:
             proper = scheduler.add_noise(proper, self.noise, torch.tensor([timesteps[index + 1]]))
         mask = self.mask.to(latents.dtype)
@@ -199,7 +200,7 @@ def prepare_inpaint(*, vae: Any, unet_channels: int, latent_channels: int, scale
             vae.to(torch.float16)
     batch = InpaintBatch(
         nine_channels=nine, mask=torch.cat(mask_rows), masked_latents=torch.cat(masked_rows),
-        image_latents=torch.cat(image_rows) if need_image else None, noise=torch.cat(noises),
+        image_latents=torch.cat([row for row in image_rows if row is not None]) if need_image else None, noise=torch.cat(noises),
         canvases=[picture(r[0]) for r in rows], masks=[mask_of(r[1]) for r in rows], feathers=[r[3] for r in rows],
     )
     return torch.cat(latents), generators, batch

@@ -142,7 +142,7 @@ def lora_context_width(state_dict: dict[str, Any]) -> int | None:
     """The text-feature width a LoRA's UNet cross-attention expects (768 for SD 1.x, 1024 for
     SD 2.x, 2048 for SDXL), read from its `attn2.to_k` down matrix; None when it has none."""
     for key, value in state_dict.items():
-        shape = getattr(value, "shape", ())
+        shape: tuple[int, ...] = tuple(getattr(value, "shape", ()))
         if "attn2" in key and "to_k" in key and ("down" in key or "lora_A" in key) and len(shape) == 2:
             return int(shape[-1])
     return None

@@ -29,8 +29,8 @@ from typing import Any, Literal
 from engine.device import resolve_device, resolve_dtype
 from engine.errors import ModelError
 
-__all__ = ["PROFILES", "LoadedModel", "ModelProfile", "check_model_ref", "load_model", "resolve_device",
-           "resolve_dtype"]
+__all__ = ["PROFILES", "LoadedModel", "ModelProfile", "check_model_ref", "load_model", "peek_profile",
+           "profile_for", "resolve_device", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -148,24 +148,37 @@ def check_model_ref(ref: str) -> None:
                          + _OFFLINE_HINT.format(ref=ref)) from None
 
 
+def _sd_family(cross_attention_dim: object) -> Family:
+    """SD 2.x uses OpenCLIP ViT-H: 1024-wide text features (SD 1.x: 768)."""
+    return "sd2" if cross_attention_dim == 1024 else "sd1"
+
+
+def _unet_config(pipe: Any) -> Any:
+    return pipe.unet.config
+
+
 def _family_of(pipe: Any) -> Family:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if isinstance(pipe, StableDiffusionXLPipeline):
         return "sdxl"
     if isinstance(pipe, StableDiffusionPipeline):
-        # SD 2.x uses OpenCLIP ViT-H: 1024-wide text features (SD 1.x: 768).
-        return "sd2" if pipe.unet.config.cross_attention_dim == 1024 else "sd1"
+        return _sd_family(_unet_config(pipe).cross_attention_dim)
     raise ModelError(f"the model is a {type(pipe).__name__}; Tessera runs SD 1.x, SD 2.x and SDXL text-to-image models")
 
 
-def _profile_for(family: Family, pipe: Any, folder: Path | None) -> ModelProfile:
+def profile_for(family: Family, native: int | None, folder: Path | None) -> ModelProfile:
+    """The profile of a model of `family`: the family's, then what the model itself says.
+
+    `native` is the side the UNet's sample size gives (latent side × the VAE's factor), or
+    None when unknown; it only decides between SD 2.x's 512² "base" models and its 768²
+    v-models (other families have one native size). A `tessera.json` in the model's folder
+    overrides any field; one that cannot be read raises `ModelError`. The one home of this
+    rule: loading (`load_model`) and peeking before the load (`peek_profile`) both use it.
+    """
     profile = PROFILES[family]
-    if family == "sd2":
-        # SD 2.x "base" models are 512² (sample size 64 latents); the v-models are 768².
-        native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-        if native in (512, 768):
-            profile = ModelProfile("sd2", native, profile.steps, profile.guidance)
+    if family == "sd2" and native in (512, 768):
+        profile = ModelProfile("sd2", native, profile.steps, profile.guidance)
     override = folder / "tessera.json" if folder else None
     if override and override.is_file():
         try:
@@ -176,6 +189,36 @@ def _profile_for(family: Family, pipe: Any, folder: Path | None) -> ModelProfile
             raise ModelError(f"cannot read the profile {str(override)!r}: {exc} "
                              '(expected JSON like {"native": 768, "steps": 25, "guidance": 6.5})') from None
     return profile
+
+
+def peek_profile(ref: str) -> ModelProfile | None:
+    """A model folder's profile from its config files, without loading it (None: unknown).
+
+    Jobs are resolved (size, steps) when they are queued, which may be while the model is
+    still loading; for diffusers folders the configs say enough. Single files and hub ids
+    not in the local cache return None, and the caller waits for the loaded model instead;
+    so does a `tessera.json` that cannot be read (the load reports it properly).
+    """
+    folder = Path(ref).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(ref, "model_index.json")
+        except Exception:
+            return None
+        if not isinstance(cached, str):
+            return None
+        folder = Path(cached).parent
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        family: Family = "sdxl" if "XL" in str(index.get("_class_name", "")) else _sd_family(
+            unet.get("cross_attention_dim"))
+        native = int(unet.get("sample_size", 96)) * 8 if family == "sd2" else None  # SD 2.x's VAE: ×8
+        return profile_for(family, native, folder)
+    except (OSError, ValueError, TypeError, AttributeError, ModelError):
+        return None
 
 
 def _has_safety_checker(path: Path | None, ref: str) -> bool:
@@ -247,7 +290,8 @@ def _load_pipe(ref: str, path: Path | None, torch_dtype: Any) -> Any:
     from diffusers import AutoPipelineForText2Image
 
     # Safety checking is a per-server choice made elsewhere; never load its 1 GB model here.
-    extra = {"safety_checker": None, "requires_safety_checker": False} if _has_safety_checker(path, ref) else {}
+    extra: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False} \
+        if _has_safety_checker(path, ref) else {}
     variant = _weights_variant(path, ref)
     if variant:
         extra["variant"] = variant
@@ -272,7 +316,8 @@ def load_model(ref: str, *, device: str = "auto", dtype: str = "auto", attention
     with LOAD_LOCK:
         pipe = _load_pipe(ref, path, torch_dtype)
     family = _family_of(pipe)
-    profile = _profile_for(family, pipe, path if path is not None and path.is_dir() else None)
+    native = int(_unet_config(pipe).sample_size) * int(pipe.vae_scale_factor) if family == "sd2" else None
+    profile = profile_for(family, native, path if path is not None and path.is_dir() else None)
     pipe.set_progress_bar_config(disable=True)
     if attention_slicing:
         pipe.enable_attention_slicing()

@@ -136,6 +136,7 @@ class SafetyChecker:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # loading bars would fill the logs
+        checker: Any  # transformers' decorated `to` confuses the checker's own annotations
         try:
             processor = CLIPImageProcessor.from_pretrained(source.ref, subfolder=source.processor_subfolder,
                                                            local_files_only=local)

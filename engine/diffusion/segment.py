@@ -77,8 +77,8 @@ class Segmenter:
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             with torch.inference_mode():
                 logits = self._model(**inputs).logits
-        probs = torch.sigmoid(logits.float().reshape(1, 1, *logits.shape[-2:]))
-        probs = torch.nn.functional.interpolate(probs, size=(image.height, image.width), mode="bilinear",
+        scores = torch.sigmoid(logits.float().reshape(1, 1, *logits.shape[-2:]))
+        probs = torch.nn.functional.interpolate(scores, size=(image.height, image.width), mode="bilinear",
                                                 align_corners=False)[0, 0].cpu().numpy()
         best, worst = float(probs.max()), float(probs.min())
         if best < MIN_SCORE or best - worst < 1e-6:

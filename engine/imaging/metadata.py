@@ -158,7 +158,7 @@ def grid_pnginfo(request: GenerationRequest) -> PngInfo:
     request as JSON marked as a grid, so a saved grid says how to make it again."""
     info = PngInfo()
     info.add_text(A1111_CHUNK, a1111_parameters(request, 0))
-    payload = {"grid": True, "index": None, "seed": request.seed, "request": portable_request(request),
+    payload: dict[str, object] = {"grid": True, "index": None, "seed": request.seed, "request": portable_request(request),
                "extra_steps": []}
     info.add_text(TESSERA_CHUNK, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
     return info
@@ -169,7 +169,9 @@ def parse_parameters(text: str) -> dict[str, str]:
     lines = text.split("\n")
     settings = lines[-1] if len(lines) > 1 else ""
     body = lines[:-1] if len(lines) > 1 else lines
-    prompt_lines, negative_lines, in_negative = [], [], False
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
     for line in body:
         if line.startswith("Negative prompt: "):
             in_negative = True

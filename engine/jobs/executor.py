@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.diffusion.generate import Generator
+from engine.diffusion.generate import Generator, StepProgress
 from engine.diffusion.loras import BatchAdapters
-from engine.diffusion.models import load_model
+from engine.diffusion.models import LoadedModel, load_model
 from engine.diffusion.references import adapter_files_from_settings
 from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
+from engine.memory import is_out_of_memory, split_on_oom
 from engine.request import GenerationRequest
 from engine.upscale.realesrgan import Upscaler
 
@@ -73,15 +74,6 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError, MPS's and CPU's allocator failures, or Python's own."""
-    if isinstance(error, MemoryError):
-        return True
-    if type(error).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
 class NoOpExecutor:
@@ -137,17 +129,17 @@ class EngineExecutor:
         reference_files: dict[str, Any] | None = None,
     ) -> None:
         self.model_ref = model_ref
-        self.asset_dirs = {"lora_dir": lora_dir, "embeddings_dir": embeddings_dir, "draft_lora": draft_lora}
+        self.lora_dir, self.embeddings_dir, self.draft_lora = lora_dir, embeddings_dir, draft_lora
         self.reference_files = reference_files or {}  # family -> AdapterFiles (pictures as prompts)
         self.device = device
         self.dtype = dtype
-        self.load_options = {"attention_slicing": attention_slicing, "vae_tiling": vae_tiling, "cpu_offload": cpu_offload}
+        self.attention_slicing, self.vae_tiling, self.cpu_offload = attention_slicing, vae_tiling, cpu_offload
         self.weights_dir = weights_dir
-        self.upscale_options = {"tile": upscale_tile, "overlap": upscale_overlap, "max_side": upscale_max_side}
-        self.model: Any = None
-        self._generator: Any = None
-        self._upscaler: Any = None
-        self._other: tuple[str, Any] | None = None
+        self.upscale_tile, self.upscale_overlap, self.upscale_max_side = upscale_tile, upscale_overlap, upscale_max_side
+        self.model: LoadedModel | None = None
+        self._generator: Generator | None = None
+        self._upscaler: Upscaler | None = None
+        self._other: tuple[str, Generator] | None = None
         # Runs on jobs whose request asks (safety_check); loaded at prepare when on everywhere.
         self.safety = SafetyFilter(model_ref, fallback=safety_checker_model or DEFAULT_SAFETY_MODEL, device=device,
                                    dtype=dtype, eager=safety_checker)
@@ -169,30 +161,38 @@ class EngineExecutor:
         )
 
     def prepare(self) -> None:
-        if self._generator is None:
-            self.model, self._generator = self._load(self.model_ref)
+        self._main_generator()
         self.safety.prepare()
 
-    def _load(self, ref: str) -> tuple[Any, Any]:
-        model = load_model(ref, device=self.device, dtype=self.dtype, **self.load_options)
-        return model, Generator(model, adapters=BatchAdapters(model.pipe, model.family, **self.asset_dirs),
+    def _main_generator(self) -> Generator:
+        if self._generator is None:
+            self.model, self._generator = self._load(self.model_ref)
+        return self._generator
+
+    def _load(self, ref: str) -> tuple[LoadedModel, Generator]:
+        model = load_model(ref, device=self.device, dtype=self.dtype, attention_slicing=self.attention_slicing,
+                           vae_tiling=self.vae_tiling, cpu_offload=self.cpu_offload)
+        return model, Generator(model, adapters=BatchAdapters(model.pipe, model.family, lora_dir=self.lora_dir,
+                                                                embeddings_dir=self.embeddings_dir,
+                                                                draft_lora=self.draft_lora),
                                 reference_files=self.reference_files.get(model.family))
 
-    def _generator_for(self, ref: str) -> Any:
+    def _generator_for(self, ref: str) -> Generator:
         """MODEL_ID stays loaded; one other allowed model (a user's choice) is kept beside it."""
         self.prepare()
         if ref == self.model_ref:
-            return self._generator
+            return self._main_generator()
         if self._other is None or self._other[0] != ref:
             self._other = None  # free the previous one before loading the next
             self._other = (ref, self._load(ref)[1])
         return self._other[1]
 
-    def _upscaler_instance(self) -> Any:
+    def _upscaler_instance(self) -> Upscaler:
         if self._upscaler is None:
             if self.weights_dir is None:
                 raise TesseraError("Upscaling is not set up: UPSCALER_WEIGHTS_DIR is not configured.")
-            self._upscaler = Upscaler(self.weights_dir, device=self.device, dtype=self.dtype, **self.upscale_options)
+            self._upscaler = Upscaler(self.weights_dir, device=self.device, dtype=self.dtype, tile=self.upscale_tile,
+                                      overlap=self.upscale_overlap, max_side=self.upscale_max_side)
         return self._upscaler
 
     def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
@@ -223,10 +223,14 @@ class EngineExecutor:
             return WorkResult(error=error)
 
     def _generate(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
-        requests: list[GenerationRequest] = [item.request for item in items]  # type: ignore[misc]
+        requests: list[GenerationRequest] = []
+        for item in items:
+            if item.request is None:  # only upscales come without one, and they never get here
+                raise ValueError(f"job {item.job_id} ({item.kind}) has no generation request")
+            requests.append(item.request)
         generator = self._generator_for(requests[0].model)
 
-        def on_step(index: int, progress: Any) -> None:
+        def on_step(index: int, progress: StepProgress) -> None:
             # No live preview of an image the safety checker has not seen yet.
             preview = None if requests[index].safety_check else progress.preview
             control.on_step(index, progress.step, progress.total, preview)
@@ -289,30 +293,28 @@ def run_split(executor: Executor, items: Sequence[WorkItem], control: BatchContr
     `deliver(index, result)` is called once per item with its index in the original batch.
     Never raises: the worker thread must survive anything a batch does.
     """
-    sub = shifted(control, offset)
-    try:
-        results = executor.run(items, sub)
-        if len(results) != len(items):
-            raise RuntimeError(f"executor returned {len(results)} results for {len(items)} jobs")
-    except BaseException as error:
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
-            raise
-        if len(items) > 1:
-            if is_out_of_memory(error):
-                half = len(items) // 2
-                log.warning("out of memory on a batch of %d; retrying as %d + %d", len(items), half, len(items) - half)
-                run_split(executor, items[:half], control, deliver, offset=offset)
-                run_split(executor, items[half:], control, deliver, offset=offset + half)
-            else:
-                log.warning("a batch of %d failed (%s); running its jobs one by one", len(items), error)
-                for i, item in enumerate(items):
-                    run_split(executor, [item], control, deliver, offset=offset + i)
+
+    def attempt(part: Sequence[WorkItem], start: int) -> list[WorkResult]:
+        results = executor.run(part, shifted(control, start))
+        if len(results) != len(part):
+            raise RuntimeError(f"executor returned {len(results)} results for {len(part)} jobs")
+        return results
+
+    def done(start: int, results: list[WorkResult]) -> None:
+        for i, result in enumerate(results):
+            deliver(start + i, result)
+
+    def failed(part: Sequence[WorkItem], start: int, error: BaseException) -> None:
+        if len(part) > 1:  # not out of memory: find the job that fails by running each alone
+            log.warning("a batch of %d failed (%s); running its jobs one by one", len(part), error)
+            for i, item in enumerate(part):
+                split_on_oom([item], attempt, done, failed=failed, what="jobs", offset=start + i)
             return
         if is_out_of_memory(error):
             error = TesseraError(
                 "The GPU ran out of memory for this image. Try a smaller size (--ar closer to 1:1) "
                 "or a lower --quality."
             )
-        results = [WorkResult(error=error)]
-    for i, result in enumerate(results):
-        deliver(offset + i, result)
+        deliver(start, WorkResult(error=error))
+
+    split_on_oom(items, attempt, done, failed=failed, what="jobs", offset=offset)

@@ -550,6 +550,34 @@ class QueueCore:
         for job_id in self._unsettled:
             for_job(log, job_id).warning("stopping with the job's failure still unrecorded")
 
+    # ----- handing batches to the backend ----------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        """Take the next batch whenever the backend has room for one and hand it over.
+
+        Sleeps on `_wake` (set by submissions, finished jobs and freed capacity) while there
+        is nothing to take: no waiting job, or none that may start (every waiting user at
+        their running limit). The backends differ only in `_has_room` and `_dispatch`.
+        """
+        while not self._stopping:
+            if not await self._has_room() or not len(self.scheduler):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = await self._take_batch()
+            if not batch:  # e.g. every waiting user is at their running limit
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._dispatch(batch)
+
+    async def _has_room(self) -> bool:
+        """Whether the backend can take a batch now (it may wait here until it can)."""
+        raise NotImplementedError
+
+    async def _dispatch(self, batch: list[RunningJob]) -> None:
+        """Send a batch whose jobs are already marked running to where it runs."""
+        raise NotImplementedError
+
     async def _drain_finishing(self) -> None:
         while self._finishing:
             await asyncio.gather(*list(self._finishing), return_exceptions=True)
@@ -649,21 +677,15 @@ class InProcessQueue(QueueCore):
         since = self._busy_since
         return 0.0 if since is None else time.monotonic() - since
 
-    async def _dispatch_loop(self) -> None:
-        while not self._stopping:
-            await self._idle.wait()
-            if not len(self.scheduler):
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = await self._take_batch()
-            if not batch:  # e.g. every waiting user is at their running limit
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            self._idle.clear()
-            self._busy_since = time.monotonic()
-            self._work.put([r.item for r in batch])
+    async def _has_room(self) -> bool:
+        """One batch at a time: wait until the worker thread has finished the last one."""
+        await self._idle.wait()
+        return True
+
+    async def _dispatch(self, batch: list[RunningJob]) -> None:
+        self._idle.clear()
+        self._busy_since = time.monotonic()
+        self._work.put([r.item for r in batch])
 
     # ----- the worker thread ------------------------------------------------------------
     def _worker(self) -> None:

@@ -48,7 +48,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -272,26 +272,20 @@ class RedisQueue(QueueCore):
     def _capacity(self) -> int:
         return len(self._workers_info) * self.prefetch
 
-    async def _dispatch_loop(self) -> None:
-        while not self._stopping:
-            if not len(self.scheduler) or len(self._batches) >= self._capacity():
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = await self._take_batch()
-            if not batch:  # e.g. every waiting user is at their running limit
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                await self._hand_over(batch)
-            except (RedisError, OSError) as exc:
-                log.warning("could not hand a batch to Redis (%s); retrying in %g s", exc, RETRY_S)
-                await self._put_back(batch)
-                await asyncio.sleep(RETRY_S)
-            except Exception:
-                await self._put_back(batch)  # the jobs wait again rather than stay "running" forever
-                raise  # _supervise logs it and restarts this loop
+    async def _has_room(self) -> bool:
+        """Up to `prefetch` batches per live worker are out at once."""
+        return len(self._batches) < self._capacity()
+
+    async def _dispatch(self, batch: list[RunningJob]) -> None:
+        try:
+            await self._hand_over(batch)
+        except (RedisError, OSError) as exc:
+            log.warning("could not hand a batch to Redis (%s); retrying in %g s", exc, RETRY_S)
+            await self._put_back(batch)
+            await asyncio.sleep(RETRY_S)
+        except Exception:
+            await self._put_back(batch)  # the jobs wait again rather than stay "running" forever
+            raise  # _supervise logs it and restarts this loop
 
     async def _hand_over(self, batch: list[RunningJob]) -> None:
         token = secrets.token_hex(8)
@@ -397,7 +391,8 @@ class RedisQueue(QueueCore):
                     await asyncio.sleep(RETRY_S)
                     continue
                 if popped:
-                    self._track(asyncio.ensure_future(self._accept(popped[1])))
+                    # (key, value); bytes, as this client does not decode responses
+                    self._track(asyncio.ensure_future(self._accept(cast(bytes, popped[1]))))
         finally:
             await redis.aclose()
 

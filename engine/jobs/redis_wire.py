@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -681,7 +682,7 @@ class TesseraStreamBroker(RedisStreamBroker):
         for entry in claimed[1] if len(claimed) > 1 else ():
             if entry and entry[1]:
                 return _entry(entry)
-        fetched = await redis.xreadgroup(self.consumer_group_name, self.consumer_name, {self.queue_name: ">"},
+        fetched: Any = await redis.xreadgroup(self.consumer_group_name, self.consumer_name, {self.queue_name: ">"},
                                          count=1, block=self.block)
         for _stream, entries in fetched or ():
             for entry in entries:
@@ -707,12 +708,12 @@ class TesseraStreamBroker(RedisStreamBroker):
             self._client = None
         await super().shutdown()
 
-    async def listen(self) -> AsyncGenerator[AckableMessage, None]:  # type: ignore[override]
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         """taskiq's interface over `take` (acknowledging also deletes the entry)."""
         while True:
             entry = await self.take()
             if entry is not None:
-                yield AckableMessage(data=entry.data, ack=lambda entry_id=entry.id: self.done(entry_id))
+                yield AckableMessage(data=entry.data, ack=functools.partial(self.done, entry.id))
 
 
 def _entry(entry: Any) -> StreamEntry:

@@ -210,8 +210,9 @@ class Upscaler:
 
     # -- running ----------------------------------------------------------------------------
 
-    def upscale(self, image: Image.Image, scale: Literal[2, 4]) -> Image.Image:
-        """`image` enlarged `scale` times; same kind of image back (RGB, RGBA, L or LA).
+    def upscale(self, image: Image.Image, scale: int) -> Image.Image:
+        """`image` enlarged `scale` (2 or 4: `UpscaleError` otherwise) times; same kind of image
+        back (RGB, RGBA, L or LA).
 
         The result's `info` holds the source's text chunks plus the upscale step.
         """
@@ -232,7 +233,9 @@ class Upscaler:
         if alpha is not None:
             out = out.convert("LA" if gray else "RGBA")
             out.putalpha(out_alpha if out_alpha is not None else 255)
-        out.info = upscaled_text(image, scale=scale, model=loaded.name, size=out.size, halved=halve)
+        info: dict[str | tuple[int, int], Any] = {}
+        info.update(upscaled_text(image, scale=scale, model=loaded.name, size=out.size, halved=halve))
+        out.info = info
         return out
 
     def _run(self, loaded: _Loaded, rgb: Image.Image) -> Image.Image:
@@ -356,6 +359,7 @@ def upscale_to_png(upscaler: Upscaler, source: Image.Image | Path | bytes, scale
     """
     import io
 
+    image: Image.Image
     if isinstance(source, bytes):
         image = Image.open(io.BytesIO(source))
     elif isinstance(source, Path | str):

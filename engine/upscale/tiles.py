@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.memory import free_memory, is_out_of_memory
+
 logger = logging.getLogger(__name__)
 
 MIN_TILE = 32
@@ -75,15 +77,6 @@ def ramp(span: Span, length: int, overlap: int, scale: int) -> torch.Tensor:
         right = span.core_end * scale
         weight = torch.minimum(weight, (((right + half) - positions) / (2 * half)).clamp(0, 1))
     return weight
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is torch (CUDA, MPS or CPU allocator) running out of memory."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                              or "not enough memory" in text)
 
 
 def run_tiles(
@@ -176,15 +169,7 @@ def run_tiled_with_retry(
             if smaller < MIN_TILE:
                 raise
             logger.warning("out of memory with upscale tile %d; retrying with %d", current, smaller)
-            _free_cache()
+            free_memory()
             if on_oom is not None:
                 on_oom(smaller)
             tile = smaller
-
-
-def _free_cache() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    mps = getattr(torch, "mps", None)
-    if mps is not None and torch.backends.mps.is_available():
-        mps.empty_cache()
