@@ -29,7 +29,14 @@ from bot.authorization import Act, Actor, Subject, decide
 from bot.config import ConfigError, Settings
 from bot.shortcuts import LoraInfo, Shortcuts
 from engine.diffusion.conditioning import PromptEncoder
-from engine.diffusion.models import PROFILES, LoadedModel, ModelProfile, check_model_ref, load_model
+from engine.diffusion.models import (
+    PROFILES,
+    LoadedModel,
+    ModelProfile,
+    check_model_ref,
+    load_model,
+    peek_profile,
+)
 from engine.diffusion.safety import check_source
 from engine.diffusion.segment import MAX_REGION_TEXT, Segmenter
 from engine.diffusion.shorten import Shortening
@@ -128,52 +135,6 @@ def find_banned_word(text: str, words: Sequence[str]) -> str | None:
 @functools.lru_cache(maxsize=64)
 def _banned_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)(" + "|".join(re.escape(word) for word in words) + r")(?!\w)")
-
-
-def peek_profile(ref: str) -> ModelProfile | None:
-    """A model folder's profile from its config files, without loading it (None: unknown).
-
-    Jobs are resolved (size, steps) when they are queued, which may be while the model is
-    still loading; for diffusers folders the configs say enough. Single files and hub ids
-    not in the local cache return None, and the caller waits for the loaded model instead.
-    """
-
-    folder = Path(ref).expanduser()
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(ref, "model_index.json")
-        except Exception:
-            return None
-        if not isinstance(cached, str):
-            return None
-        folder = Path(cached).parent
-    try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    name = str(index.get("_class_name", ""))
-    family: Literal["sd1", "sd2", "sdxl"]
-    if "XL" in name:
-        family = "sdxl"
-    elif unet.get("cross_attention_dim") == 1024:
-        family = "sd2"
-    else:
-        family = "sd1"
-    profile = PROFILES[family]
-    if family == "sd2" and int(unet.get("sample_size", 96)) * 8 in (512, 768):
-        profile = ModelProfile("sd2", int(unet["sample_size"]) * 8, profile.steps, profile.guidance)
-    override = folder / "tessera.json"
-    if override.is_file():
-        try:
-            data = json.loads(override.read_text(encoding="utf-8"))
-            profile = ModelProfile(family, int(data.get("native", profile.native)), int(data.get("steps", profile.steps)),
-                                   float(data.get("guidance", profile.guidance)))
-        except (OSError, ValueError, TypeError):
-            return None  # the loader reports it properly
-    return profile
 
 
 def build_queue(settings: Settings, storage: Storage, executor: Executor | None) -> JobQueue:
