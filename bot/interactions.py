@@ -28,7 +28,8 @@ from bot.pending import PendingPrompt
 from bot.progress import Target, Update
 from bot.service import PRIORITY_ROLE_BOOST, NeedsConfirmation, Tessera
 from bot.tracker import JobTracker, is_warming
-from engine.errors import StorageError, TesseraError
+from engine.errors import ImageFetchError, StorageError, TesseraError
+from engine.imaging.decode import check_attachment
 from engine.jobs.joblog import for_job
 from engine.jobs.model import Job, JobKind, JobState
 from storage.models import GuildSettings
@@ -358,3 +359,35 @@ async def start_prompt(interaction: discord.Interaction, prompt: str, *, image_u
             view=client_of(interaction).buttons.view("confirm", key, count=ask.count), ephemeral=True)
         return
     await post_jobs(interaction, jobs)
+
+
+def submitted_value(components: Any, custom_id: str) -> str | None:
+    """The value of the text input `custom_id` in a modal submission (labels and rows nest it)."""
+    for component in components or []:
+        if not isinstance(component, dict):
+            continue
+        if component.get("custom_id") == custom_id and "value" in component:
+            return str(component["value"])
+        inner = [component["component"]] if isinstance(component.get("component"), dict) else []
+        found = submitted_value([*inner, *(component.get("components") or [])], custom_id)
+        if found is not None:
+            return found
+    return None
+
+
+def check_upload(upload: discord.Attachment, max_bytes: int) -> None:
+    """An attachment's declared name, type and size: free to check before deferring or
+    downloading, so a wrong file is refused at once (the rule image prompts follow)."""
+    check_attachment(upload.filename, upload.content_type, upload.size, max_bytes)
+
+
+async def read_upload(upload: discord.Attachment, max_bytes: int) -> bytes:
+    """An uploaded picture's (or mask's) bytes after the free checks, measured again once
+    downloaded; the service decodes them with the one checked decoder."""
+    check_upload(upload, max_bytes)
+    try:
+        data = await upload.read()
+    except discord.HTTPException:
+        raise ImageFetchError(f"Could not download `{upload.filename}` from Discord; try attaching it again.") from None
+    check_attachment(upload.filename, upload.content_type, len(data), max_bytes)
+    return data

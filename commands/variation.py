@@ -19,12 +19,12 @@ from bot.interactions import (
     job_choices,
     member_priority,
     post_jobs,
+    read_upload,
     require_done,
     require_grid,
     service_of,
 )
-from engine.errors import ImageFetchError, TesseraError
-from engine.imaging.decode import check_attachment
+from engine.errors import TesseraError
 from engine.jobs.model import JobKind
 
 VARY = "vary"  # V1–V4 on a grid (subtle)
@@ -47,16 +47,6 @@ async def run_vary(interaction: discord.Interaction, job_id: str, index: int, st
                                              guild_id=interaction.guild_id, channel_id=interaction.channel_id,
                                              priority=await member_priority(interaction), actor=actor_of(interaction))
     await post_jobs(interaction, [job])
-
-
-async def read_upload(image: discord.Attachment, max_bytes: int) -> bytes:
-    """The bytes of an uploaded image, after the checks Discord lets us make before downloading
-    (the same rule as image prompts); the service decodes them with the one checked decoder."""
-    check_attachment(image.filename, image.content_type, image.size, max_bytes)
-    try:
-        return await image.read()
-    except discord.HTTPException:
-        raise ImageFetchError(f"Could not download `{image.filename}` from Discord; try attaching it again.") from None
 
 
 @app_commands.command(name="variation", description="Variations of one image: from a job, or of an image you upload")

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import discord
 
 from bot.buttons import JobButton, Look, job_template
-from bot.interactions import guarded
+from bot.interactions import guarded, submitted_value
 from commands.edit import region
 from commands.edit.common import (
     FORM_ID,
@@ -25,7 +25,6 @@ from commands.edit.common import (
     parse_zoom,
     prompt_input,
     run_edit,
-    submitted_value,
     usable_job,
 )
 from engine.errors import TesseraError

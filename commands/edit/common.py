@@ -90,21 +90,6 @@ def form_id(what: str, job_id: str, index: int, cells: str = "") -> str:
     return f"{FORM_PREFIX}{what}:{job_id}:{index}" + (f":{cells}" if cells else "")
 
 
-# Copied from commands.gallery.posts.submitted_value (features do not import each other).
-def submitted_value(components: Any, custom_id: str) -> str | None:
-    """The value of the text input `custom_id` in a modal submission (labels and rows nest it)."""
-    for component in components or []:
-        if not isinstance(component, dict):
-            continue
-        if component.get("custom_id") == custom_id and "value" in component:
-            return str(component["value"])
-        inner = [component["component"]] if isinstance(component.get("component"), dict) else []
-        found = submitted_value([*inner, *(component.get("components") or [])], custom_id)
-        if found is not None:
-            return found
-    return None
-
-
 def parse_zoom(text: str | None) -> float:
     """The Custom Zoom field: a number from 1.0 to 2.0, in a few characters (bounded, no regex)."""
     text = (text or "").strip().replace(",", ".").rstrip("x×")

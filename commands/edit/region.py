@@ -27,7 +27,7 @@ import discord
 from PIL import Image, ImageDraw, ImageFont
 
 from bot.buttons import GREY, JOB_REF
-from bot.interactions import defer_private, guarded, service_of
+from bot.interactions import defer_private, guarded, service_of, submitted_value
 from commands.edit.common import (
     CELLS_CODE,
     PROMPT_INPUT_MAX,
@@ -38,7 +38,6 @@ from commands.edit.common import (
     form_id,
     prompt_input,
     run_edit,
-    submitted_value,
     usable_job,
 )
 from engine.errors import TesseraError

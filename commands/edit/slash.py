@@ -14,13 +14,13 @@ from bot.interactions import (
     find_job,
     guarded,
     job_choices,
+    read_upload,
     require_done,
     require_grid,
     service_of,
 )
 from commands.edit.common import run_edit
-from engine.errors import ImageFetchError, TesseraError
-from engine.imaging.decode import check_attachment
+from engine.errors import TesseraError
 from engine.jobs.model import Job, JobKind
 
 edit = app_commands.Group(name="edit", description="Zoom out, pan, make square or repaint part of an image")
@@ -98,16 +98,8 @@ async def region(interaction: discord.Interaction, job: str | None = None,
         guard.job_id = found.id
         mask_bytes = None
         if mask is not None:
-            mask_bytes = await read_mask(mask, service_of(interaction).settings.image_prompt_max_bytes)
+            mask_bytes = await read_upload(mask, service_of(interaction).settings.image_prompt_max_bytes)
         await run_edit(interaction, "region", found.id, image, cells=cells, where=where, mask_bytes=mask_bytes,
                        prompt_text=prompt or None)
 
 
-async def read_mask(mask: discord.Attachment, max_bytes: int) -> bytes:
-    """The uploaded mask's bytes, after the checks Discord lets us make before downloading
-    (its name, type and size); the service decodes it with the one checked decoder."""
-    check_attachment(mask.filename, mask.content_type, mask.size, max_bytes)
-    try:
-        return await mask.read()
-    except discord.HTTPException:
-        raise ImageFetchError(f"Could not download `{mask.filename}` from Discord; try attaching it again.") from None

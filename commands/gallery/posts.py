@@ -32,6 +32,7 @@ from bot.interactions import (
     reply,
     service_of,
     start_prompt,
+    submitted_value,
 )
 from bot.service import Tessera
 from engine.errors import TesseraError
@@ -211,20 +212,6 @@ class RemixModal(discord.ui.Modal, title="Remix this prompt"):
                                            max_length=TEXT_INPUT_MAX, required=True, custom_id=REMIX_PROMPT)
         self.add_item(discord.ui.Label(text="Prompt", description="Change anything, then Submit to make your own grid",
                                        component=self.prompt))
-
-
-def submitted_value(components: Any, custom_id: str) -> str | None:
-    """The value of the text input `custom_id` in a modal submission (labels and rows nest it)."""
-    for component in components or []:
-        if not isinstance(component, dict):
-            continue
-        if component.get("custom_id") == custom_id and "value" in component:
-            return str(component["value"])
-        inner = [component["component"]] if isinstance(component.get("component"), dict) else []
-        found = submitted_value([*inner, *(component.get("components") or [])], custom_id)
-        if found is not None:
-            return found
-    return None
 
 
 async def on_remix_submit(interaction: discord.Interaction) -> None:

@@ -8,8 +8,16 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from bot.interactions import check_channel, defer_public, guarded, member_priority, post_jobs, service_of
-from commands.pictures.forms import check_upload, read_upload
+from bot.interactions import (
+    check_channel,
+    check_upload,
+    defer_public,
+    guarded,
+    member_priority,
+    post_jobs,
+    read_upload,
+    service_of,
+)
 from engine.errors import TesseraError
 
 BLEND_MIN, BLEND_MAX = 2, 5  # Midjourney's /blend; the service refuses any other count too

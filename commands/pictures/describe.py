@@ -17,8 +17,8 @@ import discord
 from discord import app_commands
 
 from bot.buttons import GREY, PREFIX
-from bot.interactions import check_channel, defer_public, guarded, service_of
-from commands.pictures.forms import check_upload, open_form, read_upload
+from bot.interactions import check_channel, check_upload, defer_public, guarded, read_upload, service_of
+from commands.pictures.forms import open_form
 from engine.errors import TesseraError
 from engine.vision.describe import Description
 
