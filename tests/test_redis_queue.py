@@ -15,6 +15,7 @@ import logging
 import pickle
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -614,3 +615,34 @@ async def test_a_batch_larger_than_queue_batch_size_is_refused(cluster: Cluster)
     await cluster.wait(*(j.id for j in jobs))
     assert all("QUEUE_BATCH_SIZE" in (cluster.last(j.id, "failed").error or "") for j in jobs)
     assert executor.batches == []
+
+
+async def test_worker_keys_are_read_in_bounded_number_and_size(cluster: Cluster) -> None:
+    """A Redis writer's flood of worker keys, oversized values and keys of another type: the bot
+    reads at most MAX_WORKERS keys, never fetches an oversized value, and keeps its real worker."""
+    from engine.jobs.redis_queue import MAX_WORKERS
+    from engine.jobs.redis_wire import MAX_HEARTBEAT_BYTES
+
+    queue = await cluster.open()
+    worker = await cluster.add_worker(FakeExecutor())
+    fetched: list[int] = []
+    client = queue._redis_client()
+    real_mget = client.mget
+
+    async def counting_mget(keys: list[Any], *args: Any) -> Any:
+        fetched.append(len(keys))
+        return await real_mget(keys, *args)
+
+    client.mget = counting_mget  # type: ignore[method-assign]
+    async with cluster.redis() as redis:
+        async with redis.pipeline(transaction=False) as pipe:
+            for index in range(MAX_WORKERS * 3):
+                pipe.set(cluster.keys.worker(f"flood{index}"), b"x" * (MAX_HEARTBEAT_BYTES + 1), ex=30)
+            pipe.hset(cluster.keys.worker("hashed"), "v", "1")
+            pipe.expire(cluster.keys.worker("hashed"), 30)
+            await pipe.execute()
+        await asyncio.sleep(3 * queue.worker_poll_s + 0.3)
+    # Every flood value is over the heartbeat size: none is fetched, at most the real heartbeat is.
+    assert all(count <= 1 for count in fetched)
+    assert queue.restarts == {} and all(not task.done() for task in queue._tasks)
+    assert set(queue.workers()) <= {worker.worker_id}

@@ -64,6 +64,7 @@ from engine.jobs.queue import QueueCore, QueueEvent, QueueTiming, RunningJob
 from engine.jobs.redis_wire import (
     DEFAULT_NAMESPACE,
     LIVE_TTL_S,
+    MAX_HEARTBEAT_BYTES,
     BatchPayload,
     JobPayload,
     Keys,
@@ -496,13 +497,32 @@ class RedisQueue(QueueCore):
 
     async def _poll_workers(self) -> None:
         redis = self._redis_client()
-        keys = [key async for key in redis.scan_iter(match=self.keys.workers_pattern, count=200)]
-        keys = keys[:MAX_WORKERS]
+        # Stop at MAX_WORKERS keys: a Redis writer with millions of worker keys must not grow the
+        # bot's memory on every poll. Sizes are asked first (STRLEN) so an oversized value is
+        # never read into memory.
+        keys: list[Any] = []
+        async for key in redis.scan_iter(match=self.keys.workers_pattern, count=200):
+            keys.append(key)
+            if len(keys) >= MAX_WORKERS:
+                break
         found: dict[str, dict] = {}
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.strlen(key)
+            sizes = await pipe.execute(raise_on_error=False) if keys else []
+        small = []
+        for key, size in zip(keys, sizes, strict=True):
+            if not isinstance(size, int):  # not a string key (WRONGTYPE): not a heartbeat
+                self._warn_heartbeat(_worker_name(key), "it is not a string")
+            elif size > MAX_HEARTBEAT_BYTES:
+                self._warn_heartbeat(_worker_name(key), f"it is {size} bytes (the most is {MAX_HEARTBEAT_BYTES})")
+            elif size > 0:
+                small.append(key)
+        keys = small
         for key, value in zip(keys, await redis.mget(keys) if keys else [], strict=True):
             if value is None:
                 continue
-            name = (key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)).rsplit(":", 1)[-1][:100]
+            name = _worker_name(key)
             try:
                 info = parse_heartbeat(value, name)
             except PayloadError as exc:
@@ -521,6 +541,11 @@ class RedisQueue(QueueCore):
             self._workers_seen.set()
         else:
             self._workers_seen.clear()
+
+
+def _worker_name(key: Any) -> str:
+    """A worker's name from its heartbeat key (bounded, for logs)."""
+    return (key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)).rsplit(":", 1)[-1][:100]
 
 
 def _decode_result(raw: bytes) -> tuple[ResultPayload, list[Any]]:
