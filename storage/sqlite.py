@@ -155,10 +155,16 @@ class Database:
                 f"knows versions up to {latest}: it was written by a newer Tessera. Upgrade Tessera, "
                 "or restore a backup made with this version."
             )
-        for version, name, sql in available:
-            if version <= current or version > target:
-                continue
-            log.info("applying storage migration %s", name)
+        pending = [(version, name, sql) for version, name, sql in available if current < version <= target]
+        if pending:  # one line, however many steps: a new database takes all of them
+            steps = ", ".join(name for _, name, _ in pending)
+            if current == 0:
+                log.info("creating the database %s (schema version %d: %s)", self.path.name, pending[-1][0], steps)
+            else:
+                log.info("upgrading the database %s from schema version %d to %d (%s)", self.path.name, current,
+                         pending[-1][0], steps)
+        for version, name, sql in pending:
+            log.debug("applying storage migration %s", name)
             script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
             try:
                 await self._conn.executescript(script)
