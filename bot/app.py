@@ -59,7 +59,7 @@ async def serve(settings: Settings) -> int:
         return 2
     web_server = None
     if settings.web_port:
-        from bot.web import options_from, start_web
+        from bot.web import options_from, start_web  # only with WEB_PORT: aiohttp server, Pillow thumbnails
 
         try:
             web_server = await start_web(settings.data_dir, host=settings.web_host, port=settings.web_port,

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from engine.diffusion.loras import Catalog
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", nargs="?", default="", help="part of a name (default: all)")
@@ -19,8 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from bot.config import load_settings  # heavy for the CLI: pydantic
-    from bot.shortcuts import human_size, lora_listing
-    from engine.diffusion.loras import Catalog
+    from bot.shortcuts import human_size, lora_listing  # heavy for the CLI: pydantic (bot.config)
 
     settings = load_settings()
     if settings.lora_dir is None:

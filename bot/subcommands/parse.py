@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def _stored_context(settings: Settings, user_id: int | None, guild_id: int | None) -> PromptContext:
-    from bot.shortcuts import Shortcuts, folder_context
+    from bot.shortcuts import Shortcuts, folder_context  # heavy for the CLI: pydantic (bot.config)
     from storage.api import Storage  # heavy for the CLI: aiosqlite
 
     async with await Storage.open(settings.data_dir) as storage:
@@ -42,7 +42,7 @@ async def _stored_context(settings: Settings, user_id: int | None, guild_id: int
 
 def main(args: argparse.Namespace) -> int:
     from bot.config import load_settings  # heavy for the CLI: pydantic
-    from bot.shortcuts import folder_context
+    from bot.shortcuts import folder_context  # heavy for the CLI: pydantic (bot.config)
     from engine.prompt import PromptError, parse  # kept with the settings it needs
 
     settings = load_settings()

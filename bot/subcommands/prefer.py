@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def _run(args: argparse.Namespace) -> int:
     from bot.config import load_settings  # heavy for the CLI: pydantic
-    from bot.shortcuts import Shortcuts
+    from bot.shortcuts import Shortcuts  # heavy for the CLI: pydantic (bot.config)
     from storage.api import Storage  # heavy for the CLI: aiosqlite
 
     settings = load_settings()

@@ -14,6 +14,8 @@ import contextlib
 import signal
 import sys
 
+from engine.errors import StorageError
+
 DEFAULT_PORT = 8080
 
 
@@ -23,8 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from bot.config import load_settings
-    from bot.web import options_from, start_web
+    from bot.config import load_settings  # heavy for the CLI: pydantic
+    from bot.web import options_from, start_web  # heavy for the CLI: aiohttp, Pillow
 
     settings = load_settings()
     host = args.host or settings.web_host
@@ -47,8 +49,6 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.errors import StorageError
-
     try:
         return asyncio.run(_serve(args))
     except StorageError as exc:

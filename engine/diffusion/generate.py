@@ -54,7 +54,13 @@ from engine.diffusion.inpaint import prepare_inpaint
 from engine.diffusion.loras import BatchAdapters
 from engine.diffusion.models import LoadedModel
 from engine.diffusion.preview import latents_to_preview
-from engine.diffusion.references import AdapterFiles, ReferenceAdapter, batch_embeds, reference_scales
+from engine.diffusion.references import (
+    AdapterFiles,
+    ReferenceAdapter,
+    batch_embeds,
+    check_adapter_files,
+    reference_scales,
+)
 from engine.diffusion.samplers import make_scheduler
 from engine.diffusion.seamless import circular_padding
 from engine.errors import ImageFetchError, JobCancelled, ModelError
@@ -303,8 +309,6 @@ class Generator:
             if self.reference_files is None:
                 if not requests[slots[0].request].uses_references:
                     return None  # image links without the adapter: the init image alone
-                from engine.diffusion.references import check_adapter_files
-
                 check_adapter_files(None, "--sref, --cref and /blend")
             self._references = ReferenceAdapter(self.pipe, self.reference_files)  # type: ignore[arg-type]
         embeds = batch_embeds(self._references, requests, [s.request for s in slots], do_cfg)

@@ -43,7 +43,7 @@ from typing import Any
 
 from PIL import Image
 
-from engine.errors import ModelError
+from engine.errors import ImageFetchError, ModelError
 
 __all__ = ["AdapterFiles", "RefScales", "ReferenceAdapter", "batch_embeds", "character_scale", "check_adapter_files",
            "content_scale", "open_reference", "reference_scales", "style_scale"]
@@ -253,8 +253,6 @@ def reference_scales(request: Any) -> RefScales:
 
 def open_reference(path: str) -> Image.Image:
     """A stored reference picture (a local, already checked copy), RGB."""
-    from engine.errors import ImageFetchError
-
     try:
         with Image.open(path) as image:
             image.load()
