@@ -10,6 +10,7 @@ the user as it is; nothing is stored when a request is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -18,7 +19,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +40,7 @@ from engine.diffusion.models import (
 )
 from engine.diffusion.safety import check_source
 from engine.diffusion.segment import MAX_REGION_TEXT, Segmenter
-from engine.diffusion.shorten import Shortening
+from engine.diffusion.shorten import Shortening, check_shortenable
 from engine.diffusion.shorten import shorten as shorten_prompt
 from engine.errors import (
     ImageFetchError,
@@ -97,6 +98,8 @@ from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.owner import this_cli
 
 log = logging.getLogger(__name__)
+
+AUX_WAITING_MAX = 4  # /describe and /shorten calls running or waiting at once, bot-wide
 
 # Prompts that make more jobs than this ask the user to confirm first (permutations, --repeat).
 CONFIRM_ABOVE_JOBS = 4
@@ -170,6 +173,8 @@ class Tessera:
         self._metrics: MetricsServer | None = None
         self._aux: dict[str, Any] = {}  # /describe's captioner, /shorten's text encoder (loaded on first use)
         self._aux_lock = asyncio.Lock()
+        self._aux_waiting = 0  # /describe and /shorten calls running or waiting for `_aux_lock`
+        self._edits_building: set[int] = set()  # users whose edit canvas is being built (one each)
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
         # lock, so concurrent requests cannot all pass a check that only one of them fits.
@@ -672,11 +677,18 @@ class Tessera:
             mask_path, _ = self._store_input_image(canvas.mask)
             return str(image_path), str(mask_path), canvas
 
+        # One canvas in the making per person: the limits above count admitted jobs only, so thirty
+        # concurrent edits would otherwise all decode, segment and write before one was refused.
+        if user_id in self._edits_building:
+            raise QueueLimitError("Your last edit is still being prepared; press again in a moment.")
+        self._edits_building.add(user_id)
         try:
             init_path, mask_path, canvas = await asyncio.to_thread(build)
         except FileNotFoundError:
             raise StorageError(f"Image {index + 1} of job {parent.id} is no longer on disk (it may have been "
                                "pruned).") from None
+        finally:
+            self._edits_building.discard(user_id)
         width, height = canvas.size
         changes: dict[str, Any] = {}
         if expansion is not None:
@@ -752,11 +764,26 @@ class Tessera:
                               "as Salesforce/blip-image-captioning-large).")
         if not 0 <= offset <= 1000:
             raise PromptError(f"describe again at most 1000 times; got {offset}.")
-        image = await asyncio.to_thread(decode_image, image_bytes, max_bytes=self.settings.image_prompt_max_bytes,
-                                        max_pixels=self.settings.image_prompt_max_pixels, source="The picture")
-        async with self._aux_lock:
+        async with self._aux_turn("/describe"):  # decoded in its turn: a waiting call holds no picture
+            image = await asyncio.to_thread(decode_image, image_bytes,
+                                            max_bytes=self.settings.image_prompt_max_bytes,
+                                            max_pixels=self.settings.image_prompt_max_pixels, source="The picture")
             describer = await self._aux_model("describe")
             return await asyncio.to_thread(describer.describe, image, offset=offset)
+
+    @contextlib.asynccontextmanager
+    async def _aux_turn(self, what: str) -> AsyncIterator[None]:
+        """One /describe or /shorten at a time (they share the captioner and the text encoders),
+        and at most AUX_WAITING_MAX running or waiting: past that a member is told to try again,
+        so pressing 🔄 a hundred times queues no hundred pictures in memory."""
+        if self._aux_waiting >= AUX_WAITING_MAX:
+            raise QueueLimitError(f"{what} is busy with other requests right now; try again in a minute.")
+        self._aux_waiting += 1
+        try:
+            async with self._aux_lock:
+                yield
+        finally:
+            self._aux_waiting -= 1
 
     async def shorten(self, *, prompt_text: str, guild_id: int | None = None) -> Shortening:
         """Midjourney's /shorten: the prompt's words weighed by the model's own text encoder,
@@ -766,7 +793,8 @@ class Tessera:
         prompt = parse(prompt_text, self.settings.prompt_limits)
         await self._check_words(prompt_text, guild_id)
         expansion = prompt.expansions[0]
-        async with self._aux_lock:
+        check_shortenable(expansion)  # the word count before any model is loaded or waited for
+        async with self._aux_turn("/shorten"):
             encoder = await self._aux_model("shorten")
             return await asyncio.to_thread(shorten_prompt, encoder, expansion)
 
@@ -803,9 +831,9 @@ class Tessera:
                               "as Salesforce/blip-image-captioning-large).")
         if not 0 <= offset <= 1000:
             raise PromptError(f"describe again at most 1000 times; got {offset}.")
-        image = await asyncio.to_thread(decode_image, data, max_bytes=bound, max_pixels=settings.image_prompt_max_pixels,
-                                        source="The picture")
-        async with self._aux_lock:
+        async with self._aux_turn("/describe"):  # decoded in its turn: a waiting press holds no picture
+            image = await asyncio.to_thread(decode_image, data, max_bytes=bound,
+                                            max_pixels=settings.image_prompt_max_pixels, source="The picture")
             describer = await self._aux_model("describe")
             description: Description = await asyncio.to_thread(describer.describe, image, offset=offset)
         await self.storage.suggestions.save(f"d:{digest}:{offset}", description.prompts)

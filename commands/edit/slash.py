@@ -9,7 +9,9 @@ from typing import Literal
 import discord
 from discord import app_commands
 
+from bot.authorization import Act
 from bot.interactions import (
+    actor_of,
     defer_public,
     find_job,
     guarded,
@@ -34,6 +36,8 @@ async def _target(interaction: discord.Interaction, job: str | None, index: int 
     """The job and 0-based image the command names (an upscale has one image)."""
     await defer_public(interaction)
     found = await find_job(interaction, job)
+    # Who may use this job first: a stranger learns nothing of its state, and sends no mask for it.
+    await service_of(interaction).authorize(actor_of(interaction), found, Act.USE)
     require_done(found, "an edit")
     if found.kind is JobKind.UPSCALE:
         return found, 0

@@ -52,8 +52,10 @@ class Segmenter:
             with LOAD_LOCK:  # never while another thread loads weights (meta-device patches)
                 self._processor = CLIPSegProcessor.from_pretrained(self.ref, local_files_only=offline)
                 model = CLIPSegForImageSegmentation.from_pretrained(self.ref, local_files_only=offline)
-        except Exception as exc:
-            raise ModelError(f"cannot load the region model {self.ref!r} (SEGMENT_MODEL_ID): {exc}") from None
+        except Exception as exc:  # the operator reads why in the log; a member never sees the path
+            log.warning("cannot load the region model %s (SEGMENT_MODEL_ID): %s", self.ref, exc)
+            raise ModelError("Vary (Region) by description is not available on this bot right now (its region "
+                             "model could not be loaded); pick cells or upload a mask instead.") from None
         self._model = model.to(self.device).eval()
         log.info("loaded the region model %s on %s", self.ref, self.device)
 

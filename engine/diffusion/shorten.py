@@ -66,15 +66,22 @@ def _pooled(encoder: PromptEncoder, texts: list[str]) -> Any:
     return torch.cat(parts, dim=-1)
 
 
-def shorten(encoder: PromptEncoder, expansion: Expansion) -> Shortening:
-    """Word weights and up to five shorter prompts for one parsed prompt (raises `PromptError`)."""
-    import torch
-
+def check_shortenable(expansion: Expansion) -> list[str]:
+    """The prompt's words, or a `PromptError` when there are none or over SHORTEN_MAX_WORDS:
+    cheap, so callers check before loading or waiting for the text encoders."""
     words = _words(expansion)
     if not words:
         raise PromptError("/shorten needs a prompt with words, like: a red lighthouse on a cliff at dusk")
     if len(words) > SHORTEN_MAX_WORDS:
         raise PromptError(f"/shorten measures prompts of up to {SHORTEN_MAX_WORDS} words; this one has {len(words)}.")
+    return words
+
+
+def shorten(encoder: PromptEncoder, expansion: Expansion) -> Shortening:
+    """Word weights and up to five shorter prompts for one parsed prompt (raises `PromptError`)."""
+    import torch
+
+    words = check_shortenable(expansion)
     texts = [" ".join(words)] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
     with torch.inference_mode():
         vectors = _pooled(encoder, texts)

@@ -91,14 +91,18 @@ class Describer:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         local = Path(ref).expanduser()
+        unavailable = ("/describe is not available on this bot right now (its captioning model could not be "
+                       "loaded; the operator's log says why, under CAPTION_MODEL).")
         if ref.startswith(("/", ".", "~")) and not local.is_dir():
-            raise ModelError(f"CAPTION_MODEL {ref!r} is not a folder (give a hub id or a model folder).")
+            log.warning("CAPTION_MODEL %s is not a folder (give a hub id or a model folder)", ref)
+            raise ModelError(unavailable)
         try:
             self.processor = AutoProcessor.from_pretrained(ref)
             self.model = BlipForConditionalGeneration.from_pretrained(ref, dtype=self.dtype).to(self.device)
-        except Exception as exc:
-            raise ModelError(f"cannot load the captioning model {ref!r} ({type(exc).__name__}); check CAPTION_MODEL "
-                             "(a BLIP captioning model: hub id or folder)") from None
+        except Exception as exc:  # the path and the loader's words go to the log, never to a member
+            log.warning("cannot load the captioning model %s (CAPTION_MODEL, a BLIP model: hub id or folder): %s",
+                        ref, exc)
+            raise ModelError(unavailable) from None
         self.model.eval()
         self._lock = threading.Lock()
 
