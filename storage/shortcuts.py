@@ -70,21 +70,10 @@ class ShortcutRepository:
     async def set_option(self, user_id: int, name: str, value: str, *, check: Check) -> None:
         """Save `--name` = `value` for the user (replacing one of the same name). `check` gets
         the user's options as they would be, read inside the write transaction."""
-        _check_name(name, "an option")
-        value = " ".join(value.split())
-        if not value or len(value) > VALUE_MAX:
-            raise StorageError(f"an option's text must be 1 to {VALUE_MAX:,} characters")
-        async with self._db.transaction() as tx:
-            found = await tx.fetchall("SELECT name, value FROM user_options WHERE user_id = ?", (user_id,))
-            current = {str(row["name"]): str(row["value"]) for row in found}
-            if name not in current and len(current) >= OPTIONS_MAX:
-                raise StorageError(f"you have {len(current)} options, the most anyone may have; delete one with "
-                                   "/prefer option delete first")
-            check({**current, name: value})
-            await tx.execute(
-                """INSERT INTO user_options (user_id, name, value, updated_at) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
-                (user_id, name, value, rows.now()))
+        await self._save_named(
+            "user_options", "user_id", user_id, "value", name, value, what="an option", most=OPTIONS_MAX,
+            full="you have {count} options, the most anyone may have; delete one with /prefer option delete first",
+            check=check)
 
     async def delete_option(self, user_id: int, name: str) -> bool:
         """Forget `--name` (True when there was one)."""
@@ -99,21 +88,33 @@ class ShortcutRepository:
 
     async def set_style(self, guild_id: int, name: str, text: str, *, check: Check) -> None:
         """Save the server's `--style name` = `text`; `check` as for `set_option`."""
-        _check_name(name, "a style")
-        text = " ".join(text.split())
-        if not text or len(text) > VALUE_MAX:
-            raise StorageError(f"a style's text must be 1 to {VALUE_MAX:,} characters")
+        await self._save_named(
+            "guild_styles", "guild_id", guild_id, "text", name, text, what="a style", most=STYLES_MAX,
+            full="this server has {count} styles, the most a server may have; delete one with /admin style delete "
+                 "first",
+            check=check)
+
+    async def _save_named(self, table: str, owner_column: str, owner_id: int, value_column: str, name: str,
+                          value: str, *, what: str, most: int, full: str, check: Check) -> None:
+        """Options and styles alike: check the name and text, then, in one write transaction, read
+        the owner's current set, refuse past `most`, let `check` see the set as it would be, and
+        save. Table and column names are this module's constants, never user text."""
+        _check_name(name, what)
+        value = " ".join(value.split())
+        if not value or len(value) > VALUE_MAX:
+            raise StorageError(f"{what}'s text must be 1 to {VALUE_MAX:,} characters")
         async with self._db.transaction() as tx:
-            found = await tx.fetchall("SELECT name, text FROM guild_styles WHERE guild_id = ?", (guild_id,))
-            current = {str(row["name"]): str(row["text"]) for row in found}
-            if name not in current and len(current) >= STYLES_MAX:
-                raise StorageError(f"this server has {len(current)} styles, the most a server may have; delete one "
-                                   "with /admin style delete first")
-            check({**current, name: text})
+            found = await tx.fetchall(f"SELECT name, {value_column} AS value FROM {table} WHERE {owner_column} = ?",
+                                      (owner_id,))
+            current = {str(row["name"]): str(row["value"]) for row in found}
+            if name not in current and len(current) >= most:
+                raise StorageError(full.format(count=len(current)))
+            check({**current, name: value})
             await tx.execute(
-                """INSERT INTO guild_styles (guild_id, name, text, updated_at) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (guild_id, name) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at""",
-                (guild_id, name, text, rows.now()))
+                f"""INSERT INTO {table} ({owner_column}, name, {value_column}, updated_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT ({owner_column}, name) DO UPDATE SET {value_column} = excluded.{value_column},
+                    updated_at = excluded.updated_at""",
+                (owner_id, name, value, rows.now()))
 
     async def delete_style(self, guild_id: int, name: str) -> bool:
         async with self._db.transaction() as tx:
