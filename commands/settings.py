@@ -22,8 +22,8 @@ from bot.client import TesseraClient
 from bot.gallery import model_name
 from bot.interactions import defer_private, guarded, lora_choices, reply, service_of
 from bot.service import Tessera
-from engine.diffusion.samplers import SAMPLERS
 from engine.errors import TesseraError
+from engine.samplers import SAMPLERS
 from storage.models import UserSettings
 
 DEFAULT = "default"

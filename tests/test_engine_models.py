@@ -11,8 +11,8 @@ import torch
 
 from engine.device import resolve_device, resolve_dtype
 from engine.diffusion.models import PROFILES, ModelProfile, check_model_ref, load_model, peek_profile
-from engine.diffusion.samplers import SAMPLERS, SamplerError, a1111_name, check_sampler, make_scheduler
 from engine.errors import ModelError
+from engine.samplers import SAMPLERS, SamplerError, a1111_name, check_sampler, make_scheduler
 
 
 def test_missing_path_is_named_in_the_error(tmp_path: Path) -> None:

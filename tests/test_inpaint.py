@@ -16,11 +16,11 @@ from PIL import Image
 
 from engine.diffusion.generate import Generator
 from engine.diffusion.models import LoadedModel, load_model
-from engine.diffusion.samplers import make_scheduler
 from engine.errors import ModelError
 from engine.imaging.canvas import paste_alpha, zoom_canvas
 from engine.prompt import WeightedText
 from engine.request import GenerationRequest
+from engine.samplers import make_scheduler
 
 SIZE = 64
 

@@ -15,7 +15,7 @@ import argparse
 from bot.config import load_settings
 from bot.subcommands._submit import add_common_options, run_command, run_jobs, write_grid
 from engine.diffusion.models import check_model_ref
-from engine.diffusion.samplers import check_sampler
+from engine.samplers import check_sampler
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

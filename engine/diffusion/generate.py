@@ -61,11 +61,11 @@ from engine.diffusion.references import (
     check_adapter_files,
     reference_scales,
 )
-from engine.diffusion.samplers import make_scheduler
 from engine.diffusion.seamless import circular_padding
 from engine.errors import ImageFetchError, JobCancelled, ModelError
 from engine.memory import free_memory, is_out_of_memory, split_on_oom
 from engine.request import GenerationRequest
+from engine.samplers import make_scheduler
 
 __all__ = ["Generator", "StepProgress", "fit_image", "run_generation"]
 

@@ -34,8 +34,8 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from engine.diffusion.samplers import a1111_name
 from engine.request import GenerationRequest
+from engine.samplers import a1111_name
 
 __all__ = ["a1111_parameters", "grid_pnginfo", "model_name", "parse_parameters", "pnginfo_for", "portable_request",
            "read_metadata"]
