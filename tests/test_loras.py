@@ -187,3 +187,27 @@ def test_a1111_parameters_name_loras_embeddings_and_draft() -> None:
     assert text.splitlines()[0] == "a tinyemb cat <lora:tiny_ink:0.5> <lora:tiny_style:1>"
     assert "Draft: True" in text
     assert GenerationRequest.from_json(request.to_json()) == request
+
+
+def test_draft_equals_diffusers_with_the_lcm_lora_and_lcm_scheduler(generator: Generator,
+                                                                     tiny_models: dict[str, Path]) -> None:
+    """--draft is a new generation path: the same pixels as diffusers' pipeline with the draft
+    LoRA (load_lora_weights + set_adapters) and its LCMScheduler, at the draft's steps and guidance."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    request = make_request(draft=True, sampler="lcm", steps=4, guidance=1.0, seed=77)
+    ours = generator.generate([request])[0]
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_models["sd15"]), safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights(str(tiny_models["draft_lora"]), adapter_name="draft")
+    pipe.set_adapters(["draft"], [1.0])
+    generators = [torch.Generator("cpu").manual_seed(request.image_seed(i)) for i in range(request.count)]
+    theirs = pipe(request.prompts[0].text, height=request.height, width=request.width,
+                  num_inference_steps=request.steps, guidance_scale=request.guidance,
+                  num_images_per_prompt=request.count, generator=generators, output_type="pil").images
+    plain = generator.generate([replace(request, draft=False)])[0]
+    for a, b, c in zip(ours, theirs, plain, strict=True):
+        assert mean_diff(a, b) <= 1.0, mean_diff(a, b)
+        assert mean_diff(a, c) > 1  # the draft LoRA really took part
