@@ -8,7 +8,9 @@ The bot owns the format and the message layout, never the actions: each feature 
 `commands/`) subclasses `JobButton` with a template that matches only its own actions and a
 `press` that does the work, and in its `setup()` registers the class and its place on result
 messages (`ButtonRegistry.add` / `ButtonRegistry.place`). The bot then builds a grid's or an
-upscale's buttons by asking the registry (`result_view`), so it imports no feature. A press
+upscale's buttons by asking the registry (`result_view`), so it imports no feature. Jobs that
+answer text (/describe, /shorten) are shown the same way: their feature registers how its
+answer reads and which buttons it carries (`ButtonRegistry.answer`). A press
 whose action no feature claims (a button from an older Tessera) is answered by a fallback
 built from the registered actions, with a pointer to `/show`.
 """
@@ -25,6 +27,7 @@ import discord
 
 from bot.interactions import guarded, service_of
 from engine.errors import TesseraError
+from engine.jobs.model import Job
 
 PREFIX = "tessera"
 JOB_REF = r"[A-Za-z0-9_-]{1,40}"
@@ -112,6 +115,9 @@ entry id or a confirmation key; `count` a number the buttons show (likes, jobs t
 FormHandler = Callable[[discord.Interaction], Awaitable[None]]
 
 Size = tuple[int, int]
+AnswerRenderer = Callable[[Job, dict], Awaitable[tuple[str, discord.ui.View]]]
+"""A finished text-answer job and its answer -> the message's text and buttons."""
+
 When = Callable[[Size | None], bool]
 """Whether a placement's buttons suit a picture of this (width, height); None: size unknown
 (`bot.render.picture_size` reads it from the posted file)."""
@@ -134,6 +140,7 @@ class ButtonRegistry:
         self._places: list[Placement] = []
         self._actions: set[str] = set()
         self._forms: dict[str, FormHandler] = {}
+        self._answers: dict[str, AnswerRenderer] = {}
 
     def add(self, *items: type[discord.ui.DynamicItem[Any]]) -> None:
         """Register restart-proof items (discord.py routes presses to them by template)."""
@@ -153,6 +160,17 @@ class ButtonRegistry:
     def form(self, prefix: str, handler: FormHandler) -> None:
         """Handle submitted modal forms whose custom_id starts with `prefix`, after any restart."""
         self._forms[prefix] = handler
+
+    def answer(self, kind: str, render: AnswerRenderer) -> None:
+        """Show finished `kind` jobs (a `JobKind` that answers text) with `render`."""
+        self._answers[kind] = render
+
+    async def render_answer(self, job: Job, result: dict) -> tuple[str, discord.ui.View]:
+        """The text and buttons of a finished job that answers text (by its kind's feature)."""
+        render = self._answers.get(job.kind.value)
+        if render is None:
+            raise LookupError(f"no feature shows {job.kind.value} answers")
+        return await render(job, result)
 
     def view(self, kind: str, ref: str, *, count: int = 0, size: Size | None = None) -> discord.ui.View:
         """The buttons of one `kind` message, in the registered rows and order."""

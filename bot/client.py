@@ -81,7 +81,8 @@ class TesseraClient(discord.AutoShardedClient):
         self.tree = TesseraTree(self)
         self.buttons = ButtonRegistry(self)
         self.reaction_handlers: list[ReactionHandler] = []
-        self.tracker = JobTracker(self, service, views=self.buttons.result_view, interval=edit_interval,
+        self.tracker = JobTracker(self, service, views=self.buttons.result_view, answers=self.buttons.render_answer,
+                                  interval=edit_interval,
                                   token_ttl=token_ttl, clock=clock, orphan_grace=orphan_grace)
         self.pending = PendingPrompts()
         self.unanswered_grace = unanswered_grace

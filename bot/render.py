@@ -59,6 +59,8 @@ def _title(job: Job, index_hint: int | None = None) -> str:
         return f"{who} (re-roll)"
     if job.kind is JobKind.EDIT:
         return f"{edit_name(job.options)} by {who}"
+    if job.kind is JobKind.SHORTEN:
+        return f"/shorten by {who}"
     return who
 
 

@@ -10,7 +10,6 @@ the user as it is; nothing is stored when a request is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import json
@@ -19,7 +18,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -29,19 +28,15 @@ from PIL import Image
 from bot.authorization import Act, Actor, Subject, decide
 from bot.config import ConfigError, Settings
 from bot.shortcuts import LoraInfo, Shortcuts
-from engine.diffusion.conditioning import PromptEncoder
 from engine.diffusion.models import (
     PROFILES,
-    LoadedModel,
     ModelProfile,
     check_model_ref,
-    load_model,
     peek_profile,
 )
 from engine.diffusion.safety import check_source
 from engine.diffusion.segment import MAX_REGION_TEXT, Segmenter
-from engine.diffusion.shorten import Shortening, check_shortenable
-from engine.diffusion.shorten import shorten as shorten_prompt
+from engine.diffusion.shorten import Shortening, ShortenTask
 from engine.errors import (
     ImageFetchError,
     PromptError,
@@ -73,6 +68,7 @@ from engine.imaging.fetch import (
     fetch_init_image,
     save_init_image,
 )
+from engine.jobs.answers import DESCRIBE_AGAIN_MAX, check_answer
 from engine.jobs.executor import EngineExecutor, Executor
 from engine.jobs.joblog import for_job
 from engine.jobs.metrics import MetricsServer
@@ -92,14 +88,12 @@ from engine.request import (
     variation_of_image,
 )
 from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
-from engine.vision.describe import Describer, Description
+from engine.vision.describe import Description
 from storage.api import Storage
 from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.owner import this_cli
 
 log = logging.getLogger(__name__)
-
-AUX_WAITING_MAX = 4  # /describe and /shorten calls running or waiting at once, bot-wide
 
 # Prompts that make more jobs than this ask the user to confirm first (permutations, --repeat).
 CONFIRM_ABOVE_JOBS = 4
@@ -171,9 +165,6 @@ class Tessera:
         self.shortcuts = Shortcuts(settings, storage)  # LoRA/embedding folders, /prefer, server styles
         self._segment: Segmenter | None = None  # Vary (Region)'s text-to-mask model, loaded on first use
         self._metrics: MetricsServer | None = None
-        self._aux: dict[str, Any] = {}  # /describe's captioner, /shorten's text encoder (loaded on first use)
-        self._aux_lock = asyncio.Lock()
-        self._aux_waiting = 0  # /describe and /shorten calls running or waiting for `_aux_lock`
         self._edits_building: set[int] = set()  # users whose edit canvas is being built (one each)
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
@@ -279,6 +270,8 @@ class Tessera:
                     future.set_result(event)
 
     async def _final_event(self, job: Job) -> QueueEvent:
+        if job.state == JobState.DONE and job.kind.answers_text:
+            return QueueEvent("done", job.id, result=job.result_json)
         if job.state == JobState.DONE:
             images = tuple(await self.storage.images.for_job(job.id))
             return QueueEvent("done", job.id, images=images, upload=await self.result_upload(job.id))
@@ -751,59 +744,73 @@ class Tessera:
                                 before_decode=spend) for i, data in enumerate(images, start=1)]
         return tuple(str(self._store_input_image(image)[0]) for image in decoded)
 
-    async def describe(self, *, image_bytes: bytes, offset: int = 0) -> Description:
-        """Midjourney's /describe: four prompts for a picture (`engine.vision.describe`).
+    # ----- /describe and /shorten: queue jobs that answer text ---------------------------
+    async def describe(self, *, user_id: int, image_bytes: bytes, offset: int = 0, guild_id: int | None = None,
+                       channel_id: int | None = None, priority: int = 0) -> Job:
+        """Queue Midjourney's /describe of an uploaded picture: four prompts for it
+        (`engine.vision.describe`), answered by the job (`Job.result_json`, the done event's
+        `result`). The picture is checked and kept first (`keep_picture`)."""
+        self._check_describe(offset)
+        await self._check_limits(user_id, guild_id, 1)  # a member at their limit: refused before any decoding
+        digest = await self.keep_picture(image_bytes)
+        return await self.describe_kept(digest, offset, user_id=user_id, guild_id=guild_id, channel_id=channel_id,
+                                        priority=priority)
 
-        The picture goes through the checked decoder (type, bytes, pixels); `offset` (the 🔄
-        button's count, 0-1000) deals the next-best phrases. The captioner (`CAPTION_MODEL`)
-        is loaded on first use, once the generation model has loaded (two loads at once
-        race inside accelerate), and runs in a worker thread, one call at a time."""
+    async def describe_kept(self, digest: str, offset: int = 0, *, user_id: int, guild_id: int | None = None,
+                            channel_id: int | None = None, priority: int = 0) -> Job:
+        """Queue /describe of a picture stored by `keep_picture` (the command and its 🔄 button).
 
+        It runs on the GPU thread or a Redis worker like any job: it waits its turn, counts
+        against the member's and the server's limits, and survives a restart. `offset` (the 🔄
+        count, 0-1000) deals the next-best phrases. The captioner (`CAPTION_MODEL`) loads on
+        the first /describe, where the jobs run."""
+        path = self.kept_picture(digest)
+        self._check_describe(offset)
+        await self._check_limits(user_id, guild_id, 1)
+        text = "/describe" + (f" (🔄 {offset})" if offset else "")
+        return await self._admit_one(user_id, guild_id, NewJob(
+            kind=JobKind.DESCRIBE, user_id=user_id, prompt_text=text, guild_id=guild_id, channel_id=channel_id,
+            options={"source": str(path), "digest": digest, "offset": offset}, priority=priority,
+        ))
+
+    def _check_describe(self, offset: int) -> None:
         if not self.settings.caption_model.strip():
             raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning model such "
                               "as Salesforce/blip-image-captioning-large).")
-        if not 0 <= offset <= 1000:
-            raise PromptError(f"describe again at most 1000 times; got {offset}.")
-        async with self._aux_turn("/describe"):  # decoded in its turn: a waiting call holds no picture
-            image = await asyncio.to_thread(decode_image, image_bytes,
-                                            max_bytes=self.settings.image_prompt_max_bytes,
-                                            max_pixels=self.settings.image_prompt_max_pixels, source="The picture")
-            describer = await self._aux_model("describe")
-            return await asyncio.to_thread(describer.describe, image, offset=offset)
+        if not 0 <= offset <= DESCRIBE_AGAIN_MAX:
+            raise PromptError(f"describe again at most {DESCRIBE_AGAIN_MAX} times; got {offset}.")
 
-    @contextlib.asynccontextmanager
-    async def _aux_turn(self, what: str) -> AsyncIterator[None]:
-        """One /describe or /shorten at a time (they share the captioner and the text encoders),
-        and at most AUX_WAITING_MAX running or waiting: past that a member is told to try again,
-        so pressing 🔄 a hundred times queues no hundred pictures in memory."""
-        if self._aux_waiting >= AUX_WAITING_MAX:
-            raise QueueLimitError(f"{what} is busy with other requests right now; try again in a minute.")
-        self._aux_waiting += 1
-        try:
-            async with self._aux_lock:
-                yield
-        finally:
-            self._aux_waiting -= 1
-
-    async def shorten(self, *, prompt_text: str, guild_id: int | None = None) -> Shortening:
-        """Midjourney's /shorten: the prompt's words weighed by the model's own text encoder,
-        and up to five shorter prompts (`engine.diffusion.shorten`). Uses the loaded model's
-        encoders when this process holds the model, else loads MODEL_ID once."""
-
+    async def shorten(self, *, user_id: int, prompt_text: str, guild_id: int | None = None,
+                      channel_id: int | None = None, priority: int = 0) -> Job:
+        """Queue Midjourney's /shorten: the prompt's words weighed by the model's own text
+        encoder (MODEL_ID's, where the jobs run) and up to five shorter prompts
+        (`engine.diffusion.shorten`), answered by the job like /describe. The prompt is parsed
+        and its words counted here, so a refused prompt never waits in the queue."""
         prompt = parse(prompt_text, self.settings.prompt_limits)
         await self._check_words(prompt_text, guild_id)
-        expansion = prompt.expansions[0]
-        check_shortenable(expansion)  # the word count before any model is loaded or waited for
-        async with self._aux_turn("/shorten"):
-            encoder = await self._aux_model("shorten")
-            return await asyncio.to_thread(shorten_prompt, encoder, expansion)
+        task = ShortenTask.from_expansion(prompt.expansions[0])
+        await self._check_limits(user_id, guild_id, 1)
+        return await self._admit_one(user_id, guild_id, NewJob(
+            kind=JobKind.SHORTEN, user_id=user_id, prompt_text=prompt.raw, guild_id=guild_id, channel_id=channel_id,
+            options=task.to_options(), priority=priority,
+        ))
+
+    async def answer_of(self, job: Job, timeout: float | None = None) -> dict:
+        """Wait for a /describe or /shorten job and return its answer (for the CLI); a failed
+        or cancelled job raises `TesseraError` with its reason."""
+        event = (await self.wait_for_jobs([job.id], timeout))[job.id]
+        if event.kind == "done" and event.result is not None:
+            return check_answer(job.kind, event.result)
+        if event.kind == "cancelled":
+            raise TesseraError(f"Job {job.id} was cancelled.")
+        raise TesseraError(event.error or f"Job {job.id} failed.")
 
     # ----- /describe and /shorten in Discord: what their buttons need after a restart ------
     async def keep_picture(self, image_bytes: bytes) -> str:
         """Decode an upload with the checked decoder and store it under DATA_DIR/inputs; return
         its sha256 (the stored file's name), which /describe's buttons carry (a 100-character
         custom_id holds a hash, not a picture) to describe it again after any restart."""
-        path, _size = await asyncio.to_thread(self._store_input, image_bytes)
+        path, _size = await asyncio.to_thread(self._store_input, image_bytes, "The picture")
         return path.stem
 
     def kept_picture(self, digest: str) -> Path:
@@ -816,28 +823,12 @@ class Tessera:
             raise PromptError("The picture behind this button is no longer kept on this bot; run `/describe` again.")
         return path
 
-    async def describe_kept(self, digest: str, offset: int = 0) -> Description:
-        """/describe of a picture stored by `keep_picture` (the command and its 🔄 button), and
-        its four prompts kept under `d:<digest>:<offset>` for the 1-4 buttons (`suggested`)."""
-        path = self.kept_picture(digest)
-        settings = self.settings
-        # our own PNG of a picture already within IMAGE_PROMPT_MAX_PIXELS: at most 4 bytes a pixel
-        bound = 4 * settings.image_prompt_max_pixels + 2**20
-        data = await asyncio.to_thread(path.read_bytes)
-        if len(data) > bound:
-            raise PromptError("The kept picture is larger than this bot allows now; run `/describe` again.")
-        if not settings.caption_model.strip():
-            raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning model such "
-                              "as Salesforce/blip-image-captioning-large).")
-        if not 0 <= offset <= 1000:
-            raise PromptError(f"describe again at most 1000 times; got {offset}.")
-        async with self._aux_turn("/describe"):  # decoded in its turn: a waiting press holds no picture
-            image = await asyncio.to_thread(decode_image, data, max_bytes=bound,
-                                            max_pixels=settings.image_prompt_max_pixels, source="The picture")
-            describer = await self._aux_model("describe")
-            description: Description = await asyncio.to_thread(describer.describe, image, offset=offset)
-        await self.storage.suggestions.save(f"d:{digest}:{offset}", description.prompts)
-        return description
+    async def keep_description(self, digest: str, offset: int, description: Description) -> str:
+        """Keep a /describe answer's four prompts for its 1-4 buttons; return their key
+        (`d:<digest>:<offset>`, what the buttons carry)."""
+        key = f"d:{digest}:{offset}"
+        await self.storage.suggestions.save(key, description.prompts)
+        return key
 
     async def keep_shortened(self, shortening: Shortening) -> str:
         """Keep /shorten's prompts for its buttons; return their key (16 hex characters of the
@@ -850,26 +841,8 @@ class Tessera:
         return key
 
     async def suggested(self, key: str) -> tuple[str, ...] | None:
-        """Prompts kept by `describe_kept` (`d:<digest>:<offset>`) or `keep_shortened` (`s:<key>`)."""
+        """Prompts kept by `keep_description` (`d:<digest>:<offset>`) or `keep_shortened` (`s:<key>`)."""
         return await self.storage.suggestions.get(key)
-
-    async def _aux_model(self, kind: Literal["describe", "shorten"]) -> Any:
-        """The captioner or a text encoder, loaded once in a worker thread after the model."""
-        if kind in self._aux:
-            return self._aux[kind]
-        await self.wait_ready()  # never load while the GPU thread loads (accelerate patches torch globally)
-        settings = self.settings
-        if kind == "describe":
-            self._aux[kind] = await asyncio.to_thread(Describer, settings.caption_model, device=settings.device,
-                                                      dtype=settings.dtype)
-            return self._aux[kind]
-        loaded: LoadedModel | None = getattr(self.executor, "model", None)
-        if loaded is None:  # Redis workers hold the model: load it here once for its text encoders
-            loaded = await asyncio.to_thread(load_model, settings.model_id, device=settings.device,
-                                             dtype=settings.dtype)
-        model: LoadedModel = loaded
-        self._aux[kind] = PromptEncoder(model.pipe, model.family, model.execution_device, model.pipe.unet.dtype)
-        return self._aux[kind]
 
     async def reroll(self, *, user_id: int, job_id: str, guild_id: int | None = None, channel_id: int | None = None,
                      priority: int = 0, seed: int | None = None, actor: Actor | None = None) -> Job:
@@ -977,6 +950,8 @@ class Tessera:
         job = await self.storage.jobs.require(job_id)
         if job.state != JobState.DONE:
             raise StorageError(f"Job {job.id} is {job.state}, not done: it has no result to show yet.")
+        if job.kind.answers_text:
+            raise StorageError(f"Job {job.id} is a /{job.kind.value} answer: it has no picture.")
         return await self.queue.writer.upload_for(job)
 
     # ----- helpers ----------------------------------------------------------------------
@@ -1089,6 +1064,9 @@ class Tessera:
         job = await self.storage.jobs.require(job_id)
         if job.state != JobState.DONE:
             raise StorageError(f"Job {job.id} is {job.state}; only finished jobs can be upscaled or varied.")
+        if job.kind.answers_text:
+            raise StorageError(f"Job {job.id} is a /{job.kind.value} answer, not pictures: press one of its numbered "
+                               "buttons to imagine a prompt, then use the grid's buttons.")
         return job
 
     async def _image(self, job: Job, index: int) -> ImageRecord:
@@ -1167,13 +1145,14 @@ class Tessera:
 
         return await asyncio.to_thread(store)
 
-    def _store_input(self, data: bytes) -> tuple[Path, tuple[int, int]]:
+    def _store_input(self, data: bytes, source: str = "The upload") -> tuple[Path, tuple[int, int]]:
         """Decode an upload with the same checked decoder as image prompts, then store it.
+        `source` names it in an error ("The picture is not a PNG…").
 
         Blocking (decodes): call it in a worker thread. Raises `ImageFetchError`."""
 
         image = decode_image(data, max_bytes=self.settings.image_prompt_max_bytes,
-                             max_pixels=self.settings.image_prompt_max_pixels, source="The upload")
+                             max_pixels=self.settings.image_prompt_max_pixels, source=source)
         return self._store_input_image(image)
 
     def _store_input_image(self, image: Any) -> tuple[Path, tuple[int, int]]:

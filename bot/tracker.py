@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -54,12 +54,15 @@ class JobTracker:
     """Which message shows which job, and what it should say next."""
 
     def __init__(self, client: discord.Client, service: Tessera | None, *,
-                 views: Callable[[str, str, tuple[int, int] | None], discord.ui.View], interval: float = EDIT_INTERVAL_S,
+                 views: Callable[[str, str, tuple[int, int] | None], discord.ui.View],
+                 answers: Callable[[Job, dict], Awaitable[tuple[str, discord.ui.View]]] | None = None,
+                 interval: float = EDIT_INTERVAL_S,
                  token_ttl: float = TOKEN_TTL_S, clock: Callable[[], float] = time.monotonic,
                  orphan_grace: float = ORPHAN_GRACE_S) -> None:
         self.client = client
         self.service = service
         self.views = views  # a finished job's buttons, by job kind (the features' registry)
+        self.answers = answers  # a finished /describe or /shorten: its text and buttons (the features')
         self.interval = interval
         self.token_ttl = token_ttl
         self.clock = clock
@@ -209,7 +212,9 @@ class JobTracker:
             editor.push(Update(render.progress_text(job, event.step, event.total), file=file))
         elif kind == "done":
             tracked.flagged = tuple(event.flagged)
-            if event.upload is not None:
+            if job.kind.answers_text:
+                self._spawn(self._show_answer(tracked, event.result))
+            elif event.upload is not None:
                 editor.push(self._result(tracked, event.upload))
             else:
                 self._spawn(self._done_without_upload(tracked))
@@ -238,6 +243,25 @@ class JobTracker:
                                        moved=render.moved_text(tracked.job)))
             return
         tracked.editor.push(self._result(tracked, upload))
+
+    async def _show_answer(self, tracked: Tracked, result: dict | None) -> None:
+        """A /describe or /shorten answer, in its feature's words (it may keep the suggested
+        prompts for its buttons first, hence a task); read back from storage when the event
+        carried none (a job finished before this process followed it)."""
+        job = tracked.job
+        try:
+            if result is None:
+                stored = await self._service().job(job.id)
+                result = stored.result_json if stored is not None else None
+            if result is None or self.answers is None:
+                raise LookupError(f"job {job.id} finished without an answer to show")
+            text, view = await self.answers(job, result)
+        except Exception:
+            for_job(log, job.id).exception("could not show the answer of job %s", job.id)
+            tracked.editor.push(Update(render.failed_text(job, render.unexpected_error_text(job.id)), final=True,
+                                       clear_files=True, clear_view=True, moved=render.moved_text(job)))
+            return
+        tracked.editor.push(Update(text, view=view, final=True, clear_files=True, moved=render.moved_text(job)))
 
     async def _adopt(self, job_id: str) -> None:
         """A job nobody here is showing: after the grace period, follow it in its stored channel."""

@@ -50,6 +50,11 @@ async def show(interaction: discord.Interaction, job: str) -> None:
         service = service_of(interaction)
         await service.authorize(actor_of(interaction), found, Act.SHOW)
         require_done(found, "showing a result")
+        if found.kind.answers_text and found.result_json is not None:  # /describe, /shorten: their answer again
+            text, view = await client_of(interaction).buttons.render_answer(found, found.result_json)
+            message = await interaction.edit_original_response(content=text, view=view)
+            await tracker_of(interaction).record_message(found.id, interaction.channel_id, message.id)
+            return
         upload = await service.result_upload(found.id)
         suffix = f"_u{(found.parent_index or 0) + 1}" if found.kind is JobKind.UPSCALE else ""
         name = render.file_name(found.prompt_text, found.id, upload.mime, suffix=suffix)

@@ -43,7 +43,8 @@ UPDATE jobs SET
     queued_at = CASE WHEN :to = 'queued' THEN :now ELSE queued_at END,
     started_at = CASE WHEN :to = 'running' THEN :now ELSE started_at END,
     finished_at = CASE WHEN :to IN ('done', 'failed', 'cancelled') THEN :now ELSE finished_at END,
-    error = CASE WHEN :to = 'running' THEN NULL ELSE coalesce(:error, error) END
+    error = CASE WHEN :to = 'running' THEN NULL ELSE coalesce(:error, error) END,
+    result_json = coalesce(:result, result_json)
 WHERE id = :id AND state IN ({sources})
 RETURNING *
 """
@@ -136,8 +137,10 @@ class JobRepository:
         )
         return rows.job(row) if row else None
 
-    async def transition(self, job_id: str, to: JobState, *, error: str | None = None) -> Job:
+    async def transition(self, job_id: str, to: JobState, *, error: str | None = None,
+                         result: dict | None = None) -> Job:
         """Move a job to `to`, refusing changes `engine.jobs.model.TRANSITIONS` does not allow.
+        `result` is the JSON answer of a job that answers text (stored with the change).
 
         RUNNING increments `attempts`, sets `started_at` and clears a previous error; finished
         states set `finished_at`. Commits reaching a finished state are durable (fsynced).
@@ -148,7 +151,8 @@ class JobRepository:
         if sql is not None:
             found = await self._db.write(
                 sql,
-                {"to": to.value, "now": rows.now(), "error": error, "id": key},
+                {"to": to.value, "now": rows.now(), "error": error, "id": key,
+                 "result": None if result is None else rows.dump_json(result)},
                 durable=to.finished,
             )
             if found:

@@ -69,6 +69,7 @@ def job(row: sqlite3.Row) -> Job:
         started_at=to_datetime(values["started_at"]),
         finished_at=to_datetime(values["finished_at"]),
         owner=_owner(values),
+        result_json=load_json(values.get("result_json")),
     )
 
 

@@ -21,16 +21,20 @@ from bot.client import TesseraClient
 from bot.config import load_settings
 from bot.service import Tessera
 from engine.errors import JobCancelled
-from engine.jobs.executor import BatchControl, WorkItem, WorkResult
-from engine.jobs.model import Job
+from engine.jobs.executor import BatchControl, Executor, WorkItem, WorkResult
+from engine.jobs.model import Job, JobKind
 from tests.discord_harness import CapturedHTTP, Harness
 
 
 class StepExecutor:
-    """Three steps per job with a preview at step 2; `gate` cleared holds jobs after step 1."""
+    """Three steps per job with a preview at step 2; `gate` cleared holds jobs after step 1.
 
-    def __init__(self, steps: int = 3) -> None:
+    Jobs that answer text (/describe, /shorten) go to `text`, a real executor (tiny models)
+    when the test gives one: there is nothing to fake in a caption."""
+
+    def __init__(self, steps: int = 3, text: Executor | None = None) -> None:
         self.steps = steps
+        self.text = text
         self.gate = threading.Event()
         self.gate.set()
         self.ran: list[str] = []
@@ -41,9 +45,13 @@ class StepExecutor:
         self.loaded.wait(30)
 
     def close(self) -> None:
-        pass
+        if self.text is not None:
+            self.text.close()
 
     def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
+        if self.text is not None and JobKind(items[0].kind).answers_text:
+            self.ran.extend(item.job_id for item in items)
+            return self.text.run(items, control)
         results: list[WorkResult | None] = [None] * len(items)
         for step in range(1, self.steps + 1):
             for index in range(len(items)):

@@ -1,6 +1,7 @@
 """/blend, /describe and /shorten as Discord users see them (issue 17), through raw Interaction
-payloads (tests/discord_harness.py) with the real service, tiny BLIP and tiny SD 1.5 text
-encoders; only the GPU grid work is the bot tests' StepExecutor.
+payloads (tests/discord_harness.py) with the real service and queue; /describe and /shorten
+jobs run on the real executor (tiny BLIP, tiny SD 1.5 text encoders); only the grid work is
+the bot tests' StepExecutor.
 
 Attachments are "downloaded" from Discord's CDN through a patched `get_from_cdn`: no address
 other than the test's own is ever contacted.
@@ -18,8 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.diffusion.shorten import Shortening
+from engine.jobs.executor import EngineExecutor
 from engine.jobs.model import JobKind
-from tests.bot_helpers import Bot, start_bot
+from tests.bot_helpers import Bot, StepExecutor, start_bot
 from tests.discord_harness import CHANNEL_ID, GUILD_ID, OTHER_USER_ID, USER_ID, Call, message_with
 
 MAX_BYTES = 200_000  # IMAGE_PROMPT_MAX_BYTES for these tests: small, so "oversize" is cheap to make
@@ -39,8 +42,10 @@ async def start(tiny_models: dict[str, Path], data_dir: Path) -> Bot:
         for child in tiny_models["sd15"].iterdir():
             (folder / child.name).symlink_to(child)
         (folder / "tessera.json").write_text(json.dumps({"native": 64, "steps": 2, "guidance": 6}))
-    return await start_bot(folder, data_dir, ip_adapter_repo=str(tiny_models["ip_adapter"]),
-                           caption_model=str(tiny_models["blip"]), image_prompt_max_bytes=MAX_BYTES)
+    text = EngineExecutor(str(folder), device="cpu", caption_model=str(tiny_models["blip"]))
+    return await start_bot(folder, data_dir, executor=StepExecutor(text=text),
+                           ip_adapter_repo=str(tiny_models["ip_adapter"]), caption_model=str(tiny_models["blip"]),
+                           image_prompt_max_bytes=MAX_BYTES)
 
 
 class CDN:
@@ -73,6 +78,13 @@ async def bot(tiny_models: dict[str, Path], data_dir: Path) -> AsyncIterator[Bot
 @pytest.fixture
 def cdn(bot: Bot, monkeypatch: pytest.MonkeyPatch) -> CDN:
     return CDN(bot, monkeypatch)
+
+
+async def answered(bot: Bot, token: str) -> Call:
+    """Wait for every job to finish and its message to be final; the token's last message."""
+    for job in await bot.jobs():
+        await bot.finished(job.id)
+    return last_said(bot, token)
 
 
 def last_said(bot: Bot, token: str) -> Call:
@@ -166,8 +178,13 @@ async def test_describe_gives_four_prompts_and_button_2_imagines_prompt_2_after_
     try:
         cdn = CDN(bot, monkeypatch)
         interaction = await bot.h.run_command("describe", attachments={"image": cdn.attach("fox.png", png((300, 200)))})
-        answer = [c for c in bot.http.for_token(interaction.token) if c.content][-1]
-        assert not answer.ephemeral and "--ar 3:2" in (answer.content or "")
+        described = await bot.only_job()
+        assert described.kind is JobKind.DESCRIBE and described.user_id == USER_ID  # a queue job like any other
+        answer = await answered(bot, interaction.token)
+        assert not answer.ephemeral and "--ar 3:2" in (answer.content or "") and described.id in (answer.content or "")
+        stored = await bot.service.job(described.id)
+        assert stored is not None and stored.state.value == "done"
+        assert stored.result_json == {"prompts": describe_prompts(answer), "aspect": "3:2"}
         prompts = describe_prompts(answer)
         assert len(prompts) == 4 and len(set(prompts)) == 4 and all(p.endswith(" --ar 3:2") for p in prompts)
         ids = answer.custom_ids
@@ -179,7 +196,7 @@ async def test_describe_gives_four_prompts_and_button_2_imagines_prompt_2_after_
         message = message_with(answer)
 
         again = await bot.h.press(ids[4], message)
-        more = [c for c in bot.http.for_token(again) if c.content][-1]
+        more = await answered(bot, again)
         fresh = describe_prompts(more)
         assert len(fresh) == 4 and set(fresh).isdisjoint(prompts)
         assert more.custom_ids[-1] == f"tessera:describe:again:{digest}:2"
@@ -225,10 +242,14 @@ async def test_describe_refuses_a_non_image_an_oversize_file_and_a_picture_it_no
 async def test_shorten_shows_weights_and_runs_a_shorter_prompt_from_its_button(bot: Bot) -> None:
     prompt = "a red lighthouse on a rocky cliff at dusk, dramatic clouds --ar 16:9"
     interaction = await bot.h.run_command("shorten", {"prompt": prompt})
-    answer = [c for c in bot.http.for_token(interaction.token) if c.content][-1]
+    shortened = await bot.only_job()
+    assert shortened.kind is JobKind.SHORTEN and shortened.prompt_text == prompt
+    answer = await answered(bot, interaction.token)
     content = answer.content or ""
     assert not answer.ephemeral and "What matters" in content and "1.00" in content and "lighthouse" in content
-    result = await bot.service.shorten(prompt_text=prompt)
+    stored = await bot.service.job(shortened.id)
+    assert stored is not None and stored.result_json is not None
+    result = Shortening.from_json(stored.result_json)
     key = answer.custom_ids[0].split(":")[3]
     assert answer.custom_ids == [f"tessera:shorten:run:{key}:{n}" for n in range(1, len(result.prompts) + 1)]
     assert 1 <= len(result.prompts) <= 5
@@ -238,7 +259,7 @@ async def test_shorten_shows_weights_and_runs_a_shorter_prompt_from_its_button(b
     (modal,) = bot.http.for_token(token)
     filled, _ = await submit_form(bot, modal, user_id=OTHER_USER_ID)
     assert filled == result.prompts[-1] and filled.endswith("--ar 16:9")
-    (job,) = await bot.jobs(OTHER_USER_ID)
+    (job,) = [j for j in await bot.jobs(OTHER_USER_ID) if j.kind is JobKind.IMAGINE]
     assert job.prompt_text == result.prompts[-1]
     await bot.finished(job.id)
 

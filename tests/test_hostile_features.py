@@ -1,8 +1,8 @@
 """Hostile input against the new features (edits, /describe, /shorten): what a review found.
 
 A member must never read the operator's model paths in an answer, cannot pile pictures up in
-memory by pressing 🔄 again and again, cannot make the bot load a model for a /shorten it will
-refuse, and cannot start thirty edit canvases at once.
+memory by pressing 🔄 again and again (each press is a queue job within the member's limits),
+cannot queue a /shorten it will refuse, and cannot start thirty edit canvases at once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.service import AUX_WAITING_MAX, Tessera
+from bot.service import Tessera
 from engine.diffusion.segment import Segmenter
 from engine.errors import ModelError, PromptError, QueueLimitError
 from engine.vision.describe import Describer
@@ -53,47 +53,47 @@ def test_a_captioning_model_that_cannot_load_names_no_path_to_a_member() -> None
         assert "operator-only" not in str(error.value) and "not available" in str(error.value)
 
 
-async def test_describe_presses_past_the_waiting_room_are_refused_without_decoding(service: Tessera,
-                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    decoded: list[int] = []
+async def test_describe_presses_past_a_members_limit_are_refused_without_decoding(
+        data_dir: Path, small_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """/describe is a queue job: 🔄 pressed again and again waits in the member's own line,
+    bounded by QUEUE_MAX_PER_USER, and a press past it is refused before its picture is decoded."""
     import bot.service as service_module
 
-    real_decode = service_module.decode_image
+    decoded: list[int] = []
+    real_store = service_module.Tessera._store_input
 
-    def counting_decode(*args: Any, **kwargs: Any) -> Image.Image:
+    def counting_store(self: Tessera, data: bytes, source: str = "The upload") -> Any:
         decoded.append(1)
-        return real_decode(*args, **kwargs)
+        return real_store(self, data, source)
 
-    class SlowDescriber:
-        def describe(self, image: Image.Image, offset: int = 0) -> Any:
-            raise PromptError("described")
-
-    async def aux_model(kind: str) -> Any:
-        return SlowDescriber()
-
-    monkeypatch.setattr(service_module, "decode_image", counting_decode)
-    monkeypatch.setattr(service, "_aux_model", aux_model)
-    await service._aux_lock.acquire()  # a long /describe is running
+    monkeypatch.setattr(service_module.Tessera, "_store_input", counting_store)
+    executor = FakeExecutor()
+    executor.gate.clear()  # the first describe holds the GPU
+    settings = make_settings(data_dir, small_model, caption_model="Salesforce/blip-tiny", queue_max_per_user=3)
+    service = await Tessera.start(settings, executor=executor)
     try:
-        waiting = [asyncio.ensure_future(service.describe(image_bytes=png())) for _ in range(AUX_WAITING_MAX + 3)]
-        await asyncio.sleep(0.2)
-        refused = [task for task in waiting if task.done()]
-        assert len(refused) == 3 and all(isinstance(task.exception(), QueueLimitError) for task in refused)
-        assert decoded == []  # the waiting presses hold no decoded picture
+        jobs = [await service.describe(user_id=5, image_bytes=png())]
+        assert await asyncio.to_thread(executor.started.wait, 30)  # running: it no longer counts as waiting
+        jobs += [await service.describe(user_id=5, image_bytes=png()) for _ in range(3)]  # three waiting
+        decoded.clear()
+        for _ in range(5):
+            with pytest.raises(QueueLimitError):
+                await service.describe(user_id=5, image_bytes=png())
+        with pytest.raises(QueueLimitError):
+            await service.describe_kept(jobs[0].options["digest"], 1, user_id=5)
+        assert decoded == []  # the refused presses decoded and kept nothing
+        assert len(await service.storage.jobs.list(user_id=5)) == 4  # and stored no job
+        other = await service.describe(user_id=6, image_bytes=png())  # someone else is not held up by it
+        assert other.user_id == 6
     finally:
-        service._aux_lock.release()
-    results = await asyncio.gather(*waiting, return_exceptions=True)
-    assert sum(isinstance(r, PromptError) and str(r) == "described" for r in results) == AUX_WAITING_MAX
+        executor.gate.set()
+        await service.close()
 
 
-async def test_shorten_counts_the_words_before_any_model_is_loaded(service: Tessera,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_model(kind: str) -> Any:
-        raise AssertionError("a model was loaded for a prompt /shorten refuses")
-
-    monkeypatch.setattr(service, "_aux_model", no_model)
+async def test_shorten_counts_the_words_before_any_job_is_queued(service: Tessera) -> None:
     with pytest.raises(PromptError, match="up to 60 words"):
-        await service.shorten(prompt_text=" ".join(["word"] * 61))
+        await service.shorten(user_id=5, prompt_text=" ".join(["word"] * 61))
+    assert await service.storage.jobs.list(user_id=5) == []
 
 
 async def test_one_edit_canvas_at_a_time_per_person(service: Tessera) -> None:

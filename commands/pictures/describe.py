@@ -2,7 +2,9 @@
 picture's own `--ar`. Buttons 1-4 under the answer open the prompt in an editable form that
 runs /imagine; 🔄 describes the same picture again with the next-best phrases.
 
-Restart-proof: the upload is stored content-addressed under DATA_DIR/inputs and the buttons
+Each describe is a queue job (`JobKind.DESCRIBE`): its message shows the queue position like
+any job's, and the job tracker shows its answer through `show_answer` once it is done, also
+after a restart. Restart-proof: the upload is stored content-addressed under DATA_DIR/inputs and the buttons
 carry its sha256 and the 🔄 count (`tessera:describe:use:<sha256>:<offset>:<1-4>`,
 `tessera:describe:again:<sha256>:<offset>`); the four prompts of each answer are kept in
 SQLite (`Tessera.suggested`), so a press after any restart finds its prompt.
@@ -17,9 +19,21 @@ import discord
 from discord import app_commands
 
 from bot.buttons import GREY, PREFIX
-from bot.interactions import check_channel, check_upload, defer_public, guarded, read_upload, service_of
+from bot.interactions import (
+    check_channel,
+    check_upload,
+    defer_public,
+    guarded,
+    member_priority,
+    post_jobs,
+    read_upload,
+    service_of,
+)
+from bot.render import mention
+from bot.service import Tessera
 from commands.pictures.forms import open_form
 from engine.errors import TesseraError
+from engine.jobs.model import Job
 from engine.vision.describe import Description
 
 USE, AGAIN = "use", "again"
@@ -33,11 +47,11 @@ def describe_id(action: str, digest: str, offset: int, number: int = 0) -> str:
     return f"{PREFIX}:describe:{action}:{digest}:{offset}{tail}"
 
 
-def description_text(description: Description, offset: int) -> str:
+def description_text(description: Description, offset: int, job: Job) -> str:
     again = f" (🔄 {offset})" if offset else ""
-    lines = [f"**Four prompts for this picture**{again} · `--ar {description.aspect}`"]
-    lines += [f"{NUMBERS[i]} {prompt}" for i, prompt in enumerate(description.prompts[:4])]
-    lines.append("-# Press 1-4 to edit a prompt and imagine it, 🔄 for four more.")
+    lines = [f"**Four prompts for this picture**{again} - {mention(job.user_id)} · `--ar {description.aspect}`"]
+    lines += [f"{NUMBERS[i]} {prompt[:400]}" for i, prompt in enumerate(description.prompts[:4])]
+    lines.append(f"-# Press 1-4 to edit a prompt and imagine it, 🔄 for four more · job `{job.id}`")
     return "\n".join(lines)[:2000]
 
 
@@ -50,11 +64,23 @@ def description_view(digest: str, offset: int, count: int) -> discord.ui.View:
     return view
 
 
-async def show_description(interaction: discord.Interaction, digest: str, offset: int) -> None:
-    """Describe the kept picture (deferred: the captioner may take seconds) and edit it in."""
-    description = await service_of(interaction).describe_kept(digest, offset)
-    await interaction.edit_original_response(content=description_text(description, offset),
-                                             view=description_view(digest, offset, len(description.prompts)))
+async def show_answer(service: Tessera, job: Job, result: dict) -> tuple[str, discord.ui.View]:
+    """A finished describe job's message: its four prompts (kept for the 1-4 buttons first, so
+    no button is ever shown before its prompt can be found) and its buttons."""
+    description = Description.from_json(result)
+    digest, offset = str(job.options.get("digest", "")), int(job.options.get("offset", 0))
+    await service.keep_description(digest, offset, description)
+    return description_text(description, offset, job), description_view(digest, offset, len(description.prompts))
+
+
+async def describe_again(interaction: discord.Interaction, digest: str, offset: int) -> None:
+    """Queue a describe of the kept picture for the presser and show it like any job."""
+    await defer_public(interaction)
+    await check_channel(interaction)
+    job = await service_of(interaction).describe_kept(
+        digest, offset, user_id=interaction.user.id, guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id, priority=await member_priority(interaction))
+    await post_jobs(interaction, [job])
 
 
 @app_commands.command(name="describe", description="Four prompts for a picture, in Midjourney's style")
@@ -66,8 +92,10 @@ async def describe(interaction: discord.Interaction, image: discord.Attachment) 
         check_upload(image, max_bytes)  # a wrong file is refused before anything is shown
         await defer_public(interaction)
         await check_channel(interaction)
-        digest = await service.keep_picture(await read_upload(image, max_bytes))
-        await show_description(interaction, digest, 0)
+        job = await service.describe(user_id=interaction.user.id, image_bytes=await read_upload(image, max_bytes),
+                                     guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                                     priority=await member_priority(interaction))
+        await post_jobs(interaction, [job])
 
 
 class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
@@ -94,9 +122,6 @@ class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                 service.kept_picture(self.digest)  # a pruned picture: say so, not "no prompts"
                 await open_form(interaction, f"d:{self.digest}:{self.offset}", self.number)
             elif self.action == AGAIN and not self.number:
-                await defer_public(interaction)
-                await check_channel(interaction)
-                service.kept_picture(self.digest)
-                await show_description(interaction, self.digest, self.offset)
+                await describe_again(interaction, self.digest, self.offset)
             else:  # a hand-made id: "use" without a number or "again" with one
                 raise TesseraError("This button no longer does anything; run `/describe` again.")

@@ -22,10 +22,13 @@ from engine.diffusion.conditioning import PromptEncoder
 from engine.errors import PromptError
 from engine.prompt import Expansion
 
-__all__ = ["KEEP_FRACTIONS", "SHORTEN_MAX_WORDS", "Shortening", "WordWeight", "shorten"]
+__all__ = ["KEEP_FRACTIONS", "SHORTEN_MAX_WORDS", "ShortenTask", "Shortening", "WordWeight", "shorten"]
 
 SHORTEN_MAX_WORDS = 60  # encodes (words + 1) texts: bounded before any work
 KEEP_FRACTIONS = (0.8, 0.65, 0.5, 0.35, 0.2)
+MAX_WORD_CHARS = 100  # the prompt parser's bound on one word (engine.prompt)
+MAX_PART_CHARS = 8000  # a task's image links or parameters as typed (the prompt's own length bound)
+MAX_SHOWN_PROMPT_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ class WordWeight:
     def to_json(self) -> dict:
         return {"word": self.word, "weight": self.weight}
 
+    @classmethod
+    def from_json(cls, data: Any) -> WordWeight:
+        if not isinstance(data, dict) or not isinstance(data.get("word"), str) or \
+                not 0 < len(data["word"]) <= MAX_WORD_CHARS:
+            raise ValueError("a word weight needs a word of 1 to 100 characters")
+        weight = data.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise ValueError("a word's weight must be a number from 0 to 1")
+        return cls(data["word"], float(weight))
+
 
 @dataclass(frozen=True)
 class Shortening:
@@ -44,6 +57,56 @@ class Shortening:
 
     def to_json(self) -> dict:
         return {"words": [w.to_json() for w in self.words], "prompts": list(self.prompts)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Shortening:
+        """Read back a stored or received answer, bounded (a Redis worker's reply is a stranger's
+        bytes until checked): at most SHORTEN_MAX_WORDS words and five prompts."""
+        if not isinstance(data, dict):
+            raise ValueError("a /shorten answer must be an object")
+        words, prompts = data.get("words"), data.get("prompts")
+        if not isinstance(words, list) or not 0 < len(words) <= SHORTEN_MAX_WORDS:
+            raise ValueError(f"a /shorten answer has 1 to {SHORTEN_MAX_WORDS} words")
+        if not isinstance(prompts, list) or len(prompts) > len(KEEP_FRACTIONS) or not all(
+                isinstance(p, str) and 0 < len(p) <= MAX_SHOWN_PROMPT_CHARS for p in prompts):
+            raise ValueError(f"a /shorten answer has at most {len(KEEP_FRACTIONS)} prompts of text")
+        return cls(tuple(WordWeight.from_json(w) for w in words), tuple(prompts))
+
+
+@dataclass(frozen=True)
+class ShortenTask:
+    """What /shorten measures, apart from the parsed prompt: its words, and the image links
+    (`front`) and --parameters (`back`) that every shorter prompt keeps as typed. Plain
+    strings, so a queue job carries it in its options (and a Redis worker gets no prompt to
+    parse again)."""
+
+    words: tuple[str, ...]
+    front: str = ""
+    back: str = ""
+
+    @classmethod
+    def from_expansion(cls, expansion: Expansion) -> ShortenTask:
+        """Raises `PromptError` for no words or too many (`check_shortenable`)."""
+        return cls(tuple(check_shortenable(expansion)), " ".join(expansion.images),
+                   " ".join(use.as_written(limit=10_000) for use in expansion.parameters()))
+
+    def to_options(self) -> dict[str, str]:
+        return {"words": " ".join(self.words), "front": self.front, "back": self.back}
+
+    @classmethod
+    def from_options(cls, options: Any) -> ShortenTask:
+        """From a job's options, bounded before any encoder runs (raises `PromptError`)."""
+        if not isinstance(options, dict):
+            raise PromptError("this /shorten job has no words to measure; run /shorten again.")
+        words, front, back = (options.get(name, "") for name in ("words", "front", "back"))
+        if not all(isinstance(part, str) and len(part) <= MAX_PART_CHARS for part in (words, front, back)):
+            raise PromptError("this /shorten job is not one Tessera made; run /shorten again.")
+        split = [w for w in words.split() if any(c.isalnum() for c in w)]
+        if not split:
+            raise PromptError("/shorten needs a prompt with words, like: a red lighthouse on a cliff at dusk")
+        if len(split) > SHORTEN_MAX_WORDS or any(len(w) > MAX_WORD_CHARS for w in split):
+            raise PromptError(f"/shorten measures prompts of up to {SHORTEN_MAX_WORDS} words; this one has more.")
+        return cls(tuple(split), front, back)
 
 
 def _words(expansion: Expansion) -> list[str]:
@@ -77,11 +140,13 @@ def check_shortenable(expansion: Expansion) -> list[str]:
     return words
 
 
-def shorten(encoder: PromptEncoder, expansion: Expansion) -> Shortening:
-    """Word weights and up to five shorter prompts for one parsed prompt (raises `PromptError`)."""
+def shorten(encoder: PromptEncoder, task: ShortenTask | Expansion) -> Shortening:
+    """Word weights and up to five shorter prompts for one prompt (raises `PromptError`)."""
     import torch
 
-    words = check_shortenable(expansion)
+    if isinstance(task, Expansion):
+        task = ShortenTask.from_expansion(task)
+    words = list(task.words)
     texts = [" ".join(words)] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
     with torch.inference_mode():
         vectors = _pooled(encoder, texts)
@@ -90,8 +155,7 @@ def shorten(encoder: PromptEncoder, expansion: Expansion) -> Shortening:
     top = float(distances.max()) if len(words) > 1 else 0.0
     weights = [round(float(d) / top, 2) if top > 0 else 1.0 for d in distances]
     heaviest = sorted(range(len(words)), key=lambda i: (-weights[i], i))
-    front = " ".join(expansion.images)
-    back = " ".join(use.as_written(limit=10_000) for use in expansion.parameters())
+    front, back = task.front, task.back
     prompts: list[str] = []
     for fraction in KEEP_FRACTIONS:
         keep = set(heaviest[:max(1, round(len(words) * fraction))])

@@ -23,6 +23,8 @@ from engine.diffusion.models import LoadedModel, load_model
 from engine.diffusion.references import adapter_files_from_settings
 from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
+from engine.jobs.answers import TextAnswers
+from engine.jobs.model import JobKind
 from engine.memory import is_out_of_memory, split_on_oom
 from engine.request import GenerationRequest
 from engine.upscale.realesrgan import Upscaler
@@ -41,16 +43,18 @@ class WorkItem:
 
     job_id: str
     kind: str  # engine.jobs.model.JobKind value
-    request: GenerationRequest | None  # None for upscales
-    options: dict = field(default_factory=dict)  # upscale: {"scale": 4, "source": "/abs/file.png"}
+    request: GenerationRequest | None  # None for upscales and the jobs that answer text
+    options: dict = field(default_factory=dict)  # upscale: {"scale": 4, "source": "/abs/file.png"}; see JobKind
     prompt_text: str = ""
 
 
 @dataclass
 class WorkResult:
-    """One job's outcome: its images, or the exception that ended it."""
+    """One job's outcome: its images (or its JSON answer, for /describe and /shorten), or the
+    exception that ended it."""
 
     images: list[Image] | None = None
+    data: dict | None = None  # the answer of a job that answers text (`JobKind.answers_text`)
     error: BaseException | None = None
     flagged: list[int] = field(default_factory=list)  # images the safety checker replaced by its notice
 
@@ -93,6 +97,9 @@ class NoOpExecutor:
             if control.should_stop(index):
                 results.append(WorkResult(error=JobCancelled()))
                 continue
+            if JobKind(item.kind).answers_text:
+                results.append(WorkResult(data={}))
+                continue
             count = 1 if item.request is None else item.request.count
             results.append(WorkResult(images=[Image.new("RGB", (self.size, self.size)) for _ in range(count)]))
         return results
@@ -102,10 +109,12 @@ class NoOpExecutor:
 
 
 class EngineExecutor:
-    """The real thing: diffusers for grids and variations, Real-ESRGAN for upscales.
+    """The real thing: diffusers for grids and variations, Real-ESRGAN for upscales, and the
+    text answers of /describe and /shorten (`engine.jobs.answers`).
 
     The model loads in `prepare` (the queue calls it first thing on the worker thread, so the
-    bot answers while it warms up). The upscaler loads on the first upscale.
+    bot answers while it warms up). The upscaler loads on the first upscale, the captioner on
+    the first /describe.
     """
 
     def __init__(
@@ -127,6 +136,8 @@ class EngineExecutor:
         embeddings_dir: Path | None = None,
         draft_lora: Path | None = None,
         reference_files: dict[str, Any] | None = None,
+        caption_model: str = "",
+        describe_max_pixels: int = 40_000_000,
     ) -> None:
         self.model_ref = model_ref
         self.lora_dir, self.embeddings_dir, self.draft_lora = lora_dir, embeddings_dir, draft_lora
@@ -143,6 +154,7 @@ class EngineExecutor:
         # Runs on jobs whose request asks (safety_check); loaded at prepare when on everywhere.
         self.safety = SafetyFilter(model_ref, fallback=safety_checker_model or DEFAULT_SAFETY_MODEL, device=device,
                                    dtype=dtype, eager=safety_checker)
+        self.answers = TextAnswers(caption_model, device=device, dtype=dtype, max_pixels=describe_max_pixels)
 
     @classmethod
     def from_settings(cls, settings: Any) -> EngineExecutor:
@@ -158,6 +170,8 @@ class EngineExecutor:
             lora_dir=getattr(settings, "lora_dir", None), embeddings_dir=getattr(settings, "embeddings_dir", None),
             draft_lora=getattr(settings, "draft_lora", None),
             reference_files=adapter_files_from_settings(settings),
+            caption_model=getattr(settings, "caption_model", ""),
+            describe_max_pixels=getattr(settings, "image_prompt_max_pixels", 40_000_000),
         )
 
     def prepare(self) -> None:
@@ -198,7 +212,26 @@ class EngineExecutor:
     def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
         if items[0].kind == UPSCALE:
             return [self._upscale(index, item, control) for index, item in enumerate(items)]
+        if JobKind(items[0].kind).answers_text:  # never batched (no request, so no batch key)
+            return [self._answer(index, item, control) for index, item in enumerate(items)]
         return self._generate(items, control)
+
+    def _answer(self, index: int, item: WorkItem, control: BatchControl) -> WorkResult:
+        """/describe or /shorten: one forward pass or two, so progress is "started" and "done"."""
+        if control.should_stop(index):
+            return WorkResult(error=JobCancelled())
+        try:
+            control.on_step(index, 0, 1, None)
+            if item.kind == JobKind.DESCRIBE:
+                data = self.answers.describe(item.options)
+            else:
+                data = self.answers.shorten(self._generator_for(self.model_ref), item.options)
+            control.on_step(index, 1, 1, None)
+            return WorkResult(data=data)
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
+            return WorkResult(error=error)
 
     def _upscale(self, index: int, item: WorkItem, control: BatchControl) -> WorkResult:
         from PIL import Image
@@ -264,6 +297,7 @@ class EngineExecutor:
         self.model = None
         self._other = None
         self._upscaler = None
+        self.answers.close()
         self.safety.close()
 
 

@@ -23,6 +23,13 @@ class JobKind(StrEnum):
     REROLL = "reroll"
     UPSCALE = "upscale"
     EDIT = "edit"  # zoom out, pan, make square, vary (region): inpainting on a canvas (options["edit"] says which)
+    DESCRIBE = "describe"  # /describe: four prompts for a picture (options: source, offset); answers text
+    SHORTEN = "shorten"  # /shorten: word weights and shorter prompts (options: words, front, back); answers text
+
+    @property
+    def answers_text(self) -> bool:
+        """Whether the job's result is a JSON answer (`Job.result_json`) rather than images."""
+        return self in (JobKind.DESCRIBE, JobKind.SHORTEN)
 
 
 class JobState(StrEnum):
@@ -105,6 +112,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     owner: JobOwner = BOT_OWNER
+    result_json: dict | None = None  # the answer of a job that answers text (/describe, /shorten)
 
 
 @dataclass(frozen=True)

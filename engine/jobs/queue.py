@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engine.errors import JobCancelled, StorageError, TesseraError
 from engine.imaging.encoding import EncodedImage
+from engine.jobs.answers import check_answer
 from engine.jobs.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
 from engine.jobs.fairness import Entry, Limits, Scheduler
 from engine.jobs.joblog import for_job
@@ -70,6 +71,7 @@ class QueueEvent:
     error: str | None = None  # failed: a message fit to show the user
     ignored: tuple[str, ...] = ()  # started/done: prompt params accepted but not honoured
     flagged: tuple[int, ...] = ()  # done: indices of images the safety checker replaced with its notice
+    result: dict | None = None  # done: the answer of a job that answers text (/describe, /shorten)
 
 
 @dataclass(frozen=True)
@@ -467,8 +469,14 @@ class QueueCore:
             self._cancel_requested.discard(job_id)
             self._timed_out.discard(job_id)
         error = result.error
+        answers_text = running.job.kind.answers_text
         try:
-            if error is None and result.images:
+            if error is None and answers_text and result.data is not None:
+                answer = check_answer(running.job.kind, result.data)  # a worker's reply is checked first
+                await self.storage.jobs.transition(job_id, JobState.DONE, result=answer)
+                self._timing.done += 1
+                self.events.emit(QueueEvent("done", job_id, result=answer))
+            elif error is None and not answers_text and result.images:
                 records, upload = await self.writer.write(running.job, running.item.request, result.images)
                 await self.storage.jobs.transition(job_id, JobState.DONE)
                 self._timing.done += 1

@@ -59,7 +59,7 @@ from engine.errors import JobCancelled, TesseraError
 from engine.jobs.executor import UPSCALE, WorkResult
 from engine.jobs.fairness import Limits
 from engine.jobs.joblog import for_job
-from engine.jobs.model import JobState
+from engine.jobs.model import JobKind, JobState
 from engine.jobs.queue import QueueCore, QueueEvent, QueueTiming, RunningJob
 from engine.jobs.redis_wire import (
     DEFAULT_NAMESPACE,
@@ -339,6 +339,8 @@ class RedisQueue(QueueCore):
                 request[name] = [await self._attach(files, path, "A reference picture") for path in request.get(name, [])]
         if item.kind == UPSCALE:
             options["source"] = await self._attach(files, str(item.options.get("source", "")), "The image to upscale")
+        elif item.kind == JobKind.DESCRIBE:  # the picture travels as bytes, like an upscale's source
+            options["source"] = await self._attach(files, str(item.options.get("source", "")), "The picture to describe")
         return JobPayload(item.job_id, item.kind, request, options, item.prompt_text)
 
     async def _attach(self, files: dict[str, bytes], path: str, what: str) -> str:
@@ -426,7 +428,7 @@ class RedisQueue(QueueCore):
     def _work_result(self, result: ResultPayload, images: list[Any]) -> WorkResult:
         status = result.status
         if status == "done":
-            return WorkResult(images=images, flagged=list(result.flagged))
+            return WorkResult(images=images, flagged=list(result.flagged), data=result.data)
         if status == "cancelled":
             return WorkResult(error=JobCancelled())
         if status == "timeout":

@@ -79,7 +79,9 @@ LIVE_TTL_S = 7 * 24 * 3600  # a live key the bot never deleted (it crashed) expi
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _FILE = re.compile(r"^[0-9a-f]{64}$")
-_KINDS = frozenset({"imagine", "variation", "reroll", "upscale", "edit"})
+_KINDS = frozenset({"imagine", "variation", "reroll", "upscale", "edit", "describe", "shorten"})
+_TEXT_KINDS = frozenset({"describe", "shorten"})  # no request; the answer is JSON (`ResultPayload.data`)
+MAX_ANSWER_BYTES = 256 * 1024  # a /describe or /shorten answer as JSON: a few KB in practice
 
 
 class PayloadError(ValueError):
@@ -418,7 +420,11 @@ def parse_batch(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Bat
         if not isinstance(prompt_text, str) or len(prompt_text) > 100_000:
             raise PayloadError(f"{what}prompt_text must be a string")
         request = None
-        if kind == "upscale":
+        if kind in _TEXT_KINDS:
+            if job.get("request") is not None:
+                raise PayloadError(f"{what}request must be null for a {kind} job")
+            _check_text_job(kind, options, files, what)
+        elif kind == "upscale":
             if job.get("request") is not None:
                 raise PayloadError(f"{what}request must be null for an upscale")
             _int(options.get("scale"), f"{what}options.scale", 2, 4)
@@ -434,6 +440,20 @@ def parse_batch(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Bat
         events=_name(raw, "events"), timeout_s=_number(raw.get("timeout_s"), "timeout_s", 0.001, 7 * 24 * 3600),
         max_attempts=_int(raw.get("max_attempts"), "max_attempts", 1, 1000), jobs=tuple(jobs), files=files,
     )
+
+
+def _check_text_job(kind: str, options: dict, files: dict[str, bytes], what: str) -> None:
+    """A /describe job names a picture sent with the batch and a 🔄 count; a /shorten job
+    carries its words and kept parts as bounded strings (the worker parses nothing)."""
+    if kind == "describe":
+        if options.get("source") not in files:
+            raise PayloadError(f"{what}options.source must name a file sent with the batch")
+        _int(options.get("offset", 0), f"{what}options.offset", 0, 1000)
+        return
+    for name in ("words", "front", "back"):
+        value = options.get(name, "")
+        if not isinstance(value, str) or len(value) > 8000:
+            raise PayloadError(f"{what}options.{name} must be a string of at most 8000 characters")
 
 
 # ----- what a worker agrees to run ----------------------------------------------------------
@@ -576,9 +596,10 @@ RESULT_STATUSES = frozenset({"done", "cancelled", "timeout", "failed", "error", 
 class ResultPayload:
     """One job's outcome, pushed by a worker to the bot's result list.
 
-    status: done (images are PNG bytes), cancelled, timeout, failed (error is fit to show the
-    user), error (an internal failure, logged on the worker), gave_up (`attempts` runs each
-    ended with the worker dying).
+    status: done (images are PNG bytes; or `data`, the JSON answer of a /describe or /shorten
+    job, which the bot checks against the job's kind), cancelled, timeout, failed (error is
+    fit to show the user), error (an internal failure, logged on the worker), gave_up
+    (`attempts` runs each ended with the worker dying).
     """
 
     job_id: str
@@ -590,11 +611,12 @@ class ResultPayload:
     error: str | None = None
     attempts: int = 0
     run_s: float = 0.0
+    data: dict | None = None
 
     def to_bytes(self) -> bytes:
         return dumps({"v": WIRE_VERSION, "job_id": self.job_id, "token": self.token, "worker": self.worker,
                       "status": self.status, "images": [b64(i) for i in self.images], "flagged": list(self.flagged),
-                      "error": self.error, "attempts": self.attempts, "run_s": self.run_s})
+                      "error": self.error, "attempts": self.attempts, "run_s": self.run_s, "data": self.data})
 
 
 def parse_result(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> ResultPayload:
@@ -608,8 +630,11 @@ def parse_result(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Re
     images = raw.get("images", [])
     if not isinstance(images, list) or len(images) > MAX_IMAGES:
         raise PayloadError(f"images must be a list of at most {MAX_IMAGES}")
-    if status == "done" and not images:
-        raise PayloadError("a done result must carry images")
+    answer = raw.get("data")
+    if answer is not None and (not isinstance(answer, dict) or images or len(dumps(answer)) > MAX_ANSWER_BYTES):
+        raise PayloadError(f"data must be an object of at most {MAX_ANSWER_BYTES} bytes, sent without images")
+    if status == "done" and not images and answer is None:
+        raise PayloadError("a done result must carry images or an answer")
     error = raw.get("error")
     if error is not None and (not isinstance(error, str) or len(error) > 4000):
         raise PayloadError("error must be a string of at most 4000 characters")
@@ -624,7 +649,7 @@ def parse_result(data: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Re
         images=tuple(unb64(i, "images[]", max_bytes=max_bytes) for i in images),
         flagged=flagged_ids, error=error,
         attempts=_int(raw.get("attempts", 0), "attempts", 0, 1_000_000),
-        run_s=_number(raw.get("run_s", 0.0), "run_s", 0.0, 1e9),
+        run_s=_number(raw.get("run_s", 0.0), "run_s", 0.0, 1e9), data=answer,
     )
 
 

@@ -22,8 +22,10 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
-    async def transition(self, job_id: str, to: JobState, *, error: str | None = None) -> Job:
-        """Move a job to `to` (only along `engine.jobs.model.TRANSITIONS`); the updated job."""
+    async def transition(self, job_id: str, to: JobState, *, error: str | None = None,
+                         result: dict | None = None) -> Job:
+        """Move a job to `to` (only along `engine.jobs.model.TRANSITIONS`); the updated job.
+        `result`: the JSON answer of a job that answers text (`JobKind.answers_text`)."""
         ...
 
     async def resumable(self) -> list[Job]:

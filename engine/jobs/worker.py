@@ -45,6 +45,7 @@ from engine.errors import JobCancelled, TesseraError
 from engine.imaging.encoding import encode_png
 from engine.jobs.executor import UPSCALE, Executor, WorkItem, WorkResult, run_split
 from engine.jobs.joblog import for_job
+from engine.jobs.model import JobKind
 from engine.jobs.redis_wire import (
     CLAIM_SCRIPT,
     DEFAULT_NAMESPACE,
@@ -305,7 +306,9 @@ class Worker:
         share = (time.monotonic() - run.started) / len(run.job_ids)
         answer = ResultPayload(job_id, batch.token, self.worker_id, "done", run_s=share)
         error = result.error
-        if error is None and result.images:
+        if error is None and result.data is not None:
+            answer = replace(answer, data=result.data)
+        elif error is None and result.images:
             kind = next(j.kind for j in batch.jobs if j.job_id == job_id)
             pngs = await asyncio.to_thread(_encode_pngs, kind, result.images)
             flagged = sorted({i for i in result.flagged if 0 <= i < len(pngs)})  # the bot refuses any other
@@ -482,7 +485,7 @@ def _write_files(files: dict[str, bytes], folder: Path) -> dict[str, str]:
 def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
     options = dict(job.options)
     request = None
-    if job.kind == UPSCALE:
+    if job.kind == UPSCALE or job.kind == JobKind.DESCRIBE:
         options["source"] = paths[options["source"]]
     elif job.request is not None:
         data = dict(job.request)

@@ -20,6 +20,7 @@ prompts, and 🔄 (describe again) asks for the next-best phrases (`offset`).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -49,6 +50,8 @@ STYLES: tuple[str, ...] = (
     "close-up", "aerial view", "monochrome", "warm tones", "cool tones", "hyperrealistic details",
 )
 MAX_CAPTION_TOKENS = 30
+MAX_PROMPT_CHARS = 1000  # a caption (300) with a medium, two styles and --ar
+_ASPECT = re.compile(r"[0-9]{1,2}:[0-9]{1,2}")  # fixed width: checks stored or received text, cannot backtrack
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,20 @@ class Description:
 
     def to_json(self) -> dict:
         return {"prompts": list(self.prompts), "aspect": self.aspect}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Description:
+        """Read back a stored or received answer, bounded (a Redis worker's reply is a
+        stranger's bytes until checked): one to four prompts and a `W:H` aspect."""
+        if not isinstance(data, dict):
+            raise ValueError("a /describe answer must be an object")
+        prompts, aspect = data.get("prompts"), data.get("aspect")
+        if not isinstance(prompts, list) or not 0 < len(prompts) <= 4 or not all(
+                isinstance(p, str) and 0 < len(p) <= MAX_PROMPT_CHARS for p in prompts):
+            raise ValueError("a /describe answer has one to four prompts of text")
+        if not isinstance(aspect, str) or not _ASPECT.fullmatch(aspect):
+            raise ValueError("a /describe answer's aspect is W:H")
+        return cls(tuple(prompts), aspect)
 
 
 def aspect_of(width: int, height: int) -> str:

@@ -1,0 +1,94 @@
+"""Jobs that answer text: /describe (a captioner) and /shorten (the model's text encoders).
+
+They run on the GPU thread (or a Redis worker) like every other job, so they wait their
+turn in the fair queue, count against each member's limits, survive restarts, and never
+load a second copy of a model beside the one generating images. Their answer is JSON
+(`WorkResult.data`), stored with the job (`Job.result_json`) instead of images.
+
+`TextAnswers` holds the captioner (`CAPTION_MODEL`, loaded on the first /describe) and
+runs both kinds; the executor hands it the loaded generator for /shorten's encoders.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.diffusion.shorten import Shortening, ShortenTask, shorten
+from engine.errors import PromptError, TesseraError
+from engine.imaging.decode import decode_image
+from engine.jobs.model import JobKind
+from engine.vision.describe import Describer, Description
+
+if TYPE_CHECKING:
+    from engine.diffusion.generate import Generator
+
+log = logging.getLogger(__name__)
+
+DESCRIBE_AGAIN_MAX = 1000  # 🔄 presses one picture can take (the offset of its next-best phrases)
+DEFAULT_MAX_PIXELS = 40_000_000  # IMAGE_PROMPT_MAX_PIXELS's default: a kept picture is within it
+
+
+def check_answer(kind: str, data: Any) -> dict:
+    """`data` as a well-formed answer of `kind` (canonical JSON), or `ValueError`: a result from
+    a Redis worker or the database is checked before it is stored or shown."""
+    if kind == JobKind.DESCRIBE:
+        return Description.from_json(data).to_json()
+    if kind == JobKind.SHORTEN:
+        return Shortening.from_json(data).to_json()
+    raise ValueError(f"a {kind} job does not answer text")
+
+
+def describe_offset(options: Any) -> int:
+    offset = options.get("offset", 0) if isinstance(options, dict) else None
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= DESCRIBE_AGAIN_MAX:
+        raise PromptError(f"describe again at most {DESCRIBE_AGAIN_MAX} times.")
+    return offset
+
+
+class TextAnswers:
+    """The captioner (loaded once, on first use) and the two text-answering job kinds."""
+
+    def __init__(self, caption_model: str = "", *, device: str = "auto", dtype: str = "auto",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.caption_model = caption_model
+        self.device, self.dtype = device, dtype
+        self.max_pixels = max_pixels
+        self._describer: Describer | None = None
+
+    def describe(self, options: dict) -> dict:
+        """Four prompts for the picture at `options["source"]` (a file: the bot's kept copy,
+        or the worker's copy of the bytes sent with the batch), decoded with the checked
+        decoder; `options["offset"]` deals the next-best phrases."""
+        offset = describe_offset(options)
+        source = options.get("source")
+        if not isinstance(source, str) or not source:
+            raise PromptError("this /describe job names no picture; run /describe again.")
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise TesseraError("The picture to describe is no longer on disk (it may have been pruned); "
+                               "run /describe again.") from None
+        image = decode_image(data, max_bytes=4 * self.max_pixels + 2**20, max_pixels=self.max_pixels,
+                             source="The picture")
+        return self._captioner().describe(image, offset=offset).to_json()
+
+    def shorten(self, generator: Generator, options: dict) -> dict:
+        """Word weights and shorter prompts, measured with the loaded model's own text
+        encoders, with no LoRA active (a LoRA left by the last batch would skew the weights)."""
+        task = ShortenTask.from_options(options)
+        if generator.adapters.loras.activate(()):
+            generator.encoder.forget()
+        return shorten(generator.encoder, task).to_json()
+
+    def _captioner(self) -> Describer:
+        if self._describer is None:
+            if not self.caption_model.strip():
+                raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning "
+                                  "model such as Salesforce/blip-image-captioning-large).")
+            self._describer = Describer(self.caption_model, device=self.device, dtype=self.dtype)
+        return self._describer
+
+    def close(self) -> None:
+        self._describer = None
