@@ -43,15 +43,17 @@ UPDATE jobs SET
     queued_at = CASE WHEN :to = 'queued' THEN :now ELSE queued_at END,
     started_at = CASE WHEN :to = 'running' THEN :now ELSE started_at END,
     finished_at = CASE WHEN :to IN ('done', 'failed', 'cancelled') THEN :now ELSE finished_at END,
-    error = CASE WHEN :to = 'running' THEN NULL ELSE coalesce(:error, error) END,
-    result_json = coalesce(:result, result_json)
+    error = CASE WHEN :to = 'running' THEN NULL ELSE coalesce(:error, error) END{result}
 WHERE id = :id AND state IN ({sources})
 RETURNING *
 """
 _TRANSITION_SQL: dict[JobState, str] = {
-    target: _TRANSITION_TEMPLATE.format(sources=", ".join(f"'{s}'" for s in sources))
+    target: _TRANSITION_TEMPLATE.format(sources=", ".join(f"'{s}'" for s in sources), result="")
     for target, sources in _SOURCES.items() if sources
 }
+# Reaching "done" with a text answer (/describe, /shorten) stores it in the same statement.
+_DONE_WITH_RESULT_SQL = _TRANSITION_TEMPLATE.format(
+    sources=", ".join(f"'{s}'" for s in _SOURCES[JobState.DONE]), result=",\n    result_json = :result")
 
 
 def _check_int(name: str, value: int | None) -> None:
@@ -147,14 +149,14 @@ class JobRepository:
         """
         to = JobState(to)
         key = ids.normalise(job_id)
-        sql = _TRANSITION_SQL.get(to)
+        if result is not None and to is not JobState.DONE:
+            raise ValueError("only a job becoming done carries an answer")
+        sql = _DONE_WITH_RESULT_SQL if result is not None else _TRANSITION_SQL.get(to)
         if sql is not None:
-            found = await self._db.write(
-                sql,
-                {"to": to.value, "now": rows.now(), "error": error, "id": key,
-                 "result": None if result is None else rows.dump_json(result)},
-                durable=to.finished,
-            )
+            params: dict[str, object] = {"to": to.value, "now": rows.now(), "error": error, "id": key}
+            if result is not None:
+                params["result"] = rows.dump_json(result)
+            found = await self._db.write(sql, params, durable=to.finished)
             if found:
                 return rows.job(found[0])
         current = await self.get(key)
