@@ -337,22 +337,27 @@ async def quick_parse(interaction: discord.Interaction, text: str) -> None:
     await service_of(interaction).parse_prompt(text, user_id=interaction.user.id, guild_id=interaction.guild_id)
 
 
-async def start_prompt(interaction: discord.Interaction, prompt: str, *, image_url: str | None, confirmed: bool = False) -> None:
+async def start_prompt(interaction: discord.Interaction, prompt: str, *, image_url: str | None,
+                       style_urls: tuple[str, ...] = (), character_urls: tuple[str, ...] = (),
+                       confirmed: bool = False) -> None:
     """Queue a prompt for the interaction's user and show its jobs (or ask to confirm).
 
     `/imagine`, its confirmation and the gallery's 🔁 Remix form all start prompts here; the
-    confirmation's buttons are whatever the features placed on "confirm" messages."""
+    confirmation's buttons are whatever the features placed on "confirm" messages, and the
+    held prompt keeps the attachments (`image_url`, `style_urls`, `character_urls`)."""
 
     await check_channel(interaction)
     service = service_of(interaction)
     try:
         jobs = await service.imagine(user_id=interaction.user.id, prompt_text=prompt, guild_id=interaction.guild_id,
-                                     channel_id=interaction.channel_id, image_url=image_url, confirmed=confirmed,
+                                     channel_id=interaction.channel_id, image_url=image_url, style_urls=style_urls,
+                                     character_urls=character_urls, confirmed=confirmed,
                                      priority=await member_priority(interaction))
     except NeedsConfirmation as ask:
         key = client_of(interaction).pending.put(PendingPrompt(
             user_id=interaction.user.id, prompt_text=prompt, guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id, image_url=image_url, count=ask.count, created=time.monotonic()))
+            channel_id=interaction.channel_id, image_url=image_url, count=ask.count, created=time.monotonic(),
+            style_urls=style_urls, character_urls=character_urls))
         await remove_placeholder(interaction)
         await interaction.followup.send(
             f"This prompt makes **{ask.count} jobs** (one message each). Run them all?",

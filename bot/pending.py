@@ -25,6 +25,8 @@ class PendingPrompt:
     image_url: str | None
     count: int
     created: float
+    style_urls: tuple[str, ...] = ()  # `/imagine`'s `sref` attachment, kept for "Run all N jobs"
+    character_urls: tuple[str, ...] = ()  # its `cref` attachment
 
 
 class PendingPrompts:

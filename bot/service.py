@@ -426,13 +426,19 @@ class Tessera:
 
     # ----- commands ---------------------------------------------------------------------
     async def imagine(self, *, user_id: int, prompt_text: str, guild_id: int | None = None,
-                      channel_id: int | None = None, image_url: str | None = None, confirmed: bool = False,
+                      channel_id: int | None = None, image_url: str | None = None,
+                      style_urls: Sequence[str] = (), character_urls: Sequence[str] = (), confirmed: bool = False,
                       priority: int = 0, sampler: str | None = None) -> list[Job]:
         """Parse, check, resolve and queue a prompt: one job per expansion and --repeat.
 
+        `image_url`, `style_urls` and `character_urls` are `/imagine`'s attachments (an image
+        prompt, `sref`, `cref`): each acts as if its link were typed in front of the prompt or
+        after `--sref` / `--cref` in every expansion (same checks, caps and fetch; the request
+        and its PNGs record them), while the stored text stays what the member typed.
         `sampler` overrides the user's and the server's (the CLI's --sampler)."""
 
         prompt = await self.parse_prompt(prompt_text, user_id=user_id, guild_id=guild_id)
+        expansions = [e.with_references(tuple(style_urls), tuple(character_urls)) for e in prompt.expansions]
         prompt_text = prompt.raw  # with the suffix, options and styles expanded: what is stored is what ran
         await self._check_words(prompt_text, guild_id)
         count = prompt.jobs
@@ -449,12 +455,12 @@ class Tessera:
         plans: list[tuple[Expansion, GenerationRequest]] = []
         fetched: dict[tuple[tuple[str, ...], ...], tuple[str | None, tuple[str, ...], tuple[str, ...]]] = {}
         keys = [(((image_url,) if image_url else ()) + tuple(e.images), e.reference_links("sref"),
-                 e.reference_links("cref")) for e in prompt.expansions]
+                 e.reference_links("cref")) for e in expansions]
         with_refs = [k for k in dict.fromkeys(keys) if k[1] or k[2]]
         if with_refs:  # before any fetch: every different set is fetched once, all share one bound
             self._check_references(profile.family, "--sref" if any(k[1] for k in with_refs) else "--cref",
                                    sum(len(a) + len(b) + len(c) for a, b, c in dict.fromkeys(keys)))
-        for expansion, key in zip(prompt.expansions, keys, strict=True):
+        for expansion, key in zip(expansions, keys, strict=True):
             urls, srefs, crefs = key
             if key not in fetched:
                 fetched[key] = await self._fetch_pictures(urls, srefs, crefs) if any(key) else (None, (), ())
@@ -1117,8 +1123,8 @@ class Tessera:
                               "IP-Adapter.")
         limit = self.settings.prompt_max_images
         if pictures > limit:
-            raise PromptError(f"this prompt has {pictures} pictures to fetch (image links, --sref and --cref "
-                              f"together, over its {{}} expansions); the most is {limit}.")
+            raise PromptError(f"this prompt has {pictures} pictures to fetch (image links, --sref and --cref, "
+                              f"linked or attached, over all its expansions); the most is {limit}.")
 
     def _fetch_limits(self) -> tuple[FetchPolicy, FetchLimits]:
         settings = self.settings

@@ -1,4 +1,4 @@
-"""`/imagine prompt [image]`: make a 2×2 grid from a prompt — and 🔄, which makes it again.
+"""`/imagine prompt [image] [lora] [sref] [cref]`: make a 2×2 grid from a prompt — and 🔄, which makes it again.
 
 The answer comes at once: a prompt error is answered before anything else (parsing is pure
 and takes well under a millisecond), everything else after a deferral. A prompt that makes
@@ -37,8 +37,9 @@ CONFIRM = "confirm"  # run a prompt that makes more than 4 jobs; "job" is a conf
 DISMISS = "dismiss"  # do not run it
 ENHANCE = "enhance"  # ✨ Enhance under a draft grid: the same seeds at full quality
 
-HELP = {"commands": "`/imagine prompt [image] [lora]` — four images from a prompt (an attached image starts them; "
-                    "`lora` adds `--lora name:1`, see `/loras`; `--draft` draws a fast few-step draft)",
+HELP = {"commands": "`/imagine prompt [image] [lora] [sref] [cref]` — four images from a prompt (an attached "
+                    "`image` starts them; an attached `sref` or `cref` picture works like a `--sref` or `--cref` "
+                    "link; `lora` adds `--lora name:1`, see `/loras`; `--draft` draws a fast few-step draft)",
         "buttons": "**🔄** under a grid: the same prompt again with a new seed · **✨ Enhance** under a draft: the "
                    "same seeds at full quality"}
 
@@ -56,17 +57,30 @@ def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
 @app_commands.command(name="imagine", description="Make four images from a prompt (Midjourney syntax: --ar, --no, --seed, …)")
 @app_commands.describe(prompt="What to draw, with optional parameters like --ar 16:9 --no text --seed 7",
                        image="An image to start from (image prompt)",
-                       lora="A LoRA from /loras (adds --lora name:1 to the prompt)")
+                       lora="A LoRA from /loras (adds --lora name:1 to the prompt)",
+                       sref="A style reference picture (like --sref)",
+                       cref="A character reference picture (like --cref)")
 @app_commands.autocomplete(lora=lora_choices)
 async def imagine(interaction: discord.Interaction, prompt: str, image: discord.Attachment | None = None,
-                  lora: app_commands.Range[str, 1, 64] | None = None) -> None:
+                  lora: app_commands.Range[str, 1, 64] | None = None, sref: discord.Attachment | None = None,
+                  cref: discord.Attachment | None = None) -> None:
     async with guarded(interaction):
         if lora:
             prompt = with_lora(prompt, lora)
+        max_bytes = service_of(interaction).settings.image_prompt_max_bytes
+        # Every attachment's free checks (declared type and size) before any deferral or work;
+        # the service counts the pictures against the prompt's caps and fetches them like links.
+        image_url = check_image(image, max_bytes)
+        style_urls = _urls(check_image(sref, max_bytes))
+        character_urls = _urls(check_image(cref, max_bytes))
         await quick_parse(interaction, prompt)
         await defer_public(interaction)
-        await start_prompt(interaction, prompt,
-                           image_url=check_image(image, service_of(interaction).settings.image_prompt_max_bytes))
+        await start_prompt(interaction, prompt, image_url=image_url, style_urls=style_urls,
+                           character_urls=character_urls)
+
+
+def _urls(url: str | None) -> tuple[str, ...]:
+    return (url,) if url else ()
 
 
 def with_lora(prompt: str, name: str) -> str:
@@ -96,7 +110,8 @@ async def press_confirm(interaction: discord.Interaction, key: str) -> None:
     if prompt is None:
         raise TesseraError("This confirmation has expired or was already used. Run `/imagine` again.")
     await defer_public(interaction)
-    await start_prompt(interaction, prompt.prompt_text, image_url=prompt.image_url, confirmed=True)
+    await start_prompt(interaction, prompt.prompt_text, image_url=prompt.image_url, style_urls=prompt.style_urls,
+                       character_urls=prompt.character_urls, confirmed=True)
 
 
 async def press_dismiss(interaction: discord.Interaction, key: str) -> None:

@@ -28,7 +28,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, cast
 
@@ -236,6 +236,29 @@ class Expansion:
             if _link(body) is not None:
                 links.append(body)
         return tuple(links)
+
+    def with_references(self, sref: tuple[str, ...] = (), cref: tuple[str, ...] = ()) -> Expansion:
+        """This expansion with more `--sref` / `--cref` pictures, after the links it has: the
+        `/imagine` attachments, which must act exactly like typed links (`--sw`/`--cw` apply,
+        the request records them, the caps count them) without being pasted into the text
+        the member wrote (`source` is unchanged).
+
+        The links come from Discord, not from the member, but each is still checked as a
+        typed link would be (an http(s) link with a host and a path, bounded, one word and
+        no `::` weight), so a value that would read back differently is refused here.
+        """
+        if not sref and not cref:
+            return self
+        extra = dict(self.params.extra)
+        for name, links in (("sref", sref), ("cref", cref)):
+            for link in links:
+                if (len(link) > _LINK_MAX or _link(link) != link or "::" in link
+                        or any(c.isspace() for c in link)):
+                    raise PromptError(f"The picture attached as `{name}` has an address Tessera cannot use "
+                                      f"({_show(link)}); attach it again or give an image link with --{name}.")
+            if links:
+                extra[name] = " ".join(v for v in (extra.get(name, ""), *links) if v)
+        return replace(self, params=replace(self.params, extra=extra))
 
     @classmethod
     def from_json(cls, data: dict) -> Expansion:
@@ -1347,7 +1370,8 @@ SYNTAX_HELP = """\
   `--q .25|.5|1|2|4` quality · `--s 0–1000` stylize · `--c 0–100` chaos · `--w 0–3000` weird
   `--stop 10–100` · `--tile` seamless · `--r 1–40` repeat · `--iw 0–3` image weight
   `--exp 0–100` more guidance · `--raw` = `--style raw`
-  Every other Midjourney parameter (`--v`, `--niji`, `--style`, `--sref`, `--cref`, `--oref`, `--profile`, `--sv`, 2022's `--hd` …) is accepted; `tessera parse` and the result say which were ignored.
+  `--sref links` `--sw 0–1000` style pictures · `--cref link` `--cw 0–100` character (or attach them: `/imagine` sref, cref)
+  Every other Midjourney parameter (`--v`, `--niji`, `--style`, `--oref`, `--profile`, `--sv`, 2022's `--hd` …) is accepted; `tessera parse` and the result say which were ignored.
 • Multi-prompts: `::` splits ideas, a number after it weighs the part before:
   `space ship` is one idea, `space:: ship` two, `space::2 ship` weighs space double,
   `hot dog::1.5 food::-.5` (weights may be negative; their sum must be positive).

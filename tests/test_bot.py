@@ -88,7 +88,7 @@ def test_tessera_commands_prints_json(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["commands"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed[0]["name"] == "imagine"
-    assert [o["name"] for o in printed[0]["options"]] == ["prompt", "image", "lora"]
+    assert [o["name"] for o in printed[0]["options"]] == ["prompt", "image", "lora", "sref", "cref"]
     assert printed[0]["options"][2]["autocomplete"] is True
 
 
