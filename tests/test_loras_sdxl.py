@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from engine.diffusion.generate import Generator
-from engine.diffusion.loras import BatchAdapters
+from engine.diffusion.loras import BatchAdapters, Catalog
 from engine.diffusion.models import LoadedModel, load_model
-from engine.prompt import WeightedText
-from engine.request import GenerationRequest
+from engine.prompt import PromptContext, WeightedText, parse
+from engine.request import GenerationRequest, resolve
 
 torch.set_num_threads(2)
 
@@ -72,15 +72,53 @@ def diffusers_xl_images(folder: Path, request: GenerationRequest,
     return list(out.images)
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.6])
-def test_sdxl_lora_equals_diffusers(generator: Generator, plain: list[Image.Image], tiny_models: dict[str, Path],
-                                    weight: float) -> None:
-    request = make_request(loras=(("tiny_xl", weight),))
+def typed(sdxl: LoadedModel, tiny_models: dict[str, Path], text: str) -> GenerationRequest:
+    """The request a member's prompt becomes (parse against the LoRA folder's names, resolve)."""
+    context = PromptContext(loras=Catalog(tiny_models["loras"]).names())
+    request = resolve(parse(text, context=context).expansions[0], profile=replace(sdxl.profile, native=64, steps=3),
+                      model="tiny", sampler="euler")
+    return replace(request, count=2)
+
+
+@pytest.mark.parametrize("weight", ["1", "0.6"])
+@pytest.mark.parametrize("name", ["tiny_xl", "tiny_xl_kohya"])  # diffusers layout, kohya layout (lora_te1_/te2_)
+def test_sdxl_lora_equals_diffusers(generator: Generator, sdxl: LoadedModel, tiny_models: dict[str, Path],
+                                    name: str, weight: str) -> None:
+    request = typed(sdxl, tiny_models, f"a red lighthouse at dusk --lora {name}:{weight} --seed 1234")
+    assert request.loras == ((name, float(weight)),) and (request.width, request.steps) == (64, 3)
     ours = generator.generate([request])[0]
-    theirs = diffusers_xl_images(tiny_models["sdxl"], request, [(tiny_models["loras"] / "tiny_xl.safetensors", weight)])
+    theirs = diffusers_xl_images(tiny_models["sdxl"], request,
+                                 [(tiny_models["loras"] / f"{name}.safetensors", float(weight))])
+    plain = generator.generate([replace(request, loras=())])[0]
     for a, b, c in zip(ours, theirs, plain, strict=True):
         assert mean_diff(a, b) <= 1.0, mean_diff(a, b)
         assert mean_diff(a, c) > 2  # the LoRA really changed the picture
+
+
+def test_two_sdxl_loras_together_equal_diffusers(generator: Generator, tiny_models: dict[str, Path]) -> None:
+    request = make_request(loras=(("tiny_xl", 0.7), ("tiny_xl_kohya", 0.4)), seed=99)
+    ours = generator.generate([request])[0]
+    theirs = diffusers_xl_images(tiny_models["sdxl"], request,
+                                 [(tiny_models["loras"] / f"{name}.safetensors", w) for name, w in request.loras])
+    for a, b in zip(ours, theirs, strict=True):
+        assert mean_diff(a, b) <= 1.0, mean_diff(a, b)
+
+
+@pytest.mark.parametrize("name", ["tiny_xl", "tiny_xl_kohya"])
+def test_sdxl_lora_reaches_both_text_encoders(generator: Generator, name: str) -> None:
+    """Each text encoder's output moves with the LoRA's weight, and comes back without it: the
+    pooled embedding is text_encoder_2's alone, the first 32 features of the hidden states text_encoder's."""
+    text = "a red lighthouse at dusk"
+    outputs = []
+    for loras in ((), ((name, 1.0),), ((name, 0.5),), ()):
+        generator.adapters.prepare([make_request(loras=loras)])
+        outputs.append(generator.encoder.encode_text(text))
+    width = generator.pipe.text_encoder.config.hidden_size
+    for part in (lambda e: e[0][..., :width], lambda e: e[0][..., width:], lambda e: e[1]):
+        plain, full, half, again = (part(e) for e in outputs)
+        assert torch.equal(plain, again)
+        assert (full - plain).abs().mean() > 1e-3 and (half - plain).abs().mean() > 1e-3
+        assert not torch.allclose(full, half)
 
 
 def test_sdxl_lora_at_weight_zero_is_no_lora(generator: Generator, plain: list[Image.Image]) -> None:
