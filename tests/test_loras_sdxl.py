@@ -18,6 +18,7 @@ from PIL import Image
 from engine.diffusion.generate import Generator
 from engine.diffusion.loras import BatchAdapters, Catalog
 from engine.diffusion.models import LoadedModel, load_model
+from engine.errors import ModelError
 from engine.prompt import PromptContext, WeightedText, parse
 from engine.request import GenerationRequest, resolve
 
@@ -128,3 +129,33 @@ def test_sdxl_lora_at_weight_zero_is_no_lora(generator: Generator, plain: list[I
     assert mean_diff(plain[0], with_lora[0]) > 2
     again = generator.generate([make_request()])[0]  # nothing of the LoRA is left on the pipeline
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(plain, again, strict=True))
+
+
+def test_a_lora_that_fails_part_way_leaves_nothing_behind(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """diffusers loads an SDXL LoRA into unet, text_encoder, then text_encoder_2; when the last
+    part does not fit, the first two stayed loaded and active: every later job (anyone's) ran
+    with them, and the file could never be retried ("adapter name already in use")."""
+    from safetensors.torch import load_file, save_file
+
+    source = tiny_models["loras"] / "tiny_xl.safetensors"
+    (tmp_path / "good.safetensors").write_bytes(source.read_bytes())
+    state = load_file(str(source))
+    assert any(key.startswith("text_encoder_2.") for key in state)
+    save_file({key: torch.zeros(value.shape[0], value.shape[1] + 3) if key.startswith("text_encoder_2.")
+               and ".down." in key else value for key, value in state.items()}, str(tmp_path / "bad.safetensors"))
+    model = load_model(str(tiny_models["sdxl"]), device="cpu")  # its own pipeline: no adapters yet
+    generator = Generator(model, adapters=BatchAdapters(model.pipe, model.family, lora_dir=tmp_path))
+    request = make_request(count=1, steps=2)
+    plain = generator.generate([request])[0][0]
+    for _ in range(2):  # and a second time: the same sentence, not "already in use"
+        with pytest.raises(ModelError) as error:
+            generator.generate([replace(request, loras=(("bad", 1.0),))])
+        assert np.array_equal(pixels(generator.generate([request])[0][0]), pixels(plain))
+        assert str(error.value) == "the LoRA bad does not fit this model (SDXL); choose another one"
+    good = generator.generate([replace(request, loras=(("good", 1.0),))])[0][0]
+    assert mean_diff(good, plain) > 2
+    with pytest.raises(ModelError):
+        generator.generate([replace(request, loras=(("bad", 0.5),))])
+    again = generator.generate([replace(request, loras=(("good", 1.0),))])[0][0]  # the set before the failure
+    assert np.array_equal(pixels(again), pixels(good))
+    assert np.array_equal(pixels(generator.generate([request])[0][0]), pixels(plain))
