@@ -159,3 +159,22 @@ def test_a_lora_that_fails_part_way_leaves_nothing_behind(tiny_models: dict[str,
     again = generator.generate([replace(request, loras=(("good", 1.0),))])[0][0]  # the set before the failure
     assert np.array_equal(pixels(again), pixels(good))
     assert np.array_equal(pixels(generator.generate([request])[0][0]), pixels(plain))
+
+
+def test_a_lora_file_with_mixed_dtypes_is_not_taken_for_another_family(plain: list[Image.Image],
+                                                                        tiny_models: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    """safetensors files list tensors by dtype first: when a `down_blocks` up matrix comes
+    first, its width (the rank) was read as the text-feature width and a fitting LoRA refused."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny_models["loras"] / "tiny_xl.safetensors"))
+    mixed = {key: value if "down_blocks" in key and "attn2.to_k" in key and ".up." in key else value.half()
+             for key, value in state.items()}
+    save_file(mixed, str(tmp_path / "mixed.safetensors"))
+    first = next(key for key in load_file(str(tmp_path / "mixed.safetensors")) if "attn2" in key)
+    assert "down_blocks" in first and first.endswith(".up.weight")  # the order that misled the check
+    model = load_model(str(tiny_models["sdxl"]), device="cpu")
+    own = Generator(model, adapters=BatchAdapters(model.pipe, model.family, lora_dir=tmp_path))
+    images = own.generate([make_request(loras=(("mixed", 1.0),))])[0]
+    assert mean_diff(images[0], plain[0]) > 2

@@ -146,9 +146,15 @@ def lora_context_width(state_dict: dict[str, Any]) -> int | None:
     SD 2.x, 2048 for SDXL), read from its `attn2.to_k` down matrix; None when it has none."""
     for key, value in state_dict.items():
         shape: tuple[int, ...] = tuple(getattr(value, "shape", ()))
-        if "attn2" in key and "to_k" in key and ("down" in key or "lora_A" in key) and len(shape) == 2:
+        # The down (A) matrix by its own path part: "down" anywhere also matches the *up* matrices
+        # of `down_blocks` (their width is the rank), which come first when a file mixes dtypes.
+        # kohya `….lora_down.weight`, diffusers `….lora.down.weight`, peft `….lora_A[.adapter].weight`.
+        if "attn2" in key and "to_k" in key and len(shape) == 2 and _DOWN_PARTS.intersection(key.split(".")):
             return int(shape[-1])
     return None
+
+
+_DOWN_PARTS = frozenset({"lora_down", "down", "lora_A"})
 
 
 def lora_family(state_dict: dict[str, Any]) -> str | None:
