@@ -178,3 +178,20 @@ def test_a_lora_file_with_mixed_dtypes_is_not_taken_for_another_family(plain: li
     own = Generator(model, adapters=BatchAdapters(model.pipe, model.family, lora_dir=tmp_path))
     images = own.generate([make_request(loras=(("mixed", 1.0),))])[0]
     assert mean_diff(images[0], plain[0]) > 2
+
+
+def test_names_that_differ_only_in_dot_dash_underscore_are_two_loras(tiny_models: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """`ab.c`, `ab-c` and `ab_c` are three valid names (three files); as peft adapter names they
+    all became `lora_ab_c`, so one replaced the other on the pipeline."""
+    for name, source in (("ab.c", "tiny_xl"), ("ab_c", "tiny_xl_kohya"), ("tiny_xl", "tiny_xl"),
+                         ("tiny_xl_kohya", "tiny_xl_kohya")):
+        (tmp_path / f"{name}.safetensors").write_bytes((tiny_models["loras"] / f"{source}.safetensors").read_bytes())
+    model = load_model(str(tiny_models["sdxl"]), device="cpu")
+    own = Generator(model, adapters=BatchAdapters(model.pipe, model.family, lora_dir=tmp_path))
+    request = make_request(count=1, steps=2)
+    expected = own.generate([replace(request, loras=(("tiny_xl", 0.7), ("tiny_xl_kohya", 0.4)))])[0][0]
+    both = own.generate([replace(request, loras=(("ab.c", 0.7), ("ab_c", 0.4)))])[0][0]
+    assert np.array_equal(pixels(both), pixels(expected))
+    assert np.array_equal(pixels(own.generate([replace(request, loras=(("ab.c", 1.0),))])[0][0]),
+                          pixels(own.generate([replace(request, loras=(("tiny_xl", 1.0),))])[0][0]))

@@ -194,8 +194,10 @@ class LoraCache:
 
 
 def _adapter(name: str) -> str:
-    """peft adapter names may not contain dots (they are module paths)."""
-    return "lora_" + name.replace(".", "_").replace("-", "_")
+    """The peft adapter name of LoRA `name`: no dots (they are module paths), and one name per
+    file: `_` `.` `-` become `__` `_d` `_h` (a prefix-free code), so `a.b`, `a-b` and `a_b`,
+    three files, stay three adapters instead of replacing one another."""
+    return "lora_" + name.replace("_", "__").replace(".", "_d").replace("-", "_h")
 
 
 class LoraApplier:
