@@ -19,8 +19,11 @@ Why the pieces are shaped this way:
   disables LoRA layers altogether. Batches group by their LoRA set (`GenerationRequest.batch_key`),
   so jobs with different LoRAs never share a UNet call and cannot leak into each other.
 - **Family check**: an SDXL LoRA on an SD 1.x model (or the reverse) fails inside diffusers
-  with a shape error deep in peft; `lora_family` reads the keys first so the user is told
-  "this LoRA is for SDXL" instead.
+  with a shape error deep in peft; the width of its cross-attention (`lora_context_width`) is
+  read first so the user is told "this LoRA is for SDXL" instead.
+- **A load that fails part-way** (diffusers loads unet, text_encoder, then SDXL's
+  text_encoder_2, and undoes none of them when a later one fails) is removed again, and the
+  next batch sets its adapters afresh: a broken file must not act on anyone's later jobs.
 """
 
 from __future__ import annotations
@@ -143,9 +146,15 @@ def lora_context_width(state_dict: dict[str, Any]) -> int | None:
     SD 2.x, 2048 for SDXL), read from its `attn2.to_k` down matrix; None when it has none."""
     for key, value in state_dict.items():
         shape: tuple[int, ...] = tuple(getattr(value, "shape", ()))
-        if "attn2" in key and "to_k" in key and ("down" in key or "lora_A" in key) and len(shape) == 2:
+        # The down (A) matrix by its own path part: "down" anywhere also matches the *up* matrices
+        # of `down_blocks` (their width is the rank), which come first when a file mixes dtypes.
+        # kohya `….lora_down.weight`, diffusers `….lora.down.weight`, peft `….lora_A[.adapter].weight`.
+        if "attn2" in key and "to_k" in key and len(shape) == 2 and _DOWN_PARTS.intersection(key.split(".")):
             return int(shape[-1])
     return None
+
+
+_DOWN_PARTS = frozenset({"lora_down", "down", "lora_A"})
 
 
 def lora_family(state_dict: dict[str, Any]) -> str | None:
@@ -185,8 +194,10 @@ class LoraCache:
 
 
 def _adapter(name: str) -> str:
-    """peft adapter names may not contain dots (they are module paths)."""
-    return "lora_" + name.replace(".", "_").replace("-", "_")
+    """The peft adapter name of LoRA `name`: no dots (they are module paths), and one name per
+    file: `_` `.` `-` become `__` `_d` `_h` (a prefix-free code), so `a.b`, `a-b` and `a_b`,
+    three files, stay three adapters instead of replacing one another."""
+    return "lora_" + name.replace("_", "__").replace(".", "_d").replace("-", "_h")
 
 
 class LoraApplier:
@@ -236,9 +247,28 @@ class LoraApplier:
             # diffusers converts kohya/A1111 keys in place: give it a copy, keep the cached dict intact.
             self.pipe.load_lora_weights(dict(state), adapter_name=adapter)
         except Exception as exc:
-            raise ModelError(f"the LoRA {name} cannot be applied to this model: {exc}") from None
+            self._discard_partial(adapter)
+            # diffusers' and peft's messages are long reports of layer names and shapes: the log
+            # gets them, the member a sentence (TesseraError text is shown in Discord as it is).
+            log.warning("the LoRA %s (%s) cannot be applied to this model: %s", name, path, exc, exc_info=exc)
+            raise ModelError(f"the LoRA {name} does not fit this model "
+                             f"({_FAMILY_NAMES.get(self.family, self.family)}); choose another one") from None
         self._loaded[adapter] = stamp
         return adapter
+
+    def _discard_partial(self, adapter: str) -> None:
+        """Remove what a failed `load_lora_weights` left behind.
+
+        diffusers loads a LoRA one model at a time (SDXL: unet, text_encoder, text_encoder_2)
+        and does not undo the models already done when a later one fails (a part that does
+        not fit, out of memory): those layers stay registered and active, so every later job
+        would run with them, and loading the file again fails with "adapter name already in use".
+        """
+        try:
+            if any(adapter in names for names in self.pipe.get_list_adapters().values()):
+                self.pipe.delete_adapters([adapter])
+        except Exception:
+            log.exception("could not remove the half-loaded LoRA adapter %s; later images may differ", adapter)
 
     def activate(self, loras: Sequence[tuple[str, float]]) -> bool:
         """Make exactly `loras` active (weights as given); True when anything changed.
@@ -248,8 +278,17 @@ class LoraApplier:
         wanted = tuple((name, float(weight)) for name, weight in loras if float(weight) != 0.0)
         if wanted == self._active:
             return False
+        try:
+            return self._activate(wanted)
+        except Exception:
+            # A load that failed part-way (even once cleaned up) may have changed which adapters are
+            # active on each model: the next batch sets its own set again instead of trusting `_active`.
+            self._active = None
+            raise
+
+    def _activate(self, wanted: tuple[tuple[str, float], ...]) -> bool:
         if not wanted:
-            if self._loaded:
+            if any(self.pipe.get_list_adapters().values()):  # what the models hold, not only what loaded whole
                 self.pipe.disable_lora()
             self._active = ()
             return True
