@@ -1,0 +1,5 @@
+-- Tessera schema version 7: a placeholder on the h17-maint branch only. The lead's
+-- 0007_*.sql takes this number; when it lands, delete this file (the migration runner
+-- refuses two files numbered 0007, so a merge that keeps both fails loudly at the first start).
+-- Migrations must run 1..N with no gap (storage/sqlite.py `migrations`), which is why
+-- 0008_gallery_index.sql cannot be shipped on its own.
