@@ -38,7 +38,7 @@ SUBCOMMANDS: dict[str, str] = {
     "seed": "print the seed of a job",
     "worker": "run a GPU worker that takes jobs from Redis",
     "doctor": "check the database and image folder for problems",
-    "prune": "delete old unshared images and their rows",
+    "prune": "delete old unshared images and old /describe and /shorten suggestions",
     "commands": "print the slash commands the bot would sync, as JSON",
     "invite": "print the link that adds the bot to a server, with the permissions it needs",
     "web": "serve the web gallery of DATA_DIR alone (read-only)",

@@ -141,17 +141,25 @@ class PruneReport:
     files: int = 0  # files deleted
     bytes_freed: int = 0
     kept_shared: int = 0  # old images kept because they are in the gallery
+    suggestions: int = 0  # /describe and /shorten suggestions deleted (or that would be)
     dry_run: bool = False
 
 
 async def prune(storage: Storage, older_than: timedelta, *, dry_run: bool = False) -> PruneReport:
-    """Delete images (rows, then files) of finished jobs older than `older_than`, unless shared.
+    """Delete images (rows, then files) of finished jobs older than `older_than`, unless shared,
+    and the prompts /describe and /shorten suggested that were last offered before then.
 
-    Job rows stay, so `/seed` and `tessera jobs` still know old jobs; only the pixels go.
+    Job rows stay, so `/seed` and `tessera jobs` still know old jobs; only the pixels go. The
+    suggestions share the age (no setting of their own): a button under an answer as old as
+    the images that prune deletes is as stale, and it answers that its prompts are gone.
     """
     db = storage.db
     cutoff = rows.now() - older_than.total_seconds()
     report = PruneReport(dry_run=dry_run)
+    if dry_run:
+        report.suggestions = await storage.suggestions.count_older_than(cutoff)
+    else:
+        report.suggestions = await storage.suggestions.prune(cutoff)
     old = """FROM images AS i JOIN jobs AS j ON j.id = i.job_id
              WHERE i.created_at < :cutoff AND j.state IN ('done', 'failed', 'cancelled')"""
     shared = "EXISTS (SELECT 1 FROM gallery AS g WHERE g.job_id = i.job_id AND g.idx = i.idx AND g.removed = 0)"

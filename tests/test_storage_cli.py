@@ -143,3 +143,53 @@ def test_prune_deletes_old_unshared_images_only(env: Path, capsys: pytest.Captur
     assert "deleted 0 images" in capsys.readouterr().out
     assert cli(["prune", "--older-than", "30 days"]) == 1
     assert "like 30d, 12h or 90m" in capsys.readouterr().err
+
+
+def test_prune_deletes_old_suggestions_and_keeps_new_and_reoffered_ones(env: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    old_keys = [f"s:{n:016x}" for n in range(1201)] + ["d:" + "a" * 64 + ":0"]  # more than two prune chunks
+    young_keys = ["s:" + "f" * 16, "d:" + "b" * 64 + ":3"]
+    reoffered = "s:" + "e" * 16  # old, then the same answer given again: its button is new
+
+    async def save(keys: list[str]) -> None:
+        storage = await Storage.open(env)
+        try:
+            for key in keys:
+                await storage.suggestions.save(key, [f"a prompt for {key}", "another"])
+        finally:
+            await storage.close()
+
+    asyncio.run(save([*old_keys[-2:], *young_keys, reoffered]))
+    con = sqlite3.connect(env / "tessera.sqlite3")
+    with con:  # the rest in bulk (1,200 durable saves would take seconds)
+        con.executemany("INSERT INTO suggested_prompts (key, prompts, created_at) VALUES (?, '[\"x\"]', ?)",
+                        [(key, time.time()) for key in old_keys[:-2]])
+        con.execute("UPDATE suggested_prompts SET created_at = created_at - 40 * 86400 WHERE key NOT IN (?, ?)",
+                    young_keys)
+    con.close()
+    asyncio.run(save([reoffered]))
+
+    def kept() -> set[str]:
+        con = sqlite3.connect(env / "tessera.sqlite3")
+        found = {row[0] for row in con.execute("SELECT key FROM suggested_prompts")}
+        con.close()
+        return found
+
+    assert cli(["prune", "--older-than", "30d", "--dry-run"]) == 0
+    assert "would delete 1202 old /describe and /shorten suggestions" in capsys.readouterr().out
+    assert len(kept()) == 1205
+
+    assert cli(["prune", "--older-than", "30d"]) == 0
+    assert "deleted 1202 old /describe and /shorten suggestions" in capsys.readouterr().out
+    assert kept() == {*young_keys, reoffered}
+
+    async def read_back() -> list[tuple[str, ...] | None]:
+        storage = await Storage.open(env)
+        try:
+            return [await storage.suggestions.get(key) for key in (old_keys[0], young_keys[0])]
+        finally:
+            await storage.close()
+
+    assert asyncio.run(read_back()) == [None, (f"a prompt for {young_keys[0]}", "another")]
+    assert cli(["prune", "--older-than", "30d"]) == 0
+    assert "deleted 0 old /describe and /shorten suggestions" in capsys.readouterr().out

@@ -1,8 +1,10 @@
-"""Delete old unshared images and their rows.
+"""Delete old unshared images and their rows, and old suggested prompts.
 
 Removes the images (rows, then files) of finished jobs older than `--older-than` (30d, 12h,
-90m), except images shared in the gallery. Job rows stay, so seeds and history remain.
-Prints how many images and bytes were freed; `--dry-run` only says what would go.
+90m), except images shared in the gallery, and the prompts /describe and /shorten suggested
+that were last offered before then (their buttons then say to run the command again). Job
+rows stay, so seeds and history remain. Prints how many images, bytes and suggestions were
+freed; `--dry-run` only says what would go.
 Safe to run next to a running bot.
 """
 
@@ -43,6 +45,7 @@ async def _run(args: argparse.Namespace) -> int:
           f"{'would free' if report.dry_run else 'freed'} {_size(report.bytes_freed)}")
     if report.kept_shared:
         print(f"kept {report.kept_shared} old images that are shared in the gallery")
+    print(f"{verb} {report.suggestions} old /describe and /shorten suggestions")
     return 0
 
 

@@ -43,8 +43,10 @@ class PromptForm(discord.ui.Modal, title="Imagine this prompt"):
 async def open_form(interaction: discord.Interaction, key: str, number: int) -> None:
     """Open the form pre-filled with prompt `number` (1-based) of the suggestions kept under `key`."""
     prompts = await service_of(interaction).suggested(key)
-    if prompts is None:
-        raise TesseraError("The prompts behind this button are no longer kept on this bot; run the command again.")
+    if prompts is None:  # never kept, or removed as old by `tessera prune`
+        command = "/shorten" if key.startswith("s:") else "/describe"
+        raise TesseraError(f"The suggested prompts behind this button are no longer kept on this bot (old "
+                           f"suggestions are cleared); run `{command}` again for new ones.")
     if not 1 <= number <= len(prompts):
         raise TesseraError(f"There is no prompt {number} here; pick one of 1-{len(prompts)}.")
     await interaction.response.send_modal(PromptForm(prompts[number - 1]))
