@@ -1,6 +1,0 @@
--- Tessera schema version 7: a placeholder on the h17-maint branch only, holding the number of
--- the lead's 0007_text_jobs.sql (on main). DELETE THIS FILE WHEN MERGING: migrations must run
--- 1..N with no gap (storage/sqlite.py `migrations`), so 0008 and 0009 need a 0007 here, and
--- with both files present the runner refuses to start ("not numbered 1..N"), loudly.
--- A database migrated on this branch (tests' temporary ones only) has a 7 that is not
--- 0007_text_jobs.sql: do not keep one.
