@@ -219,6 +219,39 @@ async def test_describe_gives_four_prompts_and_button_2_imagines_prompt_2_after_
         await bot.close()
 
 
+async def test_a_describe_waiting_at_a_restart_is_answered_under_its_message_after_it(
+        tiny_models: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/describe is a queue job: it waits its turn behind a grid (its message says so), is kept
+    through a restart, and its answer is posted, with working buttons, under its message."""
+    first = await start(tiny_models, data_dir)
+    cdn = CDN(first, monkeypatch)
+    first.executor.gate.clear()  # a grid holds the GPU
+    await first.h.run_command("imagine", {"prompt": "a lighthouse --seed 3"})
+    await first.until(lambda: first.executor.ran == [] and first.service.queue.stats().running == 1)
+    interaction = await first.h.run_command("describe", attachments={"image": cdn.attach("fox.png", png((200, 200)))})
+    (waiting,) = [j for j in await first.jobs() if j.kind is JobKind.DESCRIBE]
+    shown = first.http.message(interaction.token) or {}
+    assert "/describe" in shown.get("content", "") and "waiting to start" in shown.get("content", "")
+    await first.h.settle()
+    await first.service.close()  # the process stops with the grid on the GPU and the describe waiting
+    await first.h.close()
+
+    second = await start(tiny_models, data_dir)
+    try:
+        done = await second.finished(waiting.id)
+        assert done.state.value == "done" and done.result_json is not None
+        (reply,) = [c for c in second.http.find("POST", "/channels/{channel_id}/messages")
+                    if "Four prompts" in (c.content or "")]
+        assert reply.json["message_reference"]["message_id"] == int(shown["id"])  # type: ignore[index]
+        assert describe_prompts(reply) == done.result_json["prompts"] and len(reply.custom_ids) == 5
+        token = await second.h.press(reply.custom_ids[0], message_with(reply), user_id=OTHER_USER_ID)
+        (modal,) = second.http.for_token(token)
+        filled, _ = await submit_form(second, modal, user_id=OTHER_USER_ID)
+        assert filled == done.result_json["prompts"][0]  # its buttons find their prompts
+    finally:
+        await second.close()
+
+
 async def test_describe_refuses_a_non_image_an_oversize_file_and_a_picture_it_no_longer_has(bot: Bot, cdn: CDN) -> None:
     text = await bot.h.run_command("describe", attachments={"image": cdn.attach("notes.txt", b"hi", "text/plain")})
     refused(bot, text.token, "`notes.txt` is not an image")

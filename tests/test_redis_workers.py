@@ -56,9 +56,11 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workers(server: RedisServer, small_model: Path, worker_logs: Path) -> Iterator[dict[str, subprocess.Popen]]:
+def workers(server: RedisServer, small_model: Path, worker_logs: Path,
+            tiny_models: dict[str, Path]) -> Iterator[dict[str, subprocess.Popen]]:
     logs = worker_logs
     env = {**os.environ, "MODEL_ID": str(small_model), "DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
+           "CAPTION_MODEL": str(tiny_models["blip"]),
            "DATA_DIR": str(logs / "unused"), "LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
     env.pop("QUEUE_URL", None)
     running: dict[str, subprocess.Popen] = {}
@@ -143,6 +145,39 @@ async def test_the_service_with_queue_url_runs_prompts_on_the_workers(
             assert done[job.id].upload is not None and done[job.id].upload.data
         # The two jobs were handed over together and ran at the same time, one per worker.
         assert {service.queue.worker_of[j.id] for j in jobs} == set(WORKER_IDS)  # type: ignore[attr-defined]
+    finally:
+        await service.close()
+
+
+async def test_describe_and_shorten_run_on_the_workers_and_their_answers_come_back(
+        server: RedisServer, workers: dict[str, subprocess.Popen], small_model: Path, tiny_models: dict[str, Path],
+        data_dir: Path) -> None:
+    """The bot loads no captioner and no text encoder: the picture travels to a worker as bytes,
+    the words as strings, and each answer comes back as JSON, checked and stored with its job."""
+    import io
+
+    from bot.config import load_settings
+    from bot.service import Tessera
+
+    settings = load_settings(queue_url=server.url, model_id=str(small_model), device="cpu", data_dir=data_dir,
+                             caption_model=str(tiny_models["blip"]), queue_batch_size=1)
+    service = await Tessera.start(settings)
+    try:
+        await wait_for_workers(service.queue, workers)  # type: ignore[arg-type]
+        buffer = io.BytesIO()
+        Image.new("RGB", (96, 64), (200, 120, 40)).save(buffer, "PNG")
+        described = await service.describe(user_id=1, image_bytes=buffer.getvalue())
+        shortened = await service.shorten(user_id=2, prompt_text="a small red fox in deep snow --ar 3:2")
+        description = await service.answer_of(described, timeout=120)
+        shortening = await service.answer_of(shortened, timeout=120)
+        assert len(description["prompts"]) == 4 and all(p.endswith(" --ar 3:2") for p in description["prompts"])
+        assert [w["word"] for w in shortening["words"]] == ["a", "small", "red", "fox", "in", "deep", "snow"]
+        assert max(w["weight"] for w in shortening["words"]) == 1.0
+        assert shortening["prompts"] and all(p.endswith("--ar 3:2") for p in shortening["prompts"])
+        for job, answer in ((described, description), (shortened, shortening)):
+            assert service.queue.worker_of[job.id] in WORKER_IDS  # type: ignore[attr-defined]
+            stored = await service.require_job(job.id)
+            assert stored.state == JobState.DONE and stored.result_json == answer
     finally:
         await service.close()
 

@@ -476,6 +476,8 @@ class QueueCore:
                 await self.storage.jobs.transition(job_id, JobState.DONE, result=answer)
                 self._timing.done += 1
                 self.events.emit(QueueEvent("done", job_id, result=answer))
+            elif error is None and answers_text:  # a text job cancels with JobCancelled, never in silence
+                raise ValueError(f"a {running.job.kind.value} job finished without an answer")
             elif error is None and not answers_text and result.images:
                 records, upload = await self.writer.write(running.job, running.item.request, result.images)
                 await self.storage.jobs.transition(job_id, JobState.DONE)
