@@ -33,12 +33,18 @@ def mention(user_id: int) -> str:
     return f"<@{user_id}>"
 
 
+def escape(text: str) -> str:
+    """Text from a stranger or a model, shown as typed: no markdown, no mention, no masked link."""
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
+
+
 def shown_prompt(text: str, limit: int = _PROMPT_ROOM) -> str:
-    """The prompt escaped for Discord markdown and cut to fit one message.
+    """The prompt escaped for Discord markdown and mentions, cut to fit one message: a prompt
+    is a stranger's text, and `<@id>` in it must not make the bot ping that member.
 
     Cut after escaping: escaping can double the length (`a_b_c…`), and a message over 2,000
     characters is refused, which would leave the job's message stuck at "thinking…"."""
-    text = discord.utils.escape_markdown(" ".join(text.split()))
+    text = discord.utils.escape_mentions(discord.utils.escape_markdown(" ".join(text.split())))
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"  # a backslash left at the end only escapes the "…"
     return text or "(no prompt)"

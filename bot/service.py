@@ -10,6 +10,7 @@ the user as it is; nothing is stored when a request is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -18,7 +19,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -165,7 +166,7 @@ class Tessera:
         self.shortcuts = Shortcuts(settings, storage)  # LoRA/embedding folders, /prefer, server styles
         self._segment: Segmenter | None = None  # Vary (Region)'s text-to-mask model, loaded on first use
         self._metrics: MetricsServer | None = None
-        self._edits_building: set[int] = set()  # users whose edit canvas is being built (one each)
+        self._preparing: set[int] = set()  # users whose edit canvas or upload is being prepared (one each)
         self._waiters: dict[str, list[asyncio.Future]] = {}
         # Admission: the limits are checked and a request's jobs created and queued under this
         # lock, so concurrent requests cannot all pass a check that only one of them fits.
@@ -541,7 +542,8 @@ class Tessera:
             prompt_text = expansion.source
             await self._check_words(prompt_text, guild_id)
         await self._check_limits(user_id, guild_id, 1)
-        path, size = await asyncio.to_thread(self._store_input, image_bytes)
+        with self._one_preparing(user_id, "picture"):
+            path, size = await asyncio.to_thread(self._store_input, image_bytes)
         user = await self.storage.settings.user(user_id)
         model = self._model_for(user.model)
         profile = await self._profile(model)
@@ -676,18 +678,12 @@ class Tessera:
             mask_path, _ = self._store_input_image(canvas.mask)
             return str(image_path), str(mask_path), canvas
 
-        # One canvas in the making per person: the limits above count admitted jobs only, so thirty
-        # concurrent edits would otherwise all decode, segment and write before one was refused.
-        if user_id in self._edits_building:
-            raise QueueLimitError("Your last edit is still being prepared; press again in a moment.")
-        self._edits_building.add(user_id)
         try:
-            init_path, mask_path, canvas = await asyncio.to_thread(build)
+            with self._one_preparing(user_id, "edit"):
+                init_path, mask_path, canvas = await asyncio.to_thread(build)
         except FileNotFoundError:
             raise StorageError(f"Image {index + 1} of job {parent.id} is no longer on disk (it may have been "
                                "pruned).") from None
-        finally:
-            self._edits_building.discard(user_id)
         width, height = canvas.size
         changes: dict[str, Any] = {}
         if expansion is not None:
@@ -723,7 +719,8 @@ class Tessera:
         profile = await self._profile(model)
         self._check_references(profile.family, "/blend", len(images))
         await self._check_limits(user_id, guild_id, 1)
-        paths = await asyncio.to_thread(self._store_pictures, images)
+        with self._one_preparing(user_id, "pictures"):
+            paths = await asyncio.to_thread(self._store_pictures, images)
         expansion = Expansion(prompts=(), negative=(), images=(), params=Params(ar=aspect), source="")
         request = resolve(expansion, profile=profile, model=model, sampler=user.sampler or self.settings.sampler)
         request = replace(request, blend_refs=paths, text=f"/blend {len(paths)} pictures",
@@ -758,9 +755,29 @@ class Tessera:
         `result`). The picture is checked and kept first (`keep_picture`)."""
         self._check_describe(offset)
         await self._check_limits(user_id, guild_id, 1)  # a member at their limit: refused before any decoding
-        digest = await self.keep_picture(image_bytes)
+        with self._one_preparing(user_id, "picture"):
+            digest = await self.keep_picture(image_bytes)
         return await self.describe_kept(digest, offset, user_id=user_id, guild_id=guild_id, channel_id=channel_id,
                                         priority=priority)
+
+    @contextlib.contextmanager
+    def _one_preparing(self, user_id: int, what: str) -> Iterator[None]:
+        """One edit canvas or upload in the making per person: the limits count admitted jobs
+        only, so thirty concurrent requests would otherwise all decode and write before one
+        was refused."""
+        if user_id in self._preparing:
+            raise QueueLimitError(f"Your last {what} is still being prepared; try again in a moment.")
+        self._preparing.add(user_id)
+        try:
+            yield
+        finally:
+            self._preparing.discard(user_id)
+
+    async def check_room(self, user_id: int, guild_id: int | None, count: int = 1) -> None:
+        """Raise `QueueLimitError` when `count` more jobs of this member would not fit (their
+        own, the server's or the queue's limits): commands ask before downloading an upload.
+        Admission checks again, under its lock."""
+        await self._check_limits(user_id, guild_id, count)
 
     async def describe_kept(self, digest: str, offset: int = 0, *, user_id: int, guild_id: int | None = None,
                             channel_id: int | None = None, priority: int = 0) -> Job:

@@ -279,15 +279,17 @@ def strength_for_iw(iw: float) -> float:
     return round(1.0 - 0.7 * min(max(iw, 0.0), 3.0) / 3.0, 4)
 
 
-def _ignored(expansion: Expansion) -> tuple[str, ...]:
+def _ignored(expansion: Expansion, *, init_image: bool = False) -> tuple[str, ...]:
     """The parameters this expansion set that Tessera accepts but does not use, as typed.
 
     Which those are comes from the parameter table (`Expansion.parameters`), the same
-    statuses `tessera parse` shows, so the bot and the CLI never disagree.
+    statuses `tessera parse` shows, so the bot and the CLI never disagree. `init_image`: the
+    request starts from a picture the text does not show (`/imagine`'s `image` attachment),
+    so `--iw` is used after all.
     """
     out: list[str] = []
     for use in expansion.parameters():
-        if use.status != IGNORED:
+        if use.status != IGNORED or (use.name == "iw" and init_image):
             continue
         text = "--v" + use.as_written()[len("--version"):] if use.name == "version" else use.as_written()
         out.append(f"{text} (no image prompt)" if use.name == "iw" else text)
@@ -347,7 +349,7 @@ def resolve(expansion: Expansion, *, profile: ProfileLike, model: str, sampler: 
         stop=p.stop if p.stop is not None and p.stop < 100 else None,
         init_image=init_image,
         strength=strength_for_iw(iw) if init_image else None,
-        ignored=_ignored(expansion),
+        ignored=_ignored(expansion, init_image=init_image is not None),
         text=expansion.source,
         model_family=profile.family,
         aspect=aspect,

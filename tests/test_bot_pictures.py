@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from engine.diffusion.shorten import Shortening
-from engine.jobs.executor import EngineExecutor
+from engine.jobs.executor import EngineExecutor, WorkResult
 from engine.jobs.model import JobKind
 from tests.bot_helpers import Bot, StepExecutor, start_bot
 from tests.discord_harness import CHANNEL_ID, GUILD_ID, OTHER_USER_ID, USER_ID, Call, message_with
@@ -35,14 +35,14 @@ def png(size: tuple[int, int], seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-async def start(tiny_models: dict[str, Path], data_dir: Path) -> Bot:
+async def start(tiny_models: dict[str, Path], data_dir: Path, text: Any = None) -> Bot:
     folder = data_dir.parent / "tiny-sd15"
     if not folder.exists():
         folder.mkdir()
         for child in tiny_models["sd15"].iterdir():
             (folder / child.name).symlink_to(child)
         (folder / "tessera.json").write_text(json.dumps({"native": 64, "steps": 2, "guidance": 6}))
-    text = EngineExecutor(str(folder), device="cpu", caption_model=str(tiny_models["blip"]))
+    text = text or EngineExecutor(str(folder), device="cpu", caption_model=str(tiny_models["blip"]))
     return await start_bot(folder, data_dir, executor=StepExecutor(text=text),
                            ip_adapter_repo=str(tiny_models["ip_adapter"]), caption_model=str(tiny_models["blip"]),
                            image_prompt_max_bytes=MAX_BYTES)
@@ -267,6 +267,39 @@ async def test_describe_refuses_a_non_image_an_oversize_file_and_a_picture_it_no
         token = await bot.h.press(custom_id, message_carrying(custom_id))
         said = last_said(bot, token)
         assert said.ephemeral and "no longer kept" in (said.content or "")
+
+
+class ForgedWorker:
+    """Answers every text job as a forged Redis worker might: a "caption" that pings a member and
+    hides a link. Well-formed (it passes the answer checks), so only the rendering can stop it."""
+
+    CAPTION = "<@111111111111111111> [free nitro](https://evil.example) --ar 1:1"
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, items: Any, control: Any) -> list[WorkResult]:
+        return [WorkResult(data={"prompts": [self.CAPTION] * 4, "aspect": "1:1"}) for _ in items]
+
+
+async def test_a_caption_cannot_ping_or_mask_a_link_and_a_prompt_cannot_ping(
+        tiny_models: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bot = await start(tiny_models, data_dir, text=ForgedWorker())
+    try:
+        cdn = CDN(bot, monkeypatch)
+        interaction = await bot.h.run_command("describe", attachments={"image": cdn.attach("a.png", png((64, 64)))})
+        answer = await answered(bot, interaction.token)
+        content = answer.content or ""
+        assert "Four prompts" in content and "<@111111111111111111>" not in content
+        assert content.count("\\[free nitro](") == 4 and " [free nitro](" not in content  # shown, not a link
+        shorten = await bot.h.run_command("shorten", {"prompt": "a cat with <@222222222222222222> and @everyone"})
+        shown = [c.content or "" for c in bot.http.for_token(shorten.token) if c.content]
+        assert shown and not any("<@222222222222222222>" in text or "@everyone" in text for text in shown)
+    finally:
+        await bot.close()
 
 
 # ----- /shorten --------------------------------------------------------------------------------------

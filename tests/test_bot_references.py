@@ -188,6 +188,14 @@ async def test_cref_attachment_is_a_character_reference_weighed_by_cw(bot: Bot, 
     assert not final_grid(bot.http.for_token(interaction.token)).ephemeral
 
 
+async def test_iw_weighs_an_attached_image_prompt_and_is_not_said_to_be_ignored(bot: Bot, pictures: Pictures) -> None:
+    await bot.h.run_command("imagine", {"prompt": "a lighthouse --iw 2"}, attachments={"image": pictures.attach("3.png")})
+    job = await bot.only_job()
+    request = job.request_json or {}
+    assert request["image_weight"] == 2 and request["strength"] < 0.6 and request["ignored"] == []
+    assert (await bot.finished(job.id)).state is JobState.DONE
+
+
 async def test_confirmation_keeps_the_attachments(bot: Bot, pictures: Pictures) -> None:
     interaction = await bot.h.run_command("imagine", {"prompt": "a {red, blue, green} car --repeat 2"},
                                           attachments={"sref": pictures.attach("1.png"),

@@ -201,3 +201,82 @@ async def test_a_database_from_before_text_jobs_takes_them_after_the_upgrade(dat
         assert (await new.jobs.require(job_id)).result_json == SHORTENING
     finally:
         await new.close()
+
+
+# ----- what a hostile review found --------------------------------------------------------------
+
+
+def test_a_captioner_that_cannot_load_is_not_loaded_again_for_every_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.jobs.answers as answers_module
+    from engine.errors import ModelError
+
+    loads: list[str] = []
+
+    class Broken:
+        def __init__(self, ref: str, **_: object) -> None:
+            loads.append(ref)
+            raise ModelError("/describe is not available on this bot right now")
+
+    picture = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(picture)
+    monkeypatch.setattr(answers_module, "Describer", Broken)
+    answers = answers_module.TextAnswers("some/captioner", device="cpu")
+    for _ in range(5):
+        with pytest.raises(ModelError, match="not available"):
+            answers.describe({"source": str(picture), "offset": 0})
+    assert loads == ["some/captioner"]  # one load tried; the next four jobs failed at once
+    monkeypatch.setattr(answers_module.time, "monotonic", lambda: 10**9)  # LOAD_RETRY_S later
+    with pytest.raises(ModelError):
+        answers.describe({"source": str(picture), "offset": 0})
+    assert len(loads) == 2
+
+
+async def test_a_jobs_table_whose_kind_check_reads_differently_stops_migration_0007(data_dir: Path) -> None:
+    import sqlite3
+
+    from engine.errors import StorageError
+
+    old = await Storage.open(data_dir, migrate_to=6)
+    await old.close()
+    con = sqlite3.connect(data_dir / "tessera.sqlite3")
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("""UPDATE sqlite_schema SET sql = replace(sql, '''edit''))', '''edit'' ))')
+                   WHERE type = 'table' AND name = 'jobs'""")
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match="jobs_kind_check_was_not_loosened"):
+        await Storage.open(data_dir)
+    con = sqlite3.connect(data_dir / "tessera.sqlite3")
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 6  # left as it was
+        assert "result_json" not in [row[1] for row in con.execute("PRAGMA table_info(jobs)")]
+    finally:
+        con.close()
+
+
+async def test_one_upload_in_the_making_per_person(data_dir: Path, tiny_models: dict[str, Path]) -> None:
+    import asyncio
+    import io
+
+    from PIL import Image
+
+    from bot.service import Tessera
+    from engine.errors import QueueLimitError
+    from tests.queue_helpers import FakeExecutor
+    from tests.test_service import make_settings
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (10, 20, 30)).save(buffer, "PNG")
+    service = await Tessera.start(make_settings(data_dir, tiny_models["sd15"], caption_model="some/captioner"),
+                                  executor=FakeExecutor())
+    try:
+        results = await asyncio.gather(*(service.describe(user_id=3, image_bytes=buffer.getvalue())
+                                         for _ in range(4)), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, QueueLimitError)]
+        assert refused and all("still being prepared" in str(r) for r in refused) and len(refused) < 4
+        assert len(await service.storage.jobs.list(user_id=3)) == 4 - len(refused)
+    finally:
+        await service.close()

@@ -29,7 +29,7 @@ from bot.interactions import (
     read_upload,
     service_of,
 )
-from bot.render import mention
+from bot.render import escape, mention
 from bot.service import Tessera
 from commands.pictures.forms import open_form
 from engine.errors import TesseraError
@@ -50,7 +50,8 @@ def describe_id(action: str, digest: str, offset: int, number: int = 0) -> str:
 def description_text(description: Description, offset: int, job: Job) -> str:
     again = f" (🔄 {offset})" if offset else ""
     lines = [f"**Four prompts for this picture**{again} - {mention(job.user_id)} · `--ar {description.aspect}`"]
-    lines += [f"{NUMBERS[i]} {prompt[:400]}" for i, prompt in enumerate(description.prompts[:4])]
+    # A caption is the captioner's (or a Redis worker's) text: shown escaped, never as a ping or a masked link.
+    lines += [f"{NUMBERS[i]} {escape(prompt[:400])}" for i, prompt in enumerate(description.prompts[:4])]
     lines.append(f"-# Press 1-4 to edit a prompt and imagine it, 🔄 for four more · job `{job.id}`")
     return "\n".join(lines)[:2000]
 
@@ -92,6 +93,7 @@ async def describe(interaction: discord.Interaction, image: discord.Attachment) 
         check_upload(image, max_bytes)  # a wrong file is refused before anything is shown
         await defer_public(interaction)
         await check_channel(interaction)
+        await service.check_room(interaction.user.id, interaction.guild_id)  # before downloading anything
         job = await service.describe(user_id=interaction.user.id, image_bytes=await read_upload(image, max_bytes),
                                      guild_id=interaction.guild_id, channel_id=interaction.channel_id,
                                      priority=await member_priority(interaction))

@@ -29,7 +29,7 @@ from bot.interactions import (
     quick_parse,
     service_of,
 )
-from bot.render import mention
+from bot.render import escape, mention
 from bot.service import Tessera
 from commands.pictures.forms import open_form
 from engine.diffusion.shorten import Shortening
@@ -47,10 +47,6 @@ def shorten_id(key: str, number: int) -> str:
 def weight_bar(weight: float) -> str:
     filled = max(0, min(BAR, round(weight * BAR)))
     return "█" * filled + "░" * (BAR - filled)
-
-
-def escape(text: str) -> str:
-    return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
 
 
 def shortening_text(shortening: Shortening, job: Job) -> str:

@@ -86,9 +86,11 @@ class ShortenTask:
 
     @classmethod
     def from_expansion(cls, expansion: Expansion) -> ShortenTask:
-        """Raises `PromptError` for no words or too many (`check_shortenable`)."""
-        return cls(tuple(check_shortenable(expansion)), " ".join(expansion.images),
+        """Raises `PromptError` for no words or too many (`check_shortenable`), or parts longer
+        than a job may carry (the same check a worker makes, so it never fails there instead)."""
+        task = cls(tuple(check_shortenable(expansion)), " ".join(expansion.images),
                    " ".join(use.as_written(limit=10_000) for use in expansion.parameters()))
+        return cls.from_options(task.to_options())
 
     def to_options(self) -> dict[str, str]:
         return {"words": " ".join(self.words), "front": self.front, "back": self.back}
@@ -99,8 +101,11 @@ class ShortenTask:
         if not isinstance(options, dict):
             raise PromptError("this /shorten job has no words to measure; run /shorten again.")
         words, front, back = (options.get(name, "") for name in ("words", "front", "back"))
-        if not all(isinstance(part, str) and len(part) <= MAX_PART_CHARS for part in (words, front, back)):
+        if not all(isinstance(part, str) for part in (words, front, back)):
             raise PromptError("this /shorten job is not one Tessera made; run /shorten again.")
+        if max(len(words), len(front), len(back)) > MAX_PART_CHARS:
+            raise PromptError(f"/shorten measures prompts of up to {MAX_PART_CHARS} characters of words, "
+                              "image links or parameters; shorten it by hand first.")
         split = [w for w in words.split() if any(c.isalnum() for c in w)]
         if not split:
             raise PromptError("/shorten needs a prompt with words, like: a red lighthouse on a cliff at dusk")

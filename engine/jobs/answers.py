@@ -12,6 +12,7 @@ runs both kinds; the executor hands it the loaded generator for /shorten's encod
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DESCRIBE_AGAIN_MAX = 1000  # 🔄 presses one picture can take (the offset of its next-best phrases)
+LOAD_RETRY_S = 300.0  # a captioner that failed to load is not tried again before this (each try is gigabytes)
 DEFAULT_MAX_PIXELS = 40_000_000  # IMAGE_PROMPT_MAX_PIXELS's default: a kept picture is within it
 
 
@@ -56,6 +58,7 @@ class TextAnswers:
         self.device, self.dtype = device, dtype
         self.max_pixels = max_pixels
         self._describer: Describer | None = None
+        self._failed: tuple[float, BaseException] | None = None  # (when, why) the captioner last failed to load
 
     def describe(self, options: dict) -> dict:
         """Four prompts for the picture at `options["source"]` (a file: the bot's kept copy,
@@ -83,11 +86,23 @@ class TextAnswers:
         return shorten(generator.encoder, task).to_json()
 
     def _captioner(self) -> Describer:
-        if self._describer is None:
-            if not self.caption_model.strip():
-                raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning "
-                                  "model such as Salesforce/blip-image-captioning-large).")
+        """The captioner, loaded on first use. A failed load is remembered for LOAD_RETRY_S: the
+        describe jobs queued meanwhile fail at once with the same message instead of each
+        loading gigabytes again on the GPU thread (the operator's log has the reason once)."""
+        if self._describer is not None:
+            return self._describer
+        if not self.caption_model.strip():
+            raise PromptError("/describe is not set up: the operator sets CAPTION_MODEL (a BLIP captioning "
+                              "model such as Salesforce/blip-image-captioning-large).")
+        if self._failed is not None and time.monotonic() - self._failed[0] < LOAD_RETRY_S:
+            failed = self._failed[1]
+            raise failed.__class__(*failed.args)  # a fresh one: re-raising one object grows its traceback
+        try:
             self._describer = Describer(self.caption_model, device=self.device, dtype=self.dtype)
+        except TesseraError as error:
+            self._failed = (time.monotonic(), error)
+            raise
+        self._failed = None
         return self._describer
 
     def close(self) -> None:

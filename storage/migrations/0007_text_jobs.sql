@@ -13,3 +13,11 @@ UPDATE sqlite_schema
 PRAGMA writable_schema = OFF;
 CREATE TABLE schema_bump_0007 (x INTEGER);
 DROP TABLE schema_bump_0007;
+-- The edit above matches the text 0004 left; should it ever not (a hand-edited schema), stop
+-- here, rolled back, rather than record version 7 with describe/shorten jobs still refused.
+CREATE TEMP TABLE migration_0007_check (
+    jobs_kinds INTEGER CONSTRAINT jobs_kind_check_was_not_loosened CHECK (jobs_kinds = 1)
+);
+INSERT INTO migration_0007_check
+SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'jobs' AND instr(sql, '''shorten''') > 0;
+DROP TABLE migration_0007_check;
