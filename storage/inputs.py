@@ -20,7 +20,9 @@ at the moment of deletion:
 The bot and `tessera prune` run side by side without a lock between them. The deletion
 closes the race with a rename: the old file is first moved to a hidden name (a store or touch
 from then on fails to find it, so the bot writes the picture afresh or says it is gone), its
-mtime is read again, and it is put back if the bot touched it just before the move.
+mtime is read again, and it is put back if the bot touched it just before the move. A
+picture left aside by a crashed prune is put back by the next one if a job uses it, and
+deleted once old otherwise.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from engine.errors import StorageError
 INPUTS_DIR_NAME = "inputs"
 # Exactly the names Tessera writes: a full sha256 (or the 32-digit prefix older blends used).
 INPUT_NAME = re.compile(r"[0-9a-f]{64}\.png|[0-9a-f]{32}\.png")
+# A picture prune moved aside to delete (`_remove_if_still_old`) and left by a crash: its own
+# name, so only prune's own leftovers match; the next prune deletes it once it is old.
+ASIDE_NAME = re.compile(r"\.prune-(?:[0-9a-f]{64}|[0-9a-f]{32})\.png\.[0-9]{1,10}\.[0-9]{1,24}\.tmp")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MAX_DEPTH = 8  # request_json and options are flat dicts of lists; deeper is not ours to walk
 # What a missing picture was, by the request or options key that named it (for the user's message).
@@ -141,8 +146,10 @@ def prune_inputs(data_dir: Path, cutoff: float, in_use: Iterable[str], *, dry_ru
         return report
     try:
         with os.scandir(fd) as entries:
-            names = [entry.name for entry in entries if INPUT_NAME.fullmatch(entry.name)]
-        for name in sorted(names):
+            listed = [entry.name for entry in entries]
+        for name in sorted(n for n in listed if ASIDE_NAME.fullmatch(n)):
+            _leftover(fd, name, cutoff, keep, dry_run, report)
+        for name in sorted(n for n in listed if INPUT_NAME.fullmatch(n)):
             size = _old_file_size(fd, name, cutoff)
             if size is None:
                 continue
@@ -155,6 +162,29 @@ def prune_inputs(data_dir: Path, cutoff: float, in_use: Iterable[str], *, dry_ru
     finally:
         os.close(fd)
     return report
+
+
+def _leftover(fd: int, name: str, cutoff: float, keep: set[str], dry_run: bool, report: InputsPrune) -> None:
+    """A picture a crashed prune moved aside: put back if a job uses it, else deleted once old."""
+    original = name.split(".", 2)[1].removeprefix("prune-") + ".png"
+    try:
+        if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    if original in keep:
+        if not dry_run:
+            with contextlib.suppress(FileExistsError):
+                os.link(name, original, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            os.unlink(name, dir_fd=fd)
+        return
+    size = _old_file_size(fd, name, cutoff)
+    if size is None:
+        return
+    if not dry_run:
+        os.unlink(name, dir_fd=fd)
+    report.files += 1
+    report.bytes += size
 
 
 def _old_file_size(fd: int, name: str, cutoff: float) -> int | None:

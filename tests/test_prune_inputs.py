@@ -164,6 +164,22 @@ def test_a_picture_touched_just_before_it_is_moved_aside_is_put_back(tmp_path: P
     assert [p.name for p in folder.iterdir()] == [used.name]
 
 
+def test_pictures_a_crashed_prune_left_aside_are_put_back_when_in_use_and_deleted_when_old(tmp_path: Path) -> None:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    used, unused, young = picture(folder, "used"), picture(folder, "unused"), picture(folder, "young", age=60)
+    aside = {}
+    for path in (used, unused, young):
+        aside[path] = folder / f".prune-{path.name}.{os.getpid()}.123.tmp"
+        path.rename(aside[path])
+    report = prune_inputs(tmp_path, time.time() - 30 * 86400, {used.name}, dry_run=True)
+    assert (report.files, report.bytes) == (1, aside[unused].stat().st_size)
+    assert all(p.exists() for p in aside.values())
+    report = prune_inputs(tmp_path, time.time() - 30 * 86400, {used.name})
+    assert report.files == 1 and used.is_file() and not unused.exists() and not aside[unused].exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([used.name, aside[young].name])  # young: kept for now
+
+
 def test_storing_a_picture_again_and_blending_the_same_prompt_again_refresh_its_mtime(
         tmp_path: Path) -> None:
     image = Image.new("RGB", (8, 8), (10, 20, 30))
