@@ -208,11 +208,14 @@ def _remove_if_still_old(fd: int, name: str, cutoff: float) -> bool:
         os.rename(name, aside, src_dir_fd=fd, dst_dir_fd=fd)
     except FileNotFoundError:
         return False
-    if _old_file_size(fd, aside, cutoff) is None:  # touched just before the move: it is in use
-        # FileExistsError: the bot already wrote the same picture again (same name, same bytes).
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+    try:
+        if os.stat(aside, dir_fd=fd, follow_symlinks=False).st_mtime >= cutoff:  # touched just before the move
+            # FileExistsError: the bot already wrote the same picture again (same name, same bytes).
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            os.unlink(aside, dir_fd=fd)
+            return False
         os.unlink(aside, dir_fd=fd)
+    except FileNotFoundError:  # a second prune running at the same time took it
         return False
-    os.unlink(aside, dir_fd=fd)
     return True
