@@ -174,15 +174,19 @@ def _leftover(fd: int, name: str, cutoff: float, keep: set[str], dry_run: bool, 
         return
     if original in keep:
         if not dry_run:
-            with contextlib.suppress(FileExistsError):
+            with contextlib.suppress(FileExistsError, FileNotFoundError):  # there already / another prune's
                 os.link(name, original, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
-            os.unlink(name, dir_fd=fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=fd)
         return
     size = _old_file_size(fd, name, cutoff)
     if size is None:
         return
     if not dry_run:
-        os.unlink(name, dir_fd=fd)
+        try:
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:  # another prune at the same time took it
+            return
     report.files += 1
     report.bytes += size
 
