@@ -91,6 +91,7 @@ from engine.request import (
 from engine.upscale.realesrgan import check_upscale_factor, check_upscale_size
 from engine.vision.describe import Description
 from storage.api import Storage
+from storage.inputs import INPUTS_DIR_NAME, referenced_names, touch_inputs
 from storage.models import GalleryEntry, GuildSettings, UserSettings
 from storage.owner import this_cli
 
@@ -990,6 +991,7 @@ class Tessera:
         request in between, so twenty concurrent prompts under a limit of three admit three.
         If anything fails half-way, the jobs already made are taken out of the queue and
         storage before the error goes on: a refused request leaves nothing that runs."""
+        await self._touch_inputs(news)
         async with self._admission:
             await self._check_limits(user_id, guild_id, len(news))
             made: list[Job] = []
@@ -1007,6 +1009,15 @@ class Tessera:
                 await self._take_back(made, submitted)
                 raise
             return made
+
+    async def _touch_inputs(self, news: Sequence[NewJob]) -> None:
+        """Refresh the mtime of the DATA_DIR/inputs pictures these jobs use, before they are
+        stored: `tessera prune` (maybe running beside the bot) then sees them as young and keeps
+        them. A picture already pruned refuses the request here, with a message, instead of the
+        job failing on the GPU (a 🔄 of an old job with an image prompt, reference or mask)."""
+        values = [value for new in news for value in (new.request_json, new.options) if value]
+        if any(referenced_names(value) for value in values):
+            await asyncio.to_thread(touch_inputs, self.inputs_dir, *values)
 
     async def _take_back(self, made: Sequence[Job], submitted: Sequence[Job]) -> None:
         """Undo a half-done admission: out of the queue, then out of storage (no trace left)."""
@@ -1113,7 +1124,7 @@ class Tessera:
     # ----- image prompts ----------------------------------------------------------------
     @property
     def inputs_dir(self) -> Path:
-        return self.settings.data_dir / "inputs"
+        return self.settings.data_dir / INPUTS_DIR_NAME
 
     async def _fetch_inputs(self, urls: Sequence[str]) -> str:
         """Fetch image prompts and store them (blended when several) as one init image file.
@@ -1180,7 +1191,8 @@ class Tessera:
 
     def _store_input_image(self, image: Any) -> tuple[Path, tuple[int, int]]:
         """Save as PNG under DATA_DIR/inputs/<sha256>.png (atomic, content-addressed); masks
-        (mode L) stay greyscale."""
+        (mode L) stay greyscale. A picture already there gets a fresh mtime instead: `tessera
+        prune` deletes inputs by mtime, and the job about to use it is new."""
 
         if image.mode not in ("RGB", "RGBA", "L"):
             image = image.convert("RGB")
@@ -1188,7 +1200,9 @@ class Tessera:
         digest = hashlib.sha256(data).hexdigest()
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
         path = (self.inputs_dir / f"{digest}.png").resolve()
-        if not path.exists():
+        try:  # stored before: refresh its mtime, so `tessera prune` sees a picture in use as young
+            os.utime(path)
+        except FileNotFoundError:  # new, or pruned a moment ago: write it
             fd, tmp = tempfile.mkstemp(dir=self.inputs_dir, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as handle:

@@ -18,6 +18,7 @@ from pathlib import Path
 from engine.errors import StorageError
 from storage import files, rows
 from storage.api import Storage
+from storage.inputs import prune_inputs, referenced_names
 
 # A file without a row younger than this may be an image whose row is being inserted right now.
 ORPHAN_GRACE_S = 3600.0
@@ -142,6 +143,10 @@ class PruneReport:
     bytes_freed: int = 0
     kept_shared: int = 0  # old images kept because they are in the gallery
     suggestions: int = 0  # /describe and /shorten suggestions deleted (or that would be)
+    inputs: int = 0  # pictures deleted from DATA_DIR/inputs (or that would be)
+    inputs_bytes: int = 0
+    inputs_in_use: int = 0  # old pictures kept: a queued, running or shared job refers to them
+    inputs_note: str | None = None  # why DATA_DIR/inputs was left alone, if it was
     dry_run: bool = False
 
 
@@ -152,10 +157,16 @@ async def prune(storage: Storage, older_than: timedelta, *, dry_run: bool = Fals
     Job rows stay, so `/seed` and `tessera jobs` still know old jobs; only the pixels go. The
     suggestions share the age (no setting of their own): a button under an answer as old as
     the images that prune deletes is as stale, and it answers that its prompts are gone.
+
+    The pictures jobs start from (DATA_DIR/inputs: uploads, image prompts, references, edit
+    canvases and masks) go by the same age, by file mtime, unless a queued, running or
+    gallery-shared job still refers to one (`storage.inputs`). A 🔄 or edit of a job whose
+    picture went answers that it is no longer on disk.
     """
     db = storage.db
     cutoff = rows.now() - older_than.total_seconds()
     report = PruneReport(dry_run=dry_run)
+    await _prune_inputs(storage, cutoff, report)
     if dry_run:
         report.suggestions = await storage.suggestions.count_older_than(cutoff)
     else:
@@ -191,6 +202,22 @@ async def prune(storage: Storage, older_than: timedelta, *, dry_run: bool = Fals
     report.bytes_freed = await storage.images.release_files(paths)
     report.files = before - _count_existing(storage.images.root, paths)
     return report
+
+
+async def _prune_inputs(storage: Storage, cutoff: float, report: PruneReport) -> None:
+    """Old pictures under DATA_DIR/inputs that no queued, running or shared job refers to.
+
+    The jobs are read first and the files checked after: a job queued in between refreshed
+    the mtime of every picture it uses before it was stored (`storage.inputs.touch_inputs`),
+    so its pictures are young by then and stay."""
+    in_use: set[str] = set()
+    for row in await storage.db.fetchall(
+            """SELECT request_json, options_json FROM jobs WHERE state IN ('queued', 'running')
+               OR id IN (SELECT job_id FROM gallery WHERE removed = 0)"""):
+        in_use |= referenced_names(rows.load_json(row[0]), rows.load_json(row[1]))
+    done = await asyncio.to_thread(prune_inputs, storage.data_dir, cutoff, in_use, dry_run=report.dry_run)
+    report.inputs, report.inputs_bytes, report.inputs_in_use = done.files, done.bytes, done.kept_in_use
+    report.inputs_note = done.note
 
 
 def _count_existing(root: Path, relatives: list[str]) -> int:

@@ -2,9 +2,11 @@
 
 Removes the images (rows, then files) of finished jobs older than `--older-than` (30d, 12h,
 90m), except images shared in the gallery, and the prompts /describe and /shorten suggested
-that were last offered before then (their buttons then say to run the command again). Job
-rows stay, so seeds and history remain. Prints how many images, bytes and suggestions were
-freed; `--dry-run` only says what would go.
+that were last offered before then (their buttons then say to run the command again), and
+the pictures under DATA_DIR/inputs (uploads, image prompts, references, edit masks) older
+than that which no queued, running or shared job still uses (`storage.inputs`). Job rows
+stay, so seeds and history remain. Prints how many images, pictures, bytes and suggestions
+were freed; `--dry-run` only says what would go.
 Safe to run next to a running bot.
 """
 
@@ -46,6 +48,12 @@ async def _run(args: argparse.Namespace) -> int:
     if report.kept_shared:
         print(f"kept {report.kept_shared} old images that are shared in the gallery")
     print(f"{verb} {report.suggestions} old /describe and /shorten suggestions")
+    print(f"{verb} {report.inputs} old input pictures (uploads, image prompts, references, masks), "
+          f"{'would free' if report.dry_run else 'freed'} {_size(report.inputs_bytes)}")
+    if report.inputs_in_use:
+        print(f"kept {report.inputs_in_use} old input pictures that queued, running or shared jobs still use")
+    if report.inputs_note:
+        print(report.inputs_note)
     return 0
 
 

@@ -244,13 +244,18 @@ def blend_images(images: Sequence[Image.Image]) -> Image.Image:
 
 
 def save_init_image(image: Image.Image, folder: Path) -> Path:
-    """Write `image` as `folder/<sha256>.png` (once) and return its absolute path."""
+    """Write `image` as `folder/<sha256>.png` (once) and return its absolute path.
+
+    A picture already there gets a fresh mtime instead: `tessera prune` deletes inputs by
+    mtime, and the job about to use it is new."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = buffer.getvalue()
     folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png").resolve()
-    if not path.exists():
+    path = (folder / f"{hashlib.sha256(data).hexdigest()}.png").resolve()
+    try:
+        os.utime(path)
+    except FileNotFoundError:  # new, or pruned a moment ago: write it
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # two prompts may race
         tmp.write_bytes(data)
         tmp.replace(path)
