@@ -33,12 +33,13 @@ from bot.render import escape, mention
 from bot.service import Tessera
 from commands.pictures.forms import open_form
 from engine.errors import TesseraError
+from engine.jobs.answers import DESCRIBE_AGAIN_MAX
 from engine.jobs.model import Job
 from engine.vision.describe import Description
 
 USE, AGAIN = "use", "again"
 DIGEST = r"[0-9a-f]{64}"
-MAX_OFFSET = 1000  # the service's own bound on 🔄; a button beyond it is refused in words
+MAX_OFFSET = DESCRIBE_AGAIN_MAX  # the jobs' own bound on 🔄; a button beyond it is refused in words
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 
 

@@ -11,7 +11,6 @@ runs both kinds; the executor hands it the loaded generator for /shorten's encod
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +23,6 @@ from engine.vision.describe import Describer, Description
 
 if TYPE_CHECKING:
     from engine.diffusion.generate import Generator
-
-log = logging.getLogger(__name__)
 
 DESCRIBE_AGAIN_MAX = 1000  # 🔄 presses one picture can take (the offset of its next-best phrases)
 LOAD_RETRY_S = 300.0  # a captioner that failed to load is not tried again before this (each try is gigabytes)
