@@ -371,6 +371,8 @@ async def test_seed_is_private_and_defaults_to_the_last_job(bot: Bot) -> None:
     assert calls[0].callback_type == 5 and calls[0].ephemeral
     assert calls[-1].ephemeral and "1234" in calls[-1].content and job_id in calls[-1].content
     assert "steps" in calls[-1].content and "sampler" in calls[-1].content
+    model = bot.service.settings.model_id  # a folder on the operator's machine: named, its path kept private
+    assert f"model: {Path(model).name}" in calls[-1].content and model not in calls[-1].content
     interaction = await bot.h.run_command("seed", {"job": "nope"}, user_id=OTHER_USER_ID)
     assert "There is no job" in bot.http.for_token(interaction.token)[-1].content
     interaction = await bot.h.run_command("seed", {}, user_id=OTHER_USER_ID)

@@ -280,3 +280,24 @@ async def test_one_upload_in_the_making_per_person(data_dir: Path, tiny_models: 
         assert len(await service.storage.jobs.list(user_id=3)) == 4 - len(refused)
     finally:
         await service.close()
+
+
+async def test_a_describe_that_runs_out_of_gpu_memory_is_told_so_in_its_own_words(data_dir: Path) -> None:
+    class OutOfMemory(Answering):
+        def run(self, items: Sequence[WorkItem], control: BatchControl) -> list[WorkResult]:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    storage = await Storage.open(data_dir)
+    job_id = await text_job(storage, JobKind.DESCRIBE)
+    queue = InProcessQueue(storage, OutOfMemory({}))
+    events: list[QueueEvent] = []
+    queue.subscribe(events.append)
+    await queue.start()
+    try:
+        await wait_for(lambda: any(e.kind == "failed" for e in events))
+    finally:
+        await queue.stop()
+        await storage.close()
+    (failed,) = [e for e in events if e.kind == "failed"]
+    assert failed.job_id == job_id and "out of memory for this /describe" in (failed.error or "")
+    assert "--ar" not in (failed.error or "")  # not the grid's advice

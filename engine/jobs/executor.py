@@ -346,7 +346,10 @@ def run_split(executor: Executor, items: Sequence[WorkItem], control: BatchContr
             for i, item in enumerate(part):
                 split_on_oom([item], attempt, done, failed=failed, what="jobs", offset=start + i)
             return
-        if is_out_of_memory(error):
+        if is_out_of_memory(error) and JobKind(part[0].kind).answers_text:
+            error = TesseraError(f"The GPU ran out of memory for this /{part[0].kind}; try again in a few minutes, "
+                                 "when fewer images are being made.")
+        elif is_out_of_memory(error):
             error = TesseraError(
                 "The GPU ran out of memory for this image. Try a smaller size (--ar closer to 1:1) "
                 "or a lower --quality."
