@@ -22,7 +22,8 @@ closes the race with a rename: the old file is first moved to a hidden name (a s
 from then on fails to find it, so the bot writes the picture afresh or says it is gone), its
 mtime is read again, and it is put back if the bot touched it just before the move. A
 picture left aside by a crashed prune is put back by the next one if a job uses it, and
-deleted once old otherwise.
+deleted once old otherwise, and so is a half-written picture a killed process left
+(`STRAY_NAME`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ INPUT_NAME = re.compile(r"[0-9a-f]{64}\.png|[0-9a-f]{32}\.png")
 # A picture prune moved aside to delete (`_remove_if_still_old`) and left by a crash: its own
 # name, so only prune's own leftovers match; the next prune deletes it once it is old.
 ASIDE_NAME = re.compile(r"\.prune-(?:[0-9a-f]{64}|[0-9a-f]{32})\.png\.[0-9]{1,10}\.[0-9]{1,24}\.tmp")
+# A picture half-written when its process was killed: `tempfile.mkstemp`'s `tmp<8>.tmp` (the
+# bot's store) or `<sha256>.<pid>.<thread>.tmp` (a blended image prompt). A store takes
+# milliseconds, so one older than the cutoff is a crash's leftover and nobody's file.
+STRAY_NAME = re.compile(r"tmp[a-z0-9_]{8}\.tmp|[0-9a-f]{64}\.[0-9]{1,10}\.[0-9]{1,24}\.tmp")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MAX_DEPTH = 8  # request_json and options are flat dicts of lists; deeper is not ours to walk
 # What a missing picture was, by the request or options key that named it (for the user's message).
@@ -149,6 +154,8 @@ def prune_inputs(data_dir: Path, cutoff: float, in_use: Iterable[str], *, dry_ru
             listed = [entry.name for entry in entries]
         for name in sorted(n for n in listed if ASIDE_NAME.fullmatch(n)):
             _leftover(fd, name, cutoff, keep, dry_run, report)
+        for name in sorted(n for n in listed if STRAY_NAME.fullmatch(n)):
+            _stray(fd, name, cutoff, dry_run, report)
         for name in sorted(n for n in listed if INPUT_NAME.fullmatch(n)):
             size = _old_file_size(fd, name, cutoff)
             if size is None:
@@ -186,6 +193,20 @@ def _leftover(fd: int, name: str, cutoff: float, keep: set[str], dry_run: bool, 
         try:
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:  # another prune at the same time took it
+            return
+    report.files += 1
+    report.bytes += size
+
+
+def _stray(fd: int, name: str, cutoff: float, dry_run: bool, report: InputsPrune) -> None:
+    """A half-written picture left by a killed process: deleted once old (no job names it)."""
+    size = _old_file_size(fd, name, cutoff)
+    if size is None:
+        return
+    if not dry_run:
+        try:
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
             return
     report.files += 1
     report.bytes += size

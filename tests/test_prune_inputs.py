@@ -180,6 +180,22 @@ def test_pictures_a_crashed_prune_left_aside_are_put_back_when_in_use_and_delete
     assert sorted(p.name for p in folder.iterdir()) == sorted([used.name, aside[young].name])  # young: kept for now
 
 
+def test_half_written_pictures_a_killed_process_left_are_deleted_once_old(tmp_path: Path) -> None:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    old = int(time.time() - 40 * 86400)
+    names = {"tmpab_3x9zq.tmp": old, f"{'c' * 64}.4242.139871.tmp": old, "tmpyoung123.tmp": None,
+             "tmp-not-ours.tmp": old}
+    for name, mtime in names.items():
+        (folder / name).write_bytes(b"half a picture")
+        if mtime is not None:
+            os.utime(folder / name, (mtime, mtime))
+    assert prune_inputs(tmp_path, time.time() - 30 * 86400, set(), dry_run=True).files == 2
+    report = prune_inputs(tmp_path, time.time() - 30 * 86400, set())
+    assert (report.files, report.bytes) == (2, 2 * len(b"half a picture"))
+    assert sorted(p.name for p in folder.iterdir()) == ["tmp-not-ours.tmp", "tmpyoung123.tmp"]
+
+
 def test_storing_a_picture_again_and_blending_the_same_prompt_again_refresh_its_mtime(
         tmp_path: Path) -> None:
     image = Image.new("RGB", (8, 8), (10, 20, 30))
