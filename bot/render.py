@@ -254,6 +254,10 @@ def seed_text(job: Job) -> str:
     request = job.request_json or {}
     lines = [f"**Job `{job.id}`** ({job.kind.value}, {job.state.value})",
              f"prompt: `{shown_prompt(job.prompt_text, 1200).replace('`', 'ˋ')}`"]
+    if job.kind.answers_text:  # /describe, /shorten: words, not noise
+        lines.append(f"A /{job.kind.value} answer has no seed: press a number under it to imagine one of its "
+                     "prompts, then use `/seed` on that grid.")
+        return "\n".join(lines)[:MESSAGE_LIMIT]
     seed = request.get("seed", job.seed)
     lines.append(f"**seed: {seed if seed is not None else 'not chosen yet'}**")
     if request.get("prompts"):

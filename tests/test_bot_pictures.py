@@ -329,6 +329,12 @@ async def test_shorten_shows_weights_and_runs_a_shorter_prompt_from_its_button(b
     assert job.prompt_text == result.prompts[-1]
     await bot.finished(job.id)
 
+    seed = await bot.h.run_command("seed", {"job": shortened.id})
+    said = last_said(bot, seed.token)
+    assert said.ephemeral and "has no seed" in (said.content or "") and "not chosen yet" not in (said.content or "")
+    upscale = await bot.h.run_command("upscale", {"job": shortened.id, "index": 1})
+    assert "answer, not pictures" in (last_said(bot, upscale.token).content or "")
+
 
 async def test_shorten_refuses_a_malformed_prompt_and_an_unknown_key(bot: Bot) -> None:
     bad = await bot.h.run_command("shorten", {"prompt": "a cat --ar 16:0"})
