@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "commands", "engine", "storage")
 TOP = "commands -> bot -> storage -> engine"
-ENGINE = "engine: jobs -> upscale | diffusion -> imaging -> request -> prompt -> base"
+ENGINE = "engine: jobs -> upscale|diffusion|vision -> imaging -> base"
 
 
 def _lint_imports() -> str:
@@ -52,6 +52,18 @@ def test_the_tree_keeps_every_import_contract() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{TOP} KEPT" in result.stdout
     assert f"{ENGINE} KEPT" in result.stdout
+
+
+def test_every_feature_the_bot_loads_is_held_independent() -> None:
+    """A feature added to `bot.client.FEATURES` but not to the independence contract could
+    import another feature unnoticed (/prefer, /loras and the pictures feature once were)."""
+    import tomllib
+
+    from bot.client import FEATURES
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (independent,) = [c for c in contracts if c["type"] == "independence"]
+    assert sorted(independent["modules"]) == sorted(FEATURES)
 
 
 def test_engine_importing_storage_breaks_the_layers(tree: Path) -> None:
