@@ -155,7 +155,7 @@ def prune_inputs(data_dir: Path, cutoff: float, in_use: Iterable[str], *, dry_ru
         for name in sorted(n for n in listed if ASIDE_NAME.fullmatch(n)):
             _leftover(fd, name, cutoff, keep, dry_run, report)
         for name in sorted(n for n in listed if STRAY_NAME.fullmatch(n)):
-            _stray(fd, name, cutoff, dry_run, report)
+            _delete_if_old(fd, name, cutoff, dry_run, report)
         for name in sorted(n for n in listed if INPUT_NAME.fullmatch(n)):
             size = _old_file_size(fd, name, cutoff)
             if size is None:
@@ -186,6 +186,12 @@ def _leftover(fd: int, name: str, cutoff: float, keep: set[str], dry_run: bool, 
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=fd)
         return
+    _delete_if_old(fd, name, cutoff, dry_run, report)
+
+
+def _delete_if_old(fd: int, name: str, cutoff: float, dry_run: bool, report: InputsPrune) -> None:
+    """Delete (and count) a file no job can name: prune's own leftover or a half-written
+    picture a killed process left; only once old."""
     size = _old_file_size(fd, name, cutoff)
     if size is None:
         return
@@ -193,20 +199,6 @@ def _leftover(fd: int, name: str, cutoff: float, keep: set[str], dry_run: bool, 
         try:
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:  # another prune at the same time took it
-            return
-    report.files += 1
-    report.bytes += size
-
-
-def _stray(fd: int, name: str, cutoff: float, dry_run: bool, report: InputsPrune) -> None:
-    """A half-written picture left by a killed process: deleted once old (no job names it)."""
-    size = _old_file_size(fd, name, cutoff)
-    if size is None:
-        return
-    if not dry_run:
-        try:
-            os.unlink(name, dir_fd=fd)
-        except FileNotFoundError:
             return
     report.files += 1
     report.bytes += size

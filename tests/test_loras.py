@@ -211,3 +211,17 @@ def test_draft_equals_diffusers_with_the_lcm_lora_and_lcm_scheduler(generator: G
     for a, b, c in zip(ours, theirs, plain, strict=True):
         assert mean_diff(a, b) <= 1.0, mean_diff(a, b)
         assert mean_diff(a, c) > 1  # the draft LoRA really took part
+
+
+def test_shorten_after_a_lora_batch_measures_the_model_without_it(generator: Generator) -> None:
+    """The LoRA set of the last batch stays on the pipeline: /shorten must not weigh words with
+    a text encoder a stranger's LoRA changed."""
+    from engine.diffusion.shorten import ShortenTask, shorten
+    from engine.prompt import parse
+
+    task = ShortenTask.from_expansion(parse("a red lighthouse on a rocky cliff at dusk").expansions[0])
+    plain = shorten(generator.plain_encoder(), task)
+    generator.generate([make_request(loras=(("tiny_style", 1.0),), count=1, steps=1)])
+    assert generator.adapters.loras.activate([("tiny_style", 1.0)]) is False  # the batch left it active
+    assert shorten(generator.encoder, task) != plain  # the LoRA reaches the text encoder...
+    assert shorten(generator.plain_encoder(), task) == plain  # ...and /shorten measures without it

@@ -39,7 +39,6 @@ from engine.vision.describe import Description
 
 USE, AGAIN = "use", "again"
 DIGEST = r"[0-9a-f]{64}"
-MAX_OFFSET = DESCRIBE_AGAIN_MAX  # the jobs' own bound on 🔄; a button beyond it is refused in words
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 
 
@@ -61,7 +60,7 @@ def description_view(digest: str, offset: int, count: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for number in range(1, min(count, 4) + 1):
         view.add_item(DescribeButton(USE, digest, offset, number))
-    if offset < MAX_OFFSET:
+    if offset < DESCRIBE_AGAIN_MAX:  # the jobs' own bound on 🔄; no button past it
         view.add_item(DescribeButton(AGAIN, digest, offset + 1))
     return view
 

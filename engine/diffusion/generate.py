@@ -124,6 +124,13 @@ class Generator:
         self.adapters = adapters or BatchAdapters(model.pipe, model.family)  # LoRAs, embeddings, draft
 
     # ------------------------------------------------------------------ public API
+    def plain_encoder(self) -> PromptEncoder:
+        """The model's own text encoders with no LoRA active (a batch's LoRA set stays on the
+        pipeline after it): what /shorten measures a prompt with."""
+        if self.adapters.loras.activate(()):
+            self.encoder.forget()
+        return self.encoder
+
     def generate(self, requests: Sequence[GenerationRequest], *, on_step: OnStep | None = None,
                  should_stop: ShouldStop | None = None) -> list[list[Image.Image]]:
         """Images per request, run as one batch. Raises `JobCancelled` when every request was

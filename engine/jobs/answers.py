@@ -78,9 +78,7 @@ class TextAnswers:
         """Word weights and shorter prompts, measured with the loaded model's own text
         encoders, with no LoRA active (a LoRA left by the last batch would skew the weights)."""
         task = ShortenTask.from_options(options)
-        if generator.adapters.loras.activate(()):
-            generator.encoder.forget()
-        return shorten(generator.encoder, task).to_json()
+        return shorten(generator.plain_encoder(), task).to_json()
 
     def _captioner(self) -> Describer:
         """The captioner, loaded on first use. A failed load is remembered for LOAD_RETRY_S: the
