@@ -1,16 +1,30 @@
-"""Which torch device and dtype a setting names (`DEVICE`, `DTYPE`).
+"""Which torch device and dtype a setting names (`DEVICE`, `DTYPE`), and how weights load.
 
-At engine's base because diffusion and upscaling both place their models with it, and
-neither should import the other for it. Torch is imported inside each call (heavy).
+At engine's base because diffusion, vision and upscaling all place and load their models
+with it, and none should import another for it. Torch is imported inside each call (heavy).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 from engine.errors import ModelError
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["LOAD_LOCK", "hub_offline", "resolve_device", "resolve_dtype"]
+
+# Held while weights load: diffusers and transformers build models on the "meta" device through
+# process-wide patches, so two loads in two threads at once (the GPU thread's model or captioner
+# and the region model of `engine.diffusion.segment`) can leave one with weights that have no data.
+LOAD_LOCK = threading.RLock()
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub may not be asked (HF_HUB_OFFLINE, read now or at import)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def resolve_device(name: str = "auto") -> str:

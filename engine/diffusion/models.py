@@ -21,23 +21,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.device import resolve_device, resolve_dtype
+from engine.device import LOAD_LOCK, hub_offline, resolve_device, resolve_dtype
 from engine.errors import ModelError
 
 __all__ = ["PROFILES", "LoadedModel", "ModelProfile", "check_model_ref", "load_model", "peek_profile",
            "profile_for", "resolve_device", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
-
-# Held while weights load: diffusers and transformers build models on the "meta" device through
-# process-wide patches, so two loads in two threads at once (the GPU thread's model and the
-# region model of `engine.diffusion.segment`) can leave one with weights that have no data.
-LOAD_LOCK = threading.RLock()
 
 Family = Literal["sd1", "sd2", "sdxl"]
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -94,12 +88,6 @@ def _looks_like_path(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or ref.endswith(_SINGLE_FILE_SUFFIXES) or os.path.exists(ref)
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def check_model_ref(ref: str) -> None:
     """Raise `ModelError` now if `ref` cannot be loaded: missing or unreadable path, not a
     diffusers folder, or a hub id that is neither cached nor downloadable."""
@@ -130,7 +118,7 @@ def check_model_ref(ref: str) -> None:
     cached = try_to_load_from_cache(ref, "model_index.json")
     if isinstance(cached, str):
         return
-    if _offline():
+    if hub_offline():
         raise ModelError(f"the model {ref!r} is not in the local Hugging Face cache and this machine is offline "
                          f"(HF_HUB_OFFLINE is set), so it cannot be downloaded; " + _OFFLINE_HINT.format(ref=ref))
     from huggingface_hub import HfApi
@@ -227,7 +215,7 @@ def _has_safety_checker(path: Path | None, ref: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(ref, "model_index.json")
-        if not isinstance(cached, str) and not _offline():
+        if not isinstance(cached, str) and not hub_offline():
             from huggingface_hub import hf_hub_download
 
             try:
@@ -277,7 +265,7 @@ def _load_single_file(path: Path, dtype: Any) -> Any:
                          "text-to-image checkpoints")
     try:
         kwargs = {"safety_checker": None} if cls is StableDiffusionPipeline else {}
-        return cls.from_single_file(str(path), dtype=dtype, local_files_only=_offline(), **kwargs)
+        return cls.from_single_file(str(path), dtype=dtype, local_files_only=hub_offline(), **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load the checkpoint {str(path)!r} ({exc}); single files need their model's config "
                          "from the hub once: when offline, use a diffusers folder instead") from None

@@ -43,6 +43,7 @@ from typing import Any
 
 from PIL import Image
 
+from engine.device import hub_offline
 from engine.errors import ImageFetchError, ModelError
 
 __all__ = ["AdapterFiles", "RefScales", "ReferenceAdapter", "batch_embeds", "character_scale", "check_adapter_files",
@@ -139,7 +140,7 @@ class ReferenceAdapter:
             encoder = f"{parts[0][0]}/{encoder}" if parts[0][0] else encoder
         try:
             pipe.load_ip_adapter(files.repo, subfolder=[p[0] for p in parts], weight_name=[p[1] for p in parts],
-                                 image_encoder_folder=encoder, local_files_only=_offline())
+                                 image_encoder_folder=encoder, local_files_only=hub_offline())
         except Exception as exc:
             raise ModelError(f"cannot load the IP-Adapter from {files.repo!r} ({type(exc).__name__}: "
                              f"{str(exc)[:300]}); check {files.settings}") from None
@@ -228,14 +229,6 @@ def _style_layers(names: Sequence[str]) -> list[str]:
     indices = sorted({int(n[len(first):].split(".")[0]) for n in names if n.startswith(first)})
     middle = indices[len(indices) // 2]
     return [n for n in names if n.startswith(f"{first}{middle}.")]
-
-
-def _offline() -> bool:
-    import os
-
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def reference_scales(request: Any) -> RefScales:

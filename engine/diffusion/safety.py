@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.device import resolve_device, resolve_dtype
+from engine.device import hub_offline, resolve_device, resolve_dtype
 from engine.errors import ModelError
 
 if TYPE_CHECKING:
@@ -71,14 +71,6 @@ def find_source(model_ref: str, fallback: str = DEFAULT_SAFETY_MODEL) -> SafetyS
     return SafetySource(str(folder) if folder.is_dir() else fallback)
 
 
-def _offline() -> bool:
-    import os
-
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def _load_error(source: SafetySource, reason: str) -> ModelError:
     return ModelError(
         f"The safety checker is on but cannot be loaded from {source.describe()}: {reason}. Put a copy of "
@@ -107,7 +99,7 @@ def check_source(model_ref: str, fallback: str = DEFAULT_SAFETY_MODEL) -> Safety
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(source.ref, "config.json")
-    if not isinstance(cached, str) and _offline():
+    if not isinstance(cached, str) and hub_offline():
         raise _load_error(source, "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
     return source
 
@@ -132,7 +124,7 @@ class SafetyChecker:
 
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
-        local = _offline() or Path(source.ref).is_dir()
+        local = hub_offline() or Path(source.ref).is_dir()
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # loading bars would fill the logs

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from engine.diffusion.models import LOAD_LOCK
+from engine.device import LOAD_LOCK, hub_offline
 from engine.errors import ModelError, PromptError
 
 __all__ = ["MAX_REGION_TEXT", "MIN_SCORE", "Segmenter"]
@@ -43,11 +43,9 @@ class Segmenter:
     def _load(self) -> None:
         if self._model is not None:
             return
-        import os
-
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        offline = hub_offline()
         try:
             with LOAD_LOCK:  # never while another thread loads weights (meta-device patches)
                 self._processor = CLIPSegProcessor.from_pretrained(self.ref, local_files_only=offline)

@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image
 
-from engine.device import resolve_device, resolve_dtype
+from engine.device import LOAD_LOCK, resolve_device, resolve_dtype
 from engine.errors import ModelError
 
 __all__ = ["MEDIUMS", "STYLES", "Describer", "Description", "aspect_of"]
@@ -114,8 +114,9 @@ class Describer:
             log.warning("CAPTION_MODEL %s is not a folder (give a hub id or a model folder)", ref)
             raise ModelError(unavailable)
         try:
-            self.processor = AutoProcessor.from_pretrained(ref)
-            self.model = BlipForConditionalGeneration.from_pretrained(ref, dtype=self.dtype).to(self.device)
+            with LOAD_LOCK:  # never while another thread loads weights (meta-device patches)
+                self.processor = AutoProcessor.from_pretrained(ref)
+                self.model = BlipForConditionalGeneration.from_pretrained(ref, dtype=self.dtype).to(self.device)
         except Exception as exc:  # the path and the loader's words go to the log, never to a member
             log.warning("cannot load the captioning model %s (CAPTION_MODEL, a BLIP model: hub id or folder): %s",
                         ref, exc)
