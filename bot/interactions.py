@@ -386,6 +386,14 @@ def check_upload(upload: discord.Attachment, max_bytes: int) -> None:
     check_attachment(upload.filename, upload.content_type, upload.size, max_bytes)
 
 
+async def download_uploads(interaction: discord.Interaction, uploads: Sequence[discord.Attachment]) -> list[bytes]:
+    """The bytes of a command's pictures, downloaded only once the member has room in the queue
+    (a member at their limit makes the bot fetch nothing); each is checked by `read_upload`."""
+    service = service_of(interaction)
+    await service.check_room(interaction.user.id, interaction.guild_id)
+    return [await read_upload(upload, service.settings.image_prompt_max_bytes) for upload in uploads]
+
+
 async def read_upload(upload: discord.Attachment, max_bytes: int) -> bytes:
     """An uploaded picture's (or mask's) bytes after the free checks, measured again once
     downloaded; the service decodes them with the one checked decoder."""

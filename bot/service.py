@@ -614,24 +614,21 @@ class Tessera:
         if where is not None and len(where) > MAX_REGION_TEXT:
             raise PromptError(f"The region description is {len(where)} characters; at most {MAX_REGION_TEXT} are "
                               "allowed (a few words, like “the sky”).")
-        mask_upload = None
-        if mask_bytes is not None:
-            mask_upload = await asyncio.to_thread(
-                decode_image, mask_bytes, max_bytes=self.settings.image_prompt_max_bytes,
-                max_pixels=self.settings.image_prompt_max_pixels, source="The mask")
         expansion = await self._edit_expansion(prompt_text, user_id, common.get("guild_id"))
 
         def canvas(source: Image.Image, base: GenerationRequest, profile: ModelProfile,
                    shown: tuple[int, int] = (0, 0)) -> Canvas:
             if chosen_cells is not None:
                 area = cell_mask(source.size, chosen_cells)
-            elif mask_upload is not None:
-                area = check_mask(mask_upload, shown)
+            elif mask_bytes is not None:  # decoded here, in the edit's worker thread, after every check
+                area = check_mask(decode_image(mask_bytes, max_bytes=self.settings.image_prompt_max_bytes,
+                                               max_pixels=self.settings.image_prompt_max_pixels, source="The mask"),
+                                  shown)
             else:
                 area = self._segmenter().mask(source, where or "")
             return region_canvas(source, area)
 
-        what = f"cells {','.join(chosen_cells)}" if chosen_cells else "mask" if mask_upload is not None else "where"
+        what = f"cells {','.join(chosen_cells)}" if chosen_cells else "mask" if mask_bytes is not None else "where"
         options: dict[str, Any] = {"edit": "region", "by": given[0]}
         if chosen_cells:
             options["cells"] = ",".join(chosen_cells)

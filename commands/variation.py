@@ -13,13 +13,14 @@ from bot.client import TesseraClient
 from bot.interactions import (
     actor_of,
     check_channel,
+    check_upload,
     defer_public,
+    download_uploads,
     find_job,
     guarded,
     job_choices,
     member_priority,
     post_jobs,
-    read_upload,
     require_done,
     require_grid,
     service_of,
@@ -62,11 +63,13 @@ async def variation(interaction: discord.Interaction, job: str | None = None,
             raise TesseraError("Give either a job or an image, not both.")
         if image is None and not job:
             raise TesseraError("Say what to vary: `job:` and `index:` for one of your images, or attach `image:`.")
-        await defer_public(interaction)
         service = service_of(interaction)
         if image is not None:
+            check_upload(image, service.settings.image_prompt_max_bytes)  # a wrong file: refused before anything
+        await defer_public(interaction)
+        if image is not None:
             await check_channel(interaction)
-            data = await read_upload(image, service.settings.image_prompt_max_bytes)
+            (data,) = await download_uploads(interaction, [image])
             made = await service.vary_upload(user_id=interaction.user.id, image_bytes=data, prompt_text=prompt or "",
                                              strength=strength, guild_id=interaction.guild_id,
                                              channel_id=interaction.channel_id,

@@ -104,3 +104,24 @@ async def test_one_edit_canvas_at_a_time_per_person(service: Tessera) -> None:
     refused = [r for r in results if isinstance(r, QueueLimitError)]
     assert refused and all("still being prepared" in str(r) for r in refused)
     assert len(refused) < 5  # the first one was built and queued
+
+
+async def test_a_mask_for_someone_elses_job_is_refused_before_it_is_decoded(
+        service: Tessera, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.service as service_module
+    from bot.authorization import Actor
+    from engine.errors import TesseraError
+
+    job = (await service.imagine(user_id=7, prompt_text="a lighthouse --seed 3", guild_id=10))[0]
+    await service.wait_for_jobs([job.id], timeout=60)
+    decoded: list[int] = []
+    real_decode = service_module.decode_image
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Image.Image:
+        decoded.append(1)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "decode_image", counting_decode)
+    with pytest.raises(TesseraError):
+        await service.region(user_id=8, job_id=job.id, index=0, mask_bytes=png(), actor=Actor(8, 20))
+    assert decoded == []  # a stranger's mask costs no decode

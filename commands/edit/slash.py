@@ -12,11 +12,12 @@ from discord import app_commands
 from bot.authorization import Act
 from bot.interactions import (
     actor_of,
+    check_upload,
     defer_public,
+    download_uploads,
     find_job,
     guarded,
     job_choices,
-    read_upload,
     require_done,
     require_grid,
     service_of,
@@ -98,11 +99,11 @@ async def region(interaction: discord.Interaction, job: str | None = None,
         if sum(value is not None for value in (cells, where, mask)) != 1:
             raise TesseraError("Say which part to repaint in exactly one way: `cells:` (like a1,b2), `where:` "
                                "(like “the sky”) or `mask:` (a black-and-white image).")
+        if mask is not None:  # a wrong file: refused before anything is shown
+            check_upload(mask, service_of(interaction).settings.image_prompt_max_bytes)
         found, image = await _target(interaction, job, index)
         guard.job_id = found.id
-        mask_bytes = None
-        if mask is not None:
-            mask_bytes = await read_upload(mask, service_of(interaction).settings.image_prompt_max_bytes)
+        mask_bytes = (await download_uploads(interaction, [mask]))[0] if mask is not None else None
         await run_edit(interaction, "region", found.id, image, cells=cells, where=where, mask_bytes=mask_bytes,
                        prompt_text=prompt or None)
 

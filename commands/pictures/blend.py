@@ -12,10 +12,10 @@ from bot.interactions import (
     check_channel,
     check_upload,
     defer_public,
+    download_uploads,
     guarded,
     member_priority,
     post_jobs,
-    read_upload,
     service_of,
 )
 from engine.errors import TesseraError
@@ -43,8 +43,7 @@ async def blend(interaction: discord.Interaction, image1: discord.Attachment, im
             check_upload(picture, max_bytes)
         await defer_public(interaction)
         await check_channel(interaction)
-        await service.check_room(interaction.user.id, interaction.guild_id)  # before downloading anything
-        data = [await read_upload(picture, max_bytes) for picture in pictures]
+        data = await download_uploads(interaction, pictures)
         job = await service.blend(user_id=interaction.user.id, images=data, dimensions=dimensions,
                                   guild_id=interaction.guild_id, channel_id=interaction.channel_id,
                                   priority=await member_priority(interaction))

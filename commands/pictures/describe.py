@@ -23,10 +23,10 @@ from bot.interactions import (
     check_channel,
     check_upload,
     defer_public,
+    download_uploads,
     guarded,
     member_priority,
     post_jobs,
-    read_upload,
     service_of,
 )
 from bot.render import escape, mention
@@ -93,8 +93,8 @@ async def describe(interaction: discord.Interaction, image: discord.Attachment) 
         check_upload(image, max_bytes)  # a wrong file is refused before anything is shown
         await defer_public(interaction)
         await check_channel(interaction)
-        await service.check_room(interaction.user.id, interaction.guild_id)  # before downloading anything
-        job = await service.describe(user_id=interaction.user.id, image_bytes=await read_upload(image, max_bytes),
+        (data,) = await download_uploads(interaction, [image])
+        job = await service.describe(user_id=interaction.user.id, image_bytes=data,
                                      guild_id=interaction.guild_id, channel_id=interaction.channel_id,
                                      priority=await member_priority(interaction))
         await post_jobs(interaction, [job])
