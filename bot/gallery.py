@@ -34,6 +34,7 @@ from bot.authorization import Act, Actor
 from bot.service import Tessera
 from engine.errors import TesseraError
 from engine.imaging.encoding import EncodedImage, encode_for_discord, filename_stem
+from engine.imaging.metadata import model_label
 from engine.jobs.joblog import for_job
 from engine.jobs.model import ImageRecord, Job, JobKind, JobState
 from storage.models import GalleryEntry
@@ -90,13 +91,9 @@ def web_page(service: Any, entry: GalleryEntry) -> str | None:
 
 
 def model_name(model: str | None) -> str:
-    """A model as users know it: a hub id as it is, a local folder or file by its name only
-    (the server's paths are nobody's business)."""
-    if not model:
-        return "unknown"
-    if model.startswith(("/", "~", ".")) or "\\" in model or model.endswith((".safetensors", ".ckpt")):
-        return Path(model).name or model
-    return model
+    """A model as users know it (`engine.imaging.metadata.model_label`: a local path by its
+    file name only; the server's paths are nobody's business)."""
+    return model_label(model) if model else "unknown"
 
 
 async def image_facts(service: Tessera, job: Job, index: int) -> ImageFacts:

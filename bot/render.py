@@ -18,7 +18,7 @@ import discord
 from PIL import Image, UnidentifiedImageError
 
 from engine.imaging.encoding import filename_stem
-from engine.imaging.metadata import model_name
+from engine.imaging.metadata import model_label
 from engine.jobs.model import Job, JobKind
 
 MESSAGE_LIMIT = 2000
@@ -275,9 +275,9 @@ def seed_text(job: Job) -> str:
         value = request.get(key)
         if value is None or value is False or value == "":
             continue
-        lines.append(f"{label}: {model_name(str(value)) if key == 'model' else value}")
+        lines.append(f"{label}: {model_label(str(value)) if key == 'model' else value}")
     if not request and job.model:
-        lines.append(f"model: {model_name(job.model)}")  # a local folder by its name: the server's paths stay private
+        lines.append(f"model: {model_label(job.model)}")  # a local folder by its name: the server's paths stay private
     if job.parent_id and job.kind is JobKind.EDIT:
         lines.append(f"made by: {edit_lineage(job)}")
     elif job.parent_id:

@@ -78,3 +78,13 @@ def test_model_name_keeps_hub_ids_and_drops_folders(model: str, name: str, tmp_p
     Image.new("RGB", (4, 4)).save(png, pnginfo=pnginfo_for(request, index=0))
     meta = read_metadata(png)
     assert meta["a1111"]["Model"] == name and meta["tessera"]["request"]["model"] == name
+
+
+def test_a_model_is_shown_by_its_name_never_its_path() -> None:
+    from bot.gallery import model_name as shown_in_the_gallery
+    from engine.imaging.metadata import model_label, model_name
+
+    for path, label in (("data/models/sd/dreamy", "dreamy"), ("/srv/m/dreamy-v2.safetensors", "dreamy-v2.safetensors"),
+                        ("C:\\models\\x.ckpt", "x.ckpt"), ("org/name", "org/name")):
+        assert model_label(path) == shown_in_the_gallery(path) == label
+    assert model_name("/srv/m/dreamy-v2.safetensors") == "dreamy-v2"  # PNG metadata: A1111's form

@@ -59,16 +59,21 @@ def _negative_text(request: GenerationRequest) -> str:
 _CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 
 
-def model_name(model: str) -> str:
-    """A hub id as it is (`org/name`); a local folder or checkpoint file by its base name only
-    (`/srv/models/dreamshaper-8` → `dreamshaper-8`, `…/v1-5-pruned.safetensors` → `v1-5-pruned`)."""
+def model_label(model: str) -> str:
+    """A model as members see it (`/seed`, the gallery, the web pages): a hub id as it is
+    (`org/name`); a local folder or checkpoint file by its file name only, never its path
+    (`/srv/models/dreamshaper-8` → `dreamshaper-8`, `models/sd/v1-5.safetensors` → `v1-5.safetensors`)."""
     text = model.strip().rstrip("/\\")
     is_path = (text.startswith(("/", ".", "~", "\\")) or "\\" in text or text.count("/") > 1
                or (len(text) > 1 and text[1] == ":") or text.lower().endswith(_CHECKPOINT_SUFFIXES))
-    if not is_path:
-        return text
-    base = text.replace("\\", "/").rsplit("/", 1)[-1]
-    return Path(base).stem if base.lower().endswith(_CHECKPOINT_SUFFIXES) else base
+    return text.replace("\\", "/").rsplit("/", 1)[-1] if is_path else text
+
+
+def model_name(model: str) -> str:
+    """The model in PNG metadata (A1111's `Model:`): `model_label` without a checkpoint's suffix
+    (`…/v1-5-pruned.safetensors` → `v1-5-pruned`)."""
+    label = model_label(model)
+    return Path(label).stem if label.lower().endswith(_CHECKPOINT_SUFFIXES) else label
 
 
 def _file_sha256(path: str) -> str | None:
