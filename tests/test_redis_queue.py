@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import pickle
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -646,3 +647,24 @@ async def test_worker_keys_are_read_in_bounded_number_and_size(cluster: Cluster)
     assert all(count <= 1 for count in fetched)
     assert queue.restarts == {} and all(not task.done() for task in queue._tasks)
     assert set(queue.workers()) <= {worker.worker_id}
+
+
+async def test_a_batch_too_large_to_send_fails_its_jobs_and_the_queue_goes_on(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.jobs.redis_queue as redis_queue
+
+    monkeypatch.setattr(redis_queue, "MAX_PAYLOAD_BYTES", 20_000)
+    queue = await cluster.open(limits=Limits(max_per_user=20, max_running_per_user=4, max_total=100, batch_size=1))
+    await cluster.add_worker(FakeExecutor())
+    assert cluster.storage is not None
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(30_000))  # sent as base64: well past the bound
+    heavy = await create_job(cluster.storage, 1, kind=JobKind.VARIATION,
+                             request=make_request(init_image=str(big), strength=0.35))
+    light = await create_job(cluster.storage, 2)
+    for job in (heavy, light):
+        await queue.submit(job)
+    await cluster.wait(heavy.id, light.id)
+    assert "too large to send to the GPU workers" in (cluster.last(heavy.id, "failed").error or "")
+    assert cluster.kinds(light.id)[-1] == "done"  # the next hand-over was not held up
+    assert await cluster.state(heavy.id) is JobState.FAILED

@@ -65,6 +65,7 @@ from engine.jobs.redis_wire import (
     DEFAULT_NAMESPACE,
     LIVE_TTL_S,
     MAX_HEARTBEAT_BYTES,
+    MAX_PAYLOAD_BYTES,
     BatchPayload,
     JobPayload,
     Keys,
@@ -303,6 +304,13 @@ class RedisQueue(QueueCore):
                                events=self.keys.events(self.instance), timeout_s=self.job_timeout_s,
                                max_attempts=self.max_attempts, jobs=tuple(jobs), files=files)
         data = await asyncio.get_running_loop().run_in_executor(self._pool, payload.to_bytes)
+        if len(data) > MAX_PAYLOAD_BYTES:  # a worker would drop it unanswered and the jobs would wait for ever
+            too_big = TesseraError(f"The pictures of this job are too large to send to the GPU workers (at most "
+                                   f"{MAX_PAYLOAD_BYTES // 2**20} MB together); use fewer or smaller pictures.")
+            for job in jobs:
+                for_job(log, job.job_id).warning("not handed over: its batch is %d bytes", len(data))
+                self._track(asyncio.ensure_future(self._finish(job.job_id, WorkResult(error=too_big))))
+            return
         redis = self._redis_client()
         async with redis.pipeline(transaction=True) as pipe:
             for job in jobs:
@@ -345,10 +353,9 @@ class RedisQueue(QueueCore):
 
     async def _attach(self, files: dict[str, bytes], path: str, what: str) -> str:
         try:
-            data = await asyncio.to_thread(Path(path).read_bytes)
+            key, data = await asyncio.to_thread(_read_keyed, path)  # megabytes to read and hash: off the loop
         except OSError:
             raise TesseraError(f"{what} is no longer on disk (it may have been pruned).") from None
-        key = hashlib.sha256(data).hexdigest()
         files[key] = data
         return key
 
@@ -543,6 +550,12 @@ class RedisQueue(QueueCore):
             self._workers_seen.set()
         else:
             self._workers_seen.clear()
+
+
+def _read_keyed(path: str) -> tuple[str, bytes]:
+    """A file's bytes and their sha256 (the key a batch sends them under)."""
+    data = Path(path).read_bytes()
+    return hashlib.sha256(data).hexdigest(), data
 
 
 def _worker_name(key: Any) -> str:
