@@ -84,11 +84,6 @@ def split_text(text: str, limit: int = EMBED_DESCRIPTION_LIMIT) -> list[str]:
     return pieces
 
 
-def embed_size(embed: discord.Embed) -> int:
-    """The characters Discord counts towards a message's 6,000 (what `len(embed)` counts)."""
-    return len(embed)
-
-
 def help_messages(*, admin: bool) -> list[list[discord.Embed]]:
     """The embeds of each message `/help` sends (usually one message)."""
     embeds: list[discord.Embed] = []
@@ -100,7 +95,7 @@ def help_messages(*, admin: bool) -> list[list[discord.Embed]]:
     for embed in embeds:
         current = messages[-1]
         if current and (len(current) >= EMBEDS_PER_MESSAGE
-                        or sum(map(embed_size, current)) + embed_size(embed) > MESSAGE_EMBEDS_LIMIT):
+                        or sum(map(len, current)) + len(embed) > MESSAGE_EMBEDS_LIMIT):
             messages.append([])
         messages[-1].append(embed)
     return messages

@@ -17,6 +17,7 @@ from bot.client import TesseraClient
 from bot.interactions import (
     actor_of,
     check_channel,
+    check_upload,
     client_of,
     defer_public,
     guarded,
@@ -28,9 +29,6 @@ from bot.interactions import (
     start_prompt,
 )
 from engine.errors import TesseraError
-from engine.imaging.decode import ALLOWED_CONTENT_TYPES, check_attachment
-
-IMAGE_TYPES = ALLOWED_CONTENT_TYPES  # the decoder's rule; kept under this name for feature modules
 
 REROLL = "reroll"  # 🔄 on a grid
 CONFIRM = "confirm"  # run a prompt that makes more than 4 jobs; "job" is a confirmation key, index the count
@@ -42,16 +40,6 @@ HELP = {"commands": "`/imagine prompt [image] [lora] [sref] [cref]` — four ima
                     "link; `lora` adds `--lora name:1`, see `/loras`; `--draft` draws a fast few-step draft)",
         "buttons": "**🔄** under a grid: the same prompt again with a new seed · **✨ Enhance** under a draft: the "
                    "same seeds at full quality"}
-
-
-def check_image(image: discord.Attachment | None, max_bytes: int) -> str | None:
-    """The URL of an attached image prompt, after the checks Discord lets us make for free
-    (declared type and size, the same rule and words as uploads); the fetch decodes it with
-    the one checked decoder."""
-    if image is None:
-        return None
-    check_attachment(image.filename, image.content_type, image.size, max_bytes)
-    return image.url
 
 
 @app_commands.command(name="imagine", description="Make four images from a prompt (Midjourney syntax: --ar, --no, --seed, …)")
@@ -70,17 +58,13 @@ async def imagine(interaction: discord.Interaction, prompt: str, image: discord.
         max_bytes = service_of(interaction).settings.image_prompt_max_bytes
         # Every attachment's free checks (declared type and size) before any deferral or work;
         # the service counts the pictures against the prompt's caps and fetches them like links.
-        image_url = check_image(image, max_bytes)
-        style_urls = _urls(check_image(sref, max_bytes))
-        character_urls = _urls(check_image(cref, max_bytes))
+        for attached in (image, sref, cref):
+            if attached is not None:
+                check_upload(attached, max_bytes)
         await quick_parse(interaction, prompt)
         await defer_public(interaction)
-        await start_prompt(interaction, prompt, image_url=image_url, style_urls=style_urls,
-                           character_urls=character_urls)
-
-
-def _urls(url: str | None) -> tuple[str, ...]:
-    return (url,) if url else ()
+        await start_prompt(interaction, prompt, image_url=image.url if image else None,
+                           style_urls=(sref.url,) if sref else (), character_urls=(cref.url,) if cref else ())
 
 
 def with_lora(prompt: str, name: str) -> str:

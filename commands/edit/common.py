@@ -33,7 +33,6 @@ ZOOM_INPUT_MAX = 4  # "1.75"
 CELLS_CODE = r"(?:[abc][123]){1,9}"  # "a1b2": the chosen cells, in a custom_id without commas
 FORM_ID = re.compile(rf"{re.escape(FORM_PREFIX)}(?P<what>zoom|region|where):(?P<job>{JOB_REF}):(?P<index>\d{{1,3}})"
                      rf"(?::(?P<cells>{CELLS_CODE}))?")
-EDITS = ("zoom", "pan", "square", "region")
 
 
 async def run_edit(interaction: discord.Interaction, edit: str, job_id: str, index: int, **details: Any) -> None:

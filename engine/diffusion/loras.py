@@ -40,7 +40,7 @@ from typing import Any
 
 from engine.errors import ModelError, PromptError
 
-__all__ = ["NAME_MAX", "Catalog", "CatalogEntry", "LoraApplier", "LoraCache", "lora_context_width", "lora_family", "valid_name"]
+__all__ = ["NAME_MAX", "Catalog", "CatalogEntry", "LoraApplier", "LoraCache", "lora_context_width", "valid_name"]
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,6 @@ def lora_context_width(state_dict: dict[str, Any]) -> int | None:
 
 
 _DOWN_PARTS = frozenset({"lora_down", "down", "lora_A"})
-
-
-def lora_family(state_dict: dict[str, Any]) -> str | None:
-    """"sdxl", "sd2" or "sd1" from a LoRA's keys and widths, None if they do not say."""
-    if any(key.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for key in state_dict):
-        return "sdxl"
-    return {2048: "sdxl", 768: "sd1", 1024: "sd2"}.get(lora_context_width(state_dict) or 0)
 
 
 class LoraCache:

@@ -86,11 +86,11 @@ class ShortenTask:
 
     @classmethod
     def from_expansion(cls, expansion: Expansion) -> ShortenTask:
-        """Raises `PromptError` for no words or too many (`check_shortenable`), or parts longer
-        than a job may carry (the same check a worker makes, so it never fails there instead)."""
-        task = cls(tuple(check_shortenable(expansion)), " ".join(expansion.images),
-                   " ".join(use.as_written(limit=10_000) for use in expansion.parameters()))
-        return cls.from_options(task.to_options())
+        """Raises `PromptError` for no words or too many, or parts longer than a job may carry:
+        the same check (`from_options`) a worker makes, so it never fails there instead."""
+        text = " ".join(p.text for p in expansion.prompts if p.weight > 0)
+        return cls.from_options({"words": text, "front": " ".join(expansion.images),
+                                 "back": " ".join(use.as_written(limit=10_000) for use in expansion.parameters())})
 
     def to_options(self) -> dict[str, str]:
         return {"words": " ".join(self.words), "front": self.front, "back": self.back}
@@ -109,14 +109,11 @@ class ShortenTask:
         split = [w for w in words.split() if any(c.isalnum() for c in w)]
         if not split:
             raise PromptError("/shorten needs a prompt with words, like: a red lighthouse on a cliff at dusk")
-        if len(split) > SHORTEN_MAX_WORDS or any(len(w) > MAX_WORD_CHARS for w in split):
-            raise PromptError(f"/shorten measures prompts of up to {SHORTEN_MAX_WORDS} words; this one has more.")
+        if len(split) > SHORTEN_MAX_WORDS:
+            raise PromptError(f"/shorten measures prompts of up to {SHORTEN_MAX_WORDS} words; this one has {len(split)}.")
+        if any(len(w) > MAX_WORD_CHARS for w in split):
+            raise PromptError(f"/shorten measures words of up to {MAX_WORD_CHARS} characters; split the longest one.")
         return cls(tuple(split), front, back)
-
-
-def _words(expansion: Expansion) -> list[str]:
-    text = " ".join(p.text for p in expansion.prompts if p.weight > 0)
-    return [w for w in text.split() if any(c.isalnum() for c in w)]
 
 
 def _pooled(encoder: PromptEncoder, texts: list[str]) -> Any:
@@ -134,23 +131,10 @@ def _pooled(encoder: PromptEncoder, texts: list[str]) -> Any:
     return torch.cat(parts, dim=-1)
 
 
-def check_shortenable(expansion: Expansion) -> list[str]:
-    """The prompt's words, or a `PromptError` when there are none or over SHORTEN_MAX_WORDS:
-    cheap, so callers check before loading or waiting for the text encoders."""
-    words = _words(expansion)
-    if not words:
-        raise PromptError("/shorten needs a prompt with words, like: a red lighthouse on a cliff at dusk")
-    if len(words) > SHORTEN_MAX_WORDS:
-        raise PromptError(f"/shorten measures prompts of up to {SHORTEN_MAX_WORDS} words; this one has {len(words)}.")
-    return words
-
-
-def shorten(encoder: PromptEncoder, task: ShortenTask | Expansion) -> Shortening:
+def shorten(encoder: PromptEncoder, task: ShortenTask) -> Shortening:
     """Word weights and up to five shorter prompts for one prompt (raises `PromptError`)."""
     import torch
 
-    if isinstance(task, Expansion):
-        task = ShortenTask.from_expansion(task)
     words = list(task.words)
     texts = [" ".join(words)] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
     with torch.inference_mode():

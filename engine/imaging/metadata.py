@@ -77,6 +77,12 @@ def model_name(model: str) -> str:
 
 
 def _file_sha256(path: str) -> str | None:
+    """The SHA-256 of a file's bytes. A stored input or image is named by it already
+    (`<sha256>.png`, content-addressed), so only other files are read: a grid with twenty
+    reference pictures would otherwise read each one again for every one of its PNGs."""
+    stem = Path(path).stem
+    if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem) and Path(path).is_file():
+        return stem
     try:
         digest = hashlib.sha256()
         with open(path, "rb") as handle:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.diffusion.shorten import Shortening, ShortenTask, shorten
 from engine.errors import PromptError, TesseraError
-from engine.imaging.decode import decode_image
+from engine.imaging.decode import MAX_PIXELS, decode_image
 from engine.jobs.model import JobKind
 from engine.vision.describe import Describer, Description
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 DESCRIBE_AGAIN_MAX = 1000  # 🔄 presses one picture can take (the offset of its next-best phrases)
 LOAD_RETRY_S = 300.0  # a captioner that failed to load is not tried again before this (each try is gigabytes)
-DEFAULT_MAX_PIXELS = 40_000_000  # IMAGE_PROMPT_MAX_PIXELS's default: a kept picture is within it
 
 
 def check_answer(kind: str, data: Any) -> dict:
@@ -50,7 +49,7 @@ class TextAnswers:
     """The captioner (loaded once, on first use) and the two text-answering job kinds."""
 
     def __init__(self, caption_model: str = "", *, device: str = "auto", dtype: str = "auto",
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = MAX_PIXELS) -> None:
         self.caption_model = caption_model
         self.device, self.dtype = device, dtype
         self.max_pixels = max_pixels

@@ -23,6 +23,7 @@ from engine.diffusion.models import LoadedModel, load_model
 from engine.diffusion.references import adapter_files_from_settings
 from engine.diffusion.safety import DEFAULT_SAFETY_MODEL, SafetyFilter
 from engine.errors import JobCancelled, TesseraError
+from engine.imaging.decode import MAX_PIXELS
 from engine.jobs.answers import TextAnswers
 from engine.jobs.model import JobKind
 from engine.memory import is_out_of_memory, split_on_oom
@@ -139,7 +140,7 @@ class EngineExecutor:
         draft_lora: Path | None = None,
         reference_files: dict[str, Any] | None = None,
         caption_model: str = "",
-        describe_max_pixels: int = 40_000_000,
+        describe_max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.model_ref = model_ref
         self.lora_dir, self.embeddings_dir, self.draft_lora = lora_dir, embeddings_dir, draft_lora
@@ -173,7 +174,7 @@ class EngineExecutor:
             draft_lora=getattr(settings, "draft_lora", None),
             reference_files=adapter_files_from_settings(settings),
             caption_model=getattr(settings, "caption_model", ""),
-            describe_max_pixels=getattr(settings, "image_prompt_max_pixels", 40_000_000),
+            describe_max_pixels=getattr(settings, "image_prompt_max_pixels", MAX_PIXELS),
         )
 
     def prepare(self) -> None:

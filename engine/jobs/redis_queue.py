@@ -66,6 +66,7 @@ from engine.jobs.redis_wire import (
     LIVE_TTL_S,
     MAX_HEARTBEAT_BYTES,
     MAX_PAYLOAD_BYTES,
+    REF_FILES,
     BatchPayload,
     JobPayload,
     Keys,
@@ -343,7 +344,7 @@ class RedisQueue(QueueCore):
                 request["init_image"] = await self._attach(files, request["init_image"], "The image this job starts from")
             if request.get("mask_image"):  # edits: the mask travels as bytes like the init image
                 request["mask_image"] = await self._attach(files, request["mask_image"], "The mask of this edit")
-            for name in ("style_refs", "character_refs", "blend_refs"):  # reference pictures travel as bytes too
+            for name in REF_FILES:  # reference pictures travel as bytes too
                 request[name] = [await self._attach(files, path, "A reference picture") for path in request.get(name, [])]
         if item.kind == UPSCALE:
             options["source"] = await self._attach(files, str(item.options.get("source", "")), "The image to upscale")

@@ -52,7 +52,9 @@ from taskiq_redis import RedisStreamBroker
 
 from engine.diffusion.loras import valid_name
 from engine.diffusion.models import PROFILES
+from engine.diffusion.shorten import MAX_PART_CHARS
 from engine.errors import TesseraError
+from engine.jobs.answers import DESCRIBE_AGAIN_MAX
 from engine.prompt import _QUALITIES as QUALITIES  # the bot's --quality choices
 from engine.prompt import LORA_WEIGHT_MAX, LORAS_MAX
 from engine.request import MAX_ASPECT, GenerationRequest, steps_for_quality
@@ -71,7 +73,7 @@ MAX_SKELETON_CHARS = 1024 * 1024  # JSON outside strings: ~1 KB per job in a rea
 MAX_HEARTBEAT_BYTES = 16 * 1024
 MAX_REFERENCES = 20  # reference pictures of one request, all lists together (PROMPT_MAX_IMAGES <= 20)
 MAX_FILES = MAX_BATCH * (1 + MAX_REFERENCES)  # init image + references per job; bytes bound by the payload
-_REF_FILES = ("style_refs", "character_refs", "blend_refs")
+REF_FILES = ("style_refs", "character_refs", "blend_refs")  # a request's reference pictures: files on the wire
 _REF_URLS = ("style_urls", "character_urls")
 RESULT_TTL_S = 24 * 3600  # an unread result list (its bot is gone) expires
 LIVE_TTL_S = 7 * 24 * 3600  # a live key the bot never deleted (it crashed) expires
@@ -357,7 +359,7 @@ def check_request(data: Any, files: dict[str, bytes], what: str) -> dict:
             raise PayloadError(f"{what}.mask_image needs an init_image to paint on")
     _int(data.get("feather", 0), f"{what}.feather", 0, MAX_FEATHER)
     refs = 0
-    for name in _REF_FILES:
+    for name in REF_FILES:
         items = data.get(name, [])
         if not isinstance(items, list) or not all(isinstance(i, str) and i in files for i in items):
             raise PayloadError(f"{what}.{name} must be a list of files sent with the batch")
@@ -448,12 +450,12 @@ def _check_text_job(kind: str, options: dict, files: dict[str, bytes], what: str
     if kind == "describe":
         if options.get("source") not in files:
             raise PayloadError(f"{what}options.source must name a file sent with the batch")
-        _int(options.get("offset", 0), f"{what}options.offset", 0, 1000)
+        _int(options.get("offset", 0), f"{what}options.offset", 0, DESCRIBE_AGAIN_MAX)
         return
     for name in ("words", "front", "back"):
         value = options.get(name, "")
-        if not isinstance(value, str) or len(value) > 8000:
-            raise PayloadError(f"{what}options.{name} must be a string of at most 8000 characters")
+        if not isinstance(value, str) or len(value) > MAX_PART_CHARS:
+            raise PayloadError(f"{what}options.{name} must be a string of at most {MAX_PART_CHARS} characters")
 
 
 # ----- what a worker agrees to run ----------------------------------------------------------

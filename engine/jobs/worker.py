@@ -50,6 +50,7 @@ from engine.jobs.redis_wire import (
     CLAIM_SCRIPT,
     DEFAULT_NAMESPACE,
     DEFAULT_VISIBILITY_S,
+    REF_FILES,
     RESULT_TTL_S,
     WIRE_VERSION,
     BatchPayload,
@@ -493,7 +494,7 @@ def _work_item(job: JobPayload, paths: dict[str, str]) -> WorkItem:
             data["init_image"] = paths[data["init_image"]]
         if data.get("mask_image"):
             data["mask_image"] = paths[data["mask_image"]]
-        for name in ("style_refs", "character_refs", "blend_refs"):
+        for name in REF_FILES:
             data[name] = [paths[key] for key in data.get(name, [])]
         request = GenerationRequest.from_json(data)
     return WorkItem(job.job_id, job.kind, request, options, job.prompt_text)

@@ -132,8 +132,9 @@ class Describer:
             pixels = self.processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
             pixels = pixels.to(self.device, self.dtype)
             captions = self._captions(pixels)
-            mediums = self._ranked(pixels, MEDIUMS)
-            styles = self._ranked(pixels, STYLES)
+            image_embeds = self.model.vision_model(pixel_values=pixels)[0]  # once, for both lists
+            mediums = self._ranked(image_embeds, MEDIUMS)
+            styles = self._ranked(image_embeds, STYLES)
         aspect = aspect_of(*image.size)
         prompts = []
         for i, caption in enumerate(captions):
@@ -148,7 +149,7 @@ class Describer:
         texts = [_plain(t) for t in self.processor.batch_decode(out, skip_special_tokens=True)]
         return [t or "a picture" for t in texts]
 
-    def _ranked(self, pixels: Any, phrases: tuple[str, ...]) -> list[str]:
+    def _ranked(self, image_embeds: Any, phrases: tuple[str, ...]) -> list[str]:
         """`phrases`, most likely caption of the picture first (mean token log-probability)."""
         import torch
 
@@ -156,7 +157,6 @@ class Describer:
         batch = self.processor.tokenizer(list(phrases), padding=True, return_tensors="pt").to(self.device)
         ids = batch.input_ids.clone()
         ids[:, 0] = config.bos_token_id  # BLIP's decoder starts with [DEC], as generate() does
-        image_embeds = self.model.vision_model(pixel_values=pixels)[0]
         logits = self.model.text_decoder(input_ids=ids, attention_mask=batch.attention_mask,
                                          encoder_hidden_states=image_embeds.expand(len(phrases), -1, -1)).logits
         logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
