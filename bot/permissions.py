@@ -84,12 +84,12 @@ async def configured_channels(client: Any, gallery_channel_id: int | None) -> li
             found.append((channel, why))
 
     add(gallery_channel_id, "GALLERY_CHANNEL_ID")
-    storage = getattr(getattr(client, "service", None), "storage", None)
+    service = getattr(client, "service", None)
     for guild in list(getattr(client, "guilds", [])):
-        if storage is None:
+        if service is None:
             break
         try:
-            rules = await storage.settings.guild(guild.id)
+            rules = await service.guild_settings(guild.id)
         except Exception:
             log.debug("could not read the settings of server %s", guild.id, exc_info=True)
             continue

@@ -1129,11 +1129,7 @@ class Tessera:
         Links may reach only public addresses on `IMAGE_FETCH_PORTS` (or the hosts in
         `IMAGE_FETCH_ALLOWED_HOSTS`); decoding and blending run off the event loop."""
 
-        settings = self.settings
-        policy = FetchPolicy.build(settings.image_fetch_allowed_hosts, settings.image_fetch_ports)
-        limits = FetchLimits(max_bytes=settings.image_prompt_max_bytes, timeout_s=settings.image_fetch_timeout_s,
-                             max_pixels=settings.image_prompt_max_pixels,
-                             max_total_pixels=settings.image_prompt_max_total_pixels)
+        policy, limits = self._fetch_limits()
         path = await fetch_init_image(urls, self.inputs_dir, policy=policy, limits=limits)
         return str(path)
 
