@@ -35,7 +35,7 @@ from engine.jobs.model import JobKind
 DELETE = "delete"  # 🗑 Delete on an upscale
 
 HELP = {"commands": "`/show job` — post a finished result again, with its buttons",
-        "buttons": "**🗑️ Delete** under an upscale: remove the message (yours only)"}
+        "buttons": "**🗑️ Delete** under an upscale: remove the message (yours, or a server manager's)"}
 
 
 @app_commands.command(name="show", description="Post a finished job's result again, with its buttons")
