@@ -366,6 +366,38 @@ async def start_prompt(interaction: discord.Interaction, prompt: str, *, image_u
     await post_jobs(interaction, jobs)
 
 
+PROMPT_FORM_TIMEOUT_S = 15 * 60
+PROMPT_INPUT_MAX = 4000  # Discord's longest text input (the prompt parser's own limit applies on submit)
+
+
+class PromptForm(discord.ui.Modal):
+    """A prompt, editable, that Submit runs as the submitter's own /imagine (Midjourney's
+    Remix): the gallery's 🔁 and the numbered buttons under /describe and /shorten open one.
+
+    Only the form: its submission is handled by `submit_prompt_form`, which the feature
+    registers for its custom_id prefix, so a form submitted after a restart still works."""
+
+    def __init__(self, prompt_text: str, *, title: str, custom_id: str, field_id: str, description: str) -> None:
+        super().__init__(title=title, timeout=PROMPT_FORM_TIMEOUT_S, custom_id=custom_id)
+        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            style=discord.TextStyle.paragraph, default=prompt_text[:PROMPT_INPUT_MAX], max_length=PROMPT_INPUT_MAX,
+            required=True, custom_id=field_id)
+        self.add_item(discord.ui.Label(text="Prompt", description=description, component=self.prompt))
+
+
+async def submit_prompt_form(interaction: discord.Interaction, field_id: str) -> None:
+    """A submitted `PromptForm`: run its (edited) prompt, the text input `field_id`, as the
+    submitter's own /imagine."""
+    data: Any = interaction.data or {}
+    async with guarded(interaction):
+        text = (submitted_value(data.get("components"), field_id) or "").strip()
+        if not text:
+            raise TesseraError("The prompt is empty; write what to draw.")
+        await quick_parse(interaction, text)
+        await defer_public(interaction)
+        await start_prompt(interaction, text, image_url=None)
+
+
 def submitted_value(components: Any, custom_id: str) -> str | None:
     """The value of the text input `custom_id` in a modal submission (labels and rows nest it)."""
     for component in components or []:

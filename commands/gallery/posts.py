@@ -22,17 +22,16 @@ from bot.authorization import Act
 from bot.gallery import MESSAGE_LIMIT, image_facts, paste_text, prompt_with_seed, remove_share
 from bot.interactions import (
     Guard,
+    PromptForm,
     actor_of,
     check_channel,
     defer_public,
     guarded,
     member_priority,
     post_jobs,
-    quick_parse,
     reply,
     service_of,
-    start_prompt,
-    submitted_value,
+    submit_prompt_form,
 )
 from bot.service import Tessera
 from engine.errors import TesseraError
@@ -41,8 +40,6 @@ from storage.models import GalleryEntry
 log = logging.getLogger(__name__)
 
 PREFIX = "tessera-g"
-REMIX_MODAL_TIMEOUT_S = 15 * 60
-TEXT_INPUT_MAX = 4000  # Discord's longest text input
 REMIX_MODAL = f"{PREFIX}:remixmodal:"  # + entry id and a random tag
 REMIX_PROMPT = f"{PREFIX}:remixprompt"
 
@@ -127,7 +124,7 @@ async def live_entry(service: Tessera, entry_id: int) -> GalleryEntry:
 async def _remix(interaction: discord.Interaction, entry_id: int, guard: Guard) -> None:
     entry = await live_entry(service_of(interaction), entry_id)
     guard.job_id = entry.job_id
-    modal = RemixModal(entry.id, entry.prompt_text)
+    modal = remix_form(entry.id, entry.prompt_text)
     await interaction.response.send_modal(modal)
     modal.stop()  # not kept in memory: `on_remix_submit` takes the form by its custom_id, after any wait or restart
 
@@ -198,30 +195,15 @@ _HANDLERS: dict[str, Callable[[discord.Interaction, int, Guard], Awaitable[None]
 # ----- the remix modal -------------------------------------------------------------------------------
 
 
-class RemixModal(discord.ui.Modal, title="Remix this prompt"):
-    """The shared prompt, editable; Submit runs the edited prompt as the submitter's own job.
-
-    Only the form: the submission is handled by `on_remix_submit` from its custom_id, like the
-    buttons, so a form submitted after a restart (or after discord.py's modal timeout) still
-    works instead of showing "This interaction failed"."""
-
-    def __init__(self, entry_id: int, prompt_text: str) -> None:
-        super().__init__(timeout=REMIX_MODAL_TIMEOUT_S, custom_id=f"{REMIX_MODAL}{entry_id}:{secrets.token_hex(4)}")
-        self.entry_id = entry_id
-        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(style=discord.TextStyle.paragraph, default=prompt_text[:TEXT_INPUT_MAX],
-                                           max_length=TEXT_INPUT_MAX, required=True, custom_id=REMIX_PROMPT)
-        self.add_item(discord.ui.Label(text="Prompt", description="Change anything, then Submit to make your own grid",
-                                       component=self.prompt))
+def remix_form(entry_id: int, prompt_text: str) -> PromptForm:
+    """🔁 Remix: the shared prompt, editable; Submit runs it as the submitter's own job. Its
+    submission is handled by `on_remix_submit` from its custom_id, like the buttons, so a form
+    submitted after a restart (or after discord.py's modal timeout) still works."""
+    return PromptForm(prompt_text, title="Remix this prompt", custom_id=f"{REMIX_MODAL}{entry_id}:{secrets.token_hex(4)}",
+                      field_id=REMIX_PROMPT, description="Change anything, then Submit to make your own grid")
 
 
 async def on_remix_submit(interaction: discord.Interaction) -> None:
     """A submitted 🔁 Remix form (the client routes forms whose custom_id starts with
     `REMIX_MODAL` here): run the edited prompt as the submitter's job."""
-    data: Any = interaction.data or {}
-    async with guarded(interaction):
-        text = (submitted_value(data.get("components"), REMIX_PROMPT) or "").strip()
-        if not text:
-            raise TesseraError("The prompt is empty; write what to draw.")
-        await quick_parse(interaction, text)
-        await defer_public(interaction)
-        await start_prompt(interaction, text, image_url=None)
+    await submit_prompt_form(interaction, REMIX_PROMPT)
