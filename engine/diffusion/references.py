@@ -160,6 +160,7 @@ class ReferenceAdapter:
                               for layer in self.projection.image_projection_layers]
         self.dtype = next(self.image_encoder.parameters()).dtype
         self._torch = torch
+        self._empty: dict[int, Any] = {}  # slot -> its stand-in embedding (`empty`), made once
 
     def _deactivate(self) -> None:
         unet = self.pipe.unet
@@ -207,7 +208,13 @@ class ReferenceAdapter:
         return get_module_execution_device(self.image_encoder)
 
     def empty(self, slot: int) -> Any:
-        """A stand-in embedding for a slot a batch does not use (its scale is 0: skipped)."""
+        """A stand-in embedding for a slot a batch does not use (its scale is 0: skipped). The
+        same for every batch, so the image encoder runs once per slot, not once per request."""
+        if slot not in self._empty:
+            self._empty[slot] = self._encode_empty(slot)
+        return self._empty[slot]
+
+    def _encode_empty(self, slot: int) -> Any:
         torch = self._torch
         size = self.image_encoder.config.image_size
         pixels = torch.zeros((1, 3, size, size), device=self._encoder_device(), dtype=self.dtype)
